@@ -1,0 +1,1 @@
+"""keras-attreg: attribution-regularised training and faithful attribution evaluation."""

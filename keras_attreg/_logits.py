@@ -1,0 +1,240 @@
+"""The pre-softmax score S_c(x) of a Keras model: shared by every module.
+
+Attribution maps and attribution penalties are defined on the logit of the
+target class, never on the softmax probability. `split_logits` finds the logit
+inside a Keras model once, and returns a callable that gives, from one forward
+pass, both the logits `z` and the model's own output `y = head(z)`.
+
+Supported endings (checked in this order):
+- `logits_layer="name"`: the output of that layer is the logit.
+- A `Softmax` layer or `Activation("softmax")`: the logit is its input.
+- A layer built with `activation="softmax"` (e.g. `Dense`): the logit is that
+  layer's pre-activation, computed with the same weights.
+- A nested functional/Sequential model as last layer: searched recursively.
+- Anything else: the output is taken as the logit.
+"""
+
+from __future__ import annotations
+
+import weakref
+
+import keras
+import tensorflow as tf
+from keras.src.models.functional import Functional
+
+_FIX_HINT = (
+    "Make the model return logits (end in a linear layer) and use "
+    "`from_logits=True` in the loss, or pass `logits_layer=<name of the layer "
+    "whose output is the logit>`."
+)
+
+
+def _is_softmax(fn) -> bool:
+    return fn is keras.activations.softmax or getattr(fn, "__name__", "") == "softmax"
+
+
+def _is_graph_model(model) -> bool:
+    """True for functional and Sequential models (their layer graph is known)."""
+    return isinstance(model, (Functional, keras.Sequential))
+
+
+def _graph_outputs(model: keras.Model):
+    try:
+        outputs = model.outputs
+    except (AttributeError, ValueError):
+        outputs = None
+    if not outputs:
+        raise ValueError(
+            f"The base model {model.name!r} is not built, so its logit cannot be "
+            "found. Give it an `keras.Input` (or call `model.build(shape)`) "
+            "before wrapping it."
+        )
+    if len(outputs) != 1:
+        raise ValueError(
+            "The base model must have a single output (the class scores). "
+            f"Received: a model with {len(outputs)} outputs."
+        )
+    return outputs[0]
+
+
+def _inputs(model: keras.Model):
+    """The model's inputs, unwrapped when single (as the model is called)."""
+    inputs = model.inputs
+    return inputs[0] if len(inputs) == 1 else inputs
+
+
+def _linear_call(layer, inputs, training):
+    """Calls `layer` on `inputs` with its activation replaced by identity."""
+    activation = layer.activation
+    layer.activation = keras.activations.linear
+    try:
+        return _call(layer, inputs, training)
+    finally:
+        layer.activation = activation
+
+
+def _call(layer, inputs, training):
+    if getattr(layer, "_call_has_training_arg", False):
+        return layer(inputs, training=training)
+    return layer(inputs)
+
+
+class LogitSplit:
+    """`model(x)` split into `(logits, outputs)` from a single forward pass.
+
+    Args:
+        model: a built Keras model with one output.
+        logits_layer: optional name of the layer whose output is the logit.
+    """
+
+    def __init__(self, model: keras.Model, logits_layer: str | None = None):
+        self.model = model
+        self.logits_layer = logits_layer
+        self.inner = None
+        self.ends_in_softmax = False
+        if not isinstance(model, keras.Model):
+            raise ValueError(
+                f"Expected a `keras.Model`. Received: model={model!r} "
+                f"of type {type(model).__name__}"
+            )
+        if not _is_graph_model(model):
+            self._init_subclassed(model)
+            return
+        output = _graph_outputs(model)
+        if logits_layer is not None:
+            try:
+                layer = model.get_layer(logits_layer)
+            except ValueError:
+                raise ValueError(
+                    f"No layer named {logits_layer!r} in model {model.name!r}. "
+                    f"Received: logits_layer={logits_layer!r}"
+                ) from None
+            self.mode = "named"
+            self.trunk = keras.Model(_inputs(model), [layer.output, output])
+            return
+        last = output._keras_history.operation
+        if isinstance(last, keras.layers.Softmax) or (
+            isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)
+        ):
+            self.mode = "softmax_layer"
+        elif _is_softmax(getattr(last, "activation", None)):
+            self.mode = "softmax_activation"
+        elif _is_graph_model(last):
+            self.mode = "nested"
+            self.inner = split_logits(last)
+            if self.inner.mode == "identity":
+                self.mode, self.trunk = "identity", model
+                return
+        else:
+            self.mode, self.trunk = "identity", model
+            return
+        self.ends_in_softmax = self.mode != "nested" or self.inner.ends_in_softmax
+        self.last = last
+        try:
+            trunk_out = last.input
+        except (AttributeError, ValueError) as error:
+            raise ValueError(
+                f"Cannot reach the logit of model {model.name!r}: its last layer "
+                f"{last.name!r} ({type(last).__name__}) applies a softmax but its "
+                f"input is ambiguous ({error}). {_FIX_HINT}"
+            ) from None
+        self.trunk = keras.Model(_inputs(model), trunk_out)
+
+    def _init_subclassed(self, model):
+        layers = getattr(model, "layers", [])
+        last = layers[-1] if layers else None
+        if isinstance(last, keras.layers.Softmax) or _is_softmax(
+            getattr(last, "activation", None)
+        ):
+            raise ValueError(
+                f"Cannot reach the logit of the subclassed model {model.name!r}: "
+                f"its last layer {last.name!r} applies a softmax inside `call()`. "
+                "Return logits from `call()` and use `from_logits=True` in the loss."
+            )
+        if self.logits_layer is not None:
+            raise ValueError(
+                "`logits_layer` needs a functional or Sequential model. "
+                f"Received: logits_layer={self.logits_layer!r} for the subclassed "
+                f"model {model.name!r}"
+            )
+        self.mode, self.trunk = "identity", model
+
+    def __call__(self, x, training: bool = False):
+        """Returns `(logits, outputs)`; `outputs` equals `model(x, training)`."""
+        if self.mode == "identity":
+            z = _call(self.trunk, x, training)
+            return z, z
+        if self.mode == "named":
+            z, y = self.trunk(x, training=training)
+            return z, y
+        h = _call(self.trunk, x, training)
+        if self.mode == "softmax_layer":
+            return h, _call(self.last, h, training)
+        if self.mode == "softmax_activation":
+            z = _linear_call(self.last, h, training)
+            return z, self.last.activation(z)
+        return self.inner(h, training=training)
+
+    def logits(self, x, training: bool = False):
+        """Returns the pre-softmax scores of `x`."""
+        return self(x, training=training)[0]
+
+
+_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def split_logits(model: keras.Model, logits_layer: str | None = None) -> LogitSplit:
+    """Returns the (cached) `LogitSplit` of `model`."""
+    key = (logits_layer,)
+    per_model = _CACHE.setdefault(model, {})
+    if key not in per_model:
+        per_model[key] = LogitSplit(model, logits_layer)
+    return per_model[key]
+
+
+def labels_to_targets(y, num_classes: int | None = None) -> tf.Tensor:
+    """Converts sparse (B,), (B, 1) or one-hot (B, C) labels to int32 indices."""
+    y = tf.convert_to_tensor(y)
+    rank = y.shape.rank
+    if rank == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
+        return tf.argmax(y, axis=-1, output_type=tf.int32)
+    if rank == 2 and y.shape[-1] == 1:
+        y = tf.squeeze(y, axis=-1)
+    elif rank != 1:
+        raise ValueError(
+            "Labels must be class indices of shape (batch,) or (batch, 1), or "
+            f"one-hot of shape (batch, classes). Received: y with shape {y.shape}"
+        )
+    return tf.cast(y, tf.int32)
+
+
+def check_targets(targets: tf.Tensor, num_classes: int, name: str = "targets"):
+    """Checks class indices lie in [0, num_classes).
+
+    Raises `ValueError` on eager values; adds a run-time assertion in graphs
+    (where it raises `tf.errors.InvalidArgumentError` with the same message).
+    """
+    message = (
+        f"Invalid value for argument {name}: expected class indices in "
+        f"[0, {num_classes})."
+    )
+    if tf.executing_eagerly():
+        values = targets.numpy()
+        if values.size and (values.min() < 0 or values.max() >= num_classes):
+            raise ValueError(
+                f"{message} Received: {name} with min {values.min()} and "
+                f"max {values.max()}"
+            )
+        return targets
+    in_range = tf.logical_and(
+        tf.reduce_all(targets >= 0), tf.reduce_all(targets < num_classes)
+    )
+    with tf.control_dependencies(
+        [tf.debugging.Assert(in_range, [message, "Received:", targets], summarize=8)]
+    ):
+        return tf.identity(targets)
+
+
+def target_scores(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """S_c: the logit of class `targets[b]` for each sample b, shape (batch,)."""
+    return tf.gather(logits, targets, axis=-1, batch_dims=1)

@@ -1,0 +1,123 @@
+"""Attribution regularisers: small serialisable objects the training wrapper calls.
+
+A regulariser does the forward pass itself (it needs hooks into it: the input
+gradient, or the layer activations) and returns the model outputs together with
+a per-sample penalty. `AttributionRegularizedModel` reduces the penalty over the
+global batch and asks the regulariser how to combine it with the task loss.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_attreg._logits import LogitSplit, target_scores
+from keras_attreg._validation import check_choice, check_float
+
+
+@keras.saving.register_keras_serializable(package="keras_attreg")
+class AttributionRegularizer:
+    """Base class of the attribution regularisers.
+
+    Subclasses implement `__call__` (forward pass and per-sample penalty),
+    optionally `combine` (how the penalty enters the loss) and `get_config`.
+
+    Attributes:
+        name: the key under which the penalty is logged (`val_` + name in
+            validation logs).
+    """
+
+    name = "attribution_penalty"
+
+    def __call__(
+        self, split: LogitSplit, x: tf.Tensor, targets: tf.Tensor, training: bool
+    ) -> tuple[tf.Tensor, tf.Tensor]:
+        """Runs the model on `x` and computes the penalty.
+
+        Args:
+            split: the base model, split into logits and outputs.
+            x: float input batch.
+            targets: int32 class indices, shape `(batch,)`.
+            training: forwarded to the layers (BatchNormalization, Dropout).
+
+        Returns:
+            `(outputs, penalty)`: the base model's outputs and a float tensor of
+            shape `(batch,)`, the penalty of each sample.
+        """
+        raise NotImplementedError
+
+    def combine(self, task_loss: tf.Tensor, penalty: tf.Tensor, weight: tf.Tensor):
+        """Total loss from the task loss and the batch penalty.
+
+        `weight` in [0, 1] is the switch set by `DelayedActivation` (1 when no
+        such callback is used).
+        """
+        raise NotImplementedError
+
+    def get_config(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_config(cls, config: dict):
+        return cls(**config)
+
+
+def input_gradient(split: LogitSplit, x, targets, training: bool):
+    """Forward pass plus dS_c(x)/dx, kept differentiable for an outer tape.
+
+    Returns:
+        `(outputs, gradient)` with `gradient` of the shape of `x`.
+    """
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits, outputs = split(x, training=training)
+        scores = target_scores(logits, targets)
+    return outputs, tape.gradient(scores, x)
+
+
+@keras.saving.register_keras_serializable(package="keras_attreg")
+class L1GradientPenalty(AttributionRegularizer):
+    """Input-gradient penalty of Kiritoshi et al. (CVPR-W 2019), Eq. 1.
+
+        L' = L(x, y) + alpha * || dS_c(x) / dx ||_1
+
+    S_c is the pre-softmax score (logit) of the true class c. The norm is taken
+    per sample (sum over all pixels and channels) and averaged over the batch.
+    `norm="l2"` gives double backpropagation (Drucker & LeCun 1992): the squared
+    L2 norm ||dS_c/dx||_2^2 in place of the L1 norm.
+
+    With BatchNormalization in training mode, the batch statistics couple the
+    samples of a batch; the gradient taken is that of sum_b S_c(x_b), whose
+    cross-sample terms shrink as 1 / batch size.
+
+    Args:
+        alpha: non-negative weight of the penalty.
+        norm: `"l1"` (the paper) or `"l2"` (squared L2).
+
+    Example:
+
+    >>> import keras_attreg as kar
+    >>> penalty = kar.L1GradientPenalty(alpha=1e-3)
+    >>> penalty.get_config()
+    {'alpha': 0.001, 'norm': 'l1'}
+    """
+
+    def __init__(self, alpha: float = 1e-3, norm: str = "l1"):
+        self.alpha = check_float("alpha", alpha, low=0.0)
+        self.norm = check_choice("norm", norm, ("l1", "l2"))
+
+    def __call__(self, split, x, targets, training):
+        outputs, gradient = input_gradient(split, x, targets, training)
+        axes = list(range(1, gradient.shape.rank))
+        if self.norm == "l1":
+            per_sample = tf.reduce_sum(tf.abs(gradient), axis=axes)
+        else:
+            per_sample = tf.reduce_sum(tf.square(gradient), axis=axes)
+        return outputs, per_sample
+
+    def combine(self, task_loss, penalty, weight):
+        """L' = L + weight * alpha * penalty."""
+        return task_loss + tf.cast(weight * self.alpha, task_loss.dtype) * penalty
+
+    def get_config(self) -> dict:
+        return {"alpha": self.alpha, "norm": self.norm}
