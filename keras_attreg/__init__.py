@@ -1,1 +1,22 @@
-"""keras-attreg: attribution-regularised training and faithful attribution evaluation."""
+"""keras-attreg: attribution-regularised training and faithful attribution evaluation.
+
+One import gives the public API::
+
+    import keras_attreg as kar
+"""
+
+from keras_attreg.training import (
+    AttributionRegularizedModel,
+    AttributionRegularizer,
+    DelayedActivation,
+    L1GradientPenalty,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttributionRegularizedModel",
+    "AttributionRegularizer",
+    "DelayedActivation",
+    "L1GradientPenalty",
+]

@@ -175,12 +175,20 @@ class LogitSplit:
             return z, self.last.activation(z)
         return self.inner(h, training=training)
 
+    def num_classes(self, input_shape=None) -> int:
+        """Number of classes (last axis of the logits)."""
+        if self.mode == "named":
+            return int(self.trunk.outputs[0].shape[-1])
+        if _is_graph_model(self.model):
+            return int(self.model.outputs[0].shape[-1])
+        return int(self.model.compute_output_shape(tuple(input_shape))[-1])
+
     def logits(self, x, training: bool = False):
         """Returns the pre-softmax scores of `x`."""
         return self(x, training=training)[0]
 
 
-_CACHE: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def split_logits(model: keras.Model, logits_layer: str | None = None) -> LogitSplit:

@@ -1,0 +1,15 @@
+"""Training: the regularised model wrapper, the regularisers, the callbacks."""
+
+from keras_attreg.training.callbacks import DelayedActivation
+from keras_attreg.training.model import AttributionRegularizedModel
+from keras_attreg.training.regularizers import (
+    AttributionRegularizer,
+    L1GradientPenalty,
+)
+
+__all__ = [
+    "AttributionRegularizedModel",
+    "AttributionRegularizer",
+    "DelayedActivation",
+    "L1GradientPenalty",
+]
