@@ -106,7 +106,7 @@ def test_weight_gradient_of_total_loss_matches_finite_differences():
     grads = tape.gradient(loss, [kernel, dense])
     rng = np.random.default_rng(1)
     h = 1e-6
-    for variable, grad in zip([kernel, dense], grads):
+    for variable, grad in zip([kernel, dense], grads, strict=True):
         for _ in range(6):
             index = tuple(rng.integers(0, s) for s in variable.shape)
             original = variable.numpy()
@@ -163,7 +163,7 @@ def test_alpha_zero_is_bit_for_bit_the_plain_step():
     for _ in range(3):
         plain.train_on_batch(x, y)
         model.train_on_batch(x, y)
-    for a, b in zip(plain.get_weights(), wrapped_base.get_weights()):
+    for a, b in zip(plain.get_weights(), wrapped_base.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
@@ -350,7 +350,7 @@ def test_delayed_activation_off_equals_plain_training():
     off = kar.DelayedActivation("accuracy", threshold=2.0)
     plain.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0)
     model.fit(x, y, epochs=2, batch_size=8, shuffle=False, verbose=0, callbacks=[off])
-    for a, b in zip(plain_base.get_weights(), base.get_weights()):
+    for a, b in zip(plain_base.get_weights(), base.get_weights(), strict=True):
         np.testing.assert_array_equal(a, b)
 
 
