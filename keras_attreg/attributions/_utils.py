@@ -1,0 +1,184 @@
+"""Machinery shared by the attribution methods: input handling, batching, tracing.
+
+Every method is written as a *kernel* `kernel(split, x, targets, *tensors,
+**static)` working on one batch inside a `tf.function`; `attribute` feeds it
+batches of numpy arrays, tensors or `tf.data` datasets and caches one traced
+function per (model, kernel, static options).
+"""
+
+from __future__ import annotations
+
+import functools
+import weakref
+from collections.abc import Callable, Iterator
+
+import keras
+import tensorflow as tf
+
+from keras_attreg._logits import (
+    LogitSplit,
+    check_targets,
+    labels_to_targets,
+    split_logits,
+    target_scores,
+)
+from keras_attreg._validation import check_int
+
+DEFAULT_BATCH_SIZE = 256
+
+_EMPTY = "Invalid value for argument x: expected at least one sample. Received: no data"
+_TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def float_input(x) -> tf.Tensor:
+    """`x` as a float tensor (kept in float64 when given so, else floatx)."""
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        x = tf.cast(x, keras.backend.floatx())
+    return x
+
+
+def batches(
+    x, targets, batch_size: int, name: str = "targets"
+) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
+    """Yields `(x, targets)` batches of at most `batch_size` samples.
+
+    Args:
+        x: array or tensor of inputs, or a `tf.data.Dataset` of `(x, labels)`
+            batches (then `targets` must be None).
+        targets: class indices, shape `(batch,)`, or one-hot labels.
+        batch_size: the largest number of samples per batch.
+        name: argument name used in error messages.
+    """
+    if isinstance(x, tf.data.Dataset):
+        if targets is not None:
+            raise ValueError(
+                "When `x` is a `tf.data.Dataset` it must yield `(x, targets)` "
+                f"batches and `{name}` must be None. Received: {name}={targets!r}"
+            )
+        empty = True
+        for x_batch, y_batch in x:
+            x_batch, t_batch = float_input(x_batch), labels_to_targets(y_batch)
+            empty = empty and int(x_batch.shape[0]) == 0
+            for start in range(0, int(x_batch.shape[0]), batch_size):
+                yield (
+                    x_batch[start : start + batch_size],
+                    t_batch[start : start + batch_size],
+                )
+        if empty:
+            raise ValueError(_EMPTY)
+        return
+    if targets is None:
+        raise ValueError(
+            f"Invalid value for argument {name}: expected class indices, one per "
+            f"sample. Received: {name}=None"
+        )
+    x, targets = float_input(x), labels_to_targets(targets)
+    if x.shape.rank < 2 or targets.shape[0] != x.shape[0]:
+        raise ValueError(
+            f"Invalid value for argument {name}: expected one class index per "
+            f"sample of `x`. Received: x with shape {x.shape} and {name} with "
+            f"shape {targets.shape}"
+        )
+    if x.shape[0] == 0:
+        raise ValueError(_EMPTY)
+    for start in range(0, int(x.shape[0]), batch_size):
+        yield x[start : start + batch_size], targets[start : start + batch_size]
+
+
+def num_classes(split: LogitSplit, x: tf.Tensor) -> int:
+    """The number of logits of the model (read from its graph, else one call)."""
+    try:
+        return int(split.model.outputs[0].shape[-1])
+    except (AttributeError, ValueError, TypeError, IndexError):
+        return int(split.logits(x[:1]).shape[-1])
+
+
+def as_baseline(baseline, x: tf.Tensor, name: str = "baseline") -> tf.Tensor:
+    """`baseline` (scalar or one sample's shape) as a tensor of x's sample shape."""
+    value = tf.cast(tf.convert_to_tensor(baseline), x.dtype)
+    try:
+        return tf.broadcast_to(value, x.shape[1:])
+    except (ValueError, tf.errors.InvalidArgumentError):
+        raise ValueError(
+            f"Invalid value for argument {name}: expected a scalar or an array "
+            f"broadcastable to one sample's shape {tuple(x.shape[1:])}. "
+            f"Received: {name} with shape {tuple(value.shape)}"
+        ) from None
+
+
+def score_gradient(split: LogitSplit, x: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
+    """dS_c(x)/dx for each sample (S_c the pre-softmax logit of class c)."""
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        scores = target_scores(split.logits(x), targets)
+    return tape.gradient(scores, x)
+
+
+def for_each_chunk(total, chunk_size: int, body: Callable, initial):
+    """Folds `body(state, indices)` over consecutive chunks of `range(total)`.
+
+    Runs as one `tf.while_loop` with `parallel_iterations=1`, so that at most
+    `chunk_size` work items (model inputs) are alive at a time.
+    """
+    total = tf.cast(total, tf.int32)
+
+    def step(start, state):
+        indices = tf.range(start, tf.minimum(start + chunk_size, total))
+        return start + chunk_size, body(state, indices)
+
+    _, state = tf.while_loop(
+        lambda start, _: start < total,
+        step,
+        (tf.constant(0), initial),
+        parallel_iterations=1,
+    )
+    return state
+
+
+def traced(model: keras.Model, kernel: Callable, **static) -> Callable:
+    """The cached `tf.function` of `kernel` bound to `model` and `static`."""
+    per_model = _TRACED.setdefault(model, {})
+    key = (kernel, tuple(sorted(static.items())))
+    if key not in per_model:
+        per_model[key] = tf.function(
+            functools.partial(kernel, split_logits(model), **static),
+            reduce_retracing=True,
+        )
+    return per_model[key]
+
+
+def attribute(
+    model: keras.Model,
+    x,
+    targets,
+    kernel: Callable,
+    batch_size: int,
+    tensors: Callable = lambda x_batch: (),
+    **static,
+) -> tf.Tensor:
+    """Runs `kernel` over the batches of `(x, targets)` and concatenates.
+
+    Args:
+        model: a Keras model.
+        x, targets: see `batches`.
+        kernel: `kernel(split, x, targets, *tensors, **static)`, traced once.
+        batch_size: the largest number of samples per kernel call.
+        tensors: maps the first batch to the extra tensor arguments (baselines,
+            masks) passed to every kernel call.
+        **static: hashable options fixed at trace time.
+
+    Returns:
+        The attributions, a tensor of the shape of the concatenated inputs.
+    """
+    batch_size = check_int("batch_size", batch_size, low=1)
+    split = split_logits(model)
+    function = traced(model, kernel, **static)
+    outputs, extra, classes = [], None, None
+    for x_batch, t_batch in batches(x, targets, batch_size):
+        if extra is None:
+            extra = tensors(x_batch)
+            classes = num_classes(split, x_batch)
+        check_targets(t_batch, classes)
+        outputs.append(function(x_batch, t_batch, *extra))
+    return tf.concat(outputs, axis=0)

@@ -1,0 +1,194 @@
+"""Gradient attributions: saliency, gradient*input, integrated gradients, SmoothGrad.
+
+All scores are S_c(x), the pre-softmax logit of the target class c.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import keras
+import tensorflow as tf
+
+from keras_attreg._validation import check_float, check_int
+from keras_attreg.attributions._utils import (
+    DEFAULT_BATCH_SIZE,
+    as_baseline,
+    attribute,
+    batches,
+    for_each_chunk,
+    score_gradient,
+)
+
+
+def _gradient_kernel(split, x, targets, *, absolute: bool):
+    gradient = score_gradient(split, x, targets)
+    return tf.abs(gradient) if absolute else gradient
+
+
+def _gradient_x_input_kernel(split, x, targets):
+    return x * score_gradient(split, x, targets)
+
+
+def _integrated_gradients_kernel(
+    split, x, targets, baseline, *, steps: int, chunk: int
+):
+    delta = x - baseline
+    per_sample = [-1] + [1] * (x.shape.rank - 1)
+
+    def accumulate(total, indices):
+        sample = indices // steps
+        alpha = (tf.cast(indices % steps, x.dtype) + 0.5) / steps
+        points = baseline + tf.reshape(alpha, per_sample) * tf.gather(delta, sample)
+        gradient = score_gradient(split, points, tf.gather(targets, sample))
+        return tf.tensor_scatter_nd_add(total, sample[:, None], gradient)
+
+    total = for_each_chunk(tf.shape(x)[0] * steps, chunk, accumulate, tf.zeros_like(x))
+    return delta * total / steps
+
+
+def saliency(
+    model: keras.Model,
+    x,
+    targets=None,
+    absolute: bool = True,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> tf.Tensor:
+    """Saliency map of Simonyan et al. (2014): R_i = |dS_c(x)/dx_i|.
+
+    Args:
+        model: a Keras model (a final softmax is skipped: S_c is the logit).
+        x: inputs (array or tensor), or a `tf.data.Dataset` of
+            `(x, labels)` batches.
+        targets: class index c of each sample (or one-hot labels); None when
+            `x` is a dataset.
+        absolute: False gives the signed gradient dS_c/dx_i.
+        batch_size: samples per traced call.
+
+    Returns:
+        A tensor of the shape of `x`.
+
+    Example:
+        >>> maps = saliency(model, x_test[:8], y_test[:8])
+    """
+    return attribute(
+        model, x, targets, _gradient_kernel, batch_size, absolute=bool(absolute)
+    )
+
+
+def gradient_x_input(
+    model: keras.Model, x, targets=None, batch_size: int = DEFAULT_BATCH_SIZE
+) -> tf.Tensor:
+    """Gradient * input (Shrikumar et al. 2016): R_i = x_i * dS_c(x)/dx_i.
+
+    Args and returns as `saliency`.
+
+    Example:
+        >>> maps = gradient_x_input(model, x_test[:8], y_test[:8])
+    """
+    return attribute(model, x, targets, _gradient_x_input_kernel, batch_size)
+
+
+def integrated_gradients(
+    model: keras.Model,
+    x,
+    targets=None,
+    baseline=0.0,
+    steps: int = 50,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> tf.Tensor:
+    """Integrated gradients (Sundararajan et al. 2017), midpoint rule.
+
+        R_i = (x_i - b_i) * integral_0^1 dS_c(b + a (x - b))/dx_i da
+            ~ (x_i - b_i) / m * sum_{k=0}^{m-1} dS_c(b + a_k (x - b))/dx_i,
+        a_k = (k + 1/2) / m                       (m = `steps`)
+
+    The midpoint rule has an O(1/m^2) error for smooth paths; completeness
+    (sum_i R_i = S_c(x) - S_c(b)) holds up to that error.
+
+    Args:
+        model, x, targets: as `saliency`.
+        baseline: b, a scalar or an array of one sample's shape.
+        steps: m, the number of gradient evaluations per sample.
+        batch_size: the largest number of inputs per model call (interpolation
+            points of several samples share a call), which bounds memory.
+
+    Returns:
+        A tensor of the shape of `x`.
+
+    Example:
+        >>> maps = integrated_gradients(model, x_test[:8], y_test[:8], steps=64)
+    """
+    steps = check_int("steps", steps, low=1)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    return attribute(
+        model,
+        x,
+        targets,
+        _integrated_gradients_kernel,
+        batch_size,
+        tensors=lambda x_batch: (as_baseline(baseline, x_batch),),
+        steps=steps,
+        chunk=batch_size,
+    )
+
+
+def smoothgrad(
+    model: keras.Model,
+    x,
+    targets=None,
+    samples: int = 25,
+    noise: float = 0.15,
+    method: Callable = saliency,
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> tf.Tensor:
+    """SmoothGrad (Smilkov et al. 2017) over any attribution method M.
+
+        R(x) = 1/N * sum_{k=1}^{N} M(x + e_k),
+        e_k ~ Normal(0, sigma^2),  sigma = noise * (max(x) - min(x))
+
+    with the range taken per sample.
+
+    Args:
+        model, x, targets: as `saliency`.
+        samples: N, noisy copies per sample.
+        noise: sigma as a fraction of each sample's value range.
+        method: the base method, `method(model, x, targets)`, e.g. `saliency`
+            or `functools.partial(integrated_gradients, steps=20)`.
+        seed: seed of the noise (results are deterministic for a given seed
+            and `batch_size`).
+        batch_size: noisy inputs handed to `method` per call.
+
+    Returns:
+        A tensor of the shape of `x`.
+
+    Example:
+        >>> maps = smoothgrad(model, x_test[:8], y_test[:8], method=gradient_x_input)
+    """
+    samples = check_int("samples", samples, low=1)
+    noise = check_float("noise", noise, low=0.0)
+    seed = check_int("seed", seed)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    if not callable(method):
+        raise ValueError(
+            "Invalid value for argument method: expected an attribution method "
+            f"`method(model, x, targets)`. Received: method={method!r}"
+        )
+    outputs = []
+    for index, (x_batch, t_batch) in enumerate(
+        batches(x, targets, max(1, batch_size // samples))
+    ):
+        axes = list(range(1, x_batch.shape.rank))
+        spread = tf.reduce_max(x_batch, axis=axes) - tf.reduce_min(x_batch, axis=axes)
+        sigma = tf.reshape(noise * spread, [-1] + [1] * len(axes))
+        copies = tf.repeat(x_batch, samples, axis=0)
+        noisy = copies + tf.repeat(sigma, samples, axis=0) * tf.random.stateless_normal(
+            tf.shape(copies), seed=[seed, index], dtype=copies.dtype
+        )
+        maps = tf.convert_to_tensor(
+            method(model, noisy, tf.repeat(t_batch, samples, axis=0))
+        )
+        grouped = tf.reshape(maps, [-1, samples, *x_batch.shape[1:]])
+        outputs.append(tf.reduce_mean(grouped, axis=1))
+    return tf.concat(outputs, axis=0)

@@ -1,0 +1,128 @@
+"""Occlusion (Zeiler & Fergus 2014): the output drop when a patch is hidden."""
+
+from __future__ import annotations
+
+import itertools
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_attreg._logits import target_scores
+from keras_attreg._validation import check_int
+from keras_attreg.attributions._utils import (
+    DEFAULT_BATCH_SIZE,
+    as_baseline,
+    attribute,
+    for_each_chunk,
+)
+
+
+def _sizes(name: str, value, spatial: tuple[int, ...]) -> tuple[int, ...]:
+    values = (
+        tuple(value) if isinstance(value, (tuple, list)) else (value,) * len(spatial)
+    )
+    if len(values) != len(spatial):
+        raise ValueError(
+            f"Invalid value for argument {name}: expected an int or {len(spatial)} "
+            f"ints. Received: {name}={value!r}"
+        )
+    sizes = tuple(check_int(name, v, low=1) for v in values)
+    if any(s > d for s, d in zip(sizes, spatial, strict=True)):
+        raise ValueError(
+            f"Invalid value for argument {name}: expected sizes no larger than the "
+            f"input's spatial shape {spatial}. Received: {name}={value!r}"
+        )
+    return sizes
+
+
+def _patch_masks(x: tf.Tensor, patch_size, stride) -> tf.Tensor:
+    """One 0/1 mask per patch, shaped to broadcast against one sample."""
+    rank = x.shape.rank
+    if rank not in (2, 3, 4):
+        raise ValueError(
+            "Occlusion expects inputs of shape (batch, features), (batch, height, "
+            f"width) or (batch, height, width, channels). Received: x with shape "
+            f"{x.shape}"
+        )
+    spatial = tuple(x.shape[1:3]) if rank >= 3 else (x.shape[1],)
+    patch = _sizes("patch_size", patch_size, spatial)
+    step = patch if stride is None else _sizes("stride", stride, spatial)
+    corners = itertools.product(
+        *(range(0, d - p + 1, s) for d, p, s in zip(spatial, patch, step, strict=True))
+    )
+    masks = []
+    for corner in corners:
+        mask = np.zeros(spatial, dtype=x.dtype.as_numpy_dtype)
+        mask[tuple(slice(c, c + p) for c, p in zip(corner, patch, strict=True))] = 1
+        masks.append(mask)
+    masks = np.stack(masks)
+    return tf.constant(masks[..., None] if rank == 4 else masks)
+
+
+def _occlusion_kernel(split, x, targets, baseline, masks, *, chunk: int):
+    num_patches = tf.shape(masks)[0]
+    scores = target_scores(split.logits(x), targets)
+
+    def measure(drops, indices):
+        sample = indices // num_patches
+        mask = tf.gather(masks, indices % num_patches)
+        occluded = tf.gather(x, sample) * (1 - mask) + baseline * mask
+        hidden = target_scores(split.logits(occluded), tf.gather(targets, sample))
+        return tf.tensor_scatter_nd_update(
+            drops, indices[:, None], tf.gather(scores, sample) - hidden
+        )
+
+    batch = tf.shape(x)[0]
+    drops = for_each_chunk(
+        batch * num_patches, chunk, measure, tf.zeros([batch * num_patches], x.dtype)
+    )
+    total = tf.tensordot(tf.reshape(drops, [batch, num_patches]), masks, axes=1)
+    coverage = tf.reduce_sum(masks, axis=0)
+    return tf.broadcast_to(tf.math.divide_no_nan(total, coverage), tf.shape(x))
+
+
+def occlusion(
+    model: keras.Model,
+    x,
+    targets=None,
+    patch_size=4,
+    stride=None,
+    baseline=0.0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+) -> tf.Tensor:
+    """Occlusion: mean drop of S_c over the patches covering each pixel.
+
+        R_i = 1/|P_i| * sum_{p in P_i} (S_c(x) - S_c(x with patch p set to b))
+
+    where P_i are the patches (all channels together) that contain pixel i.
+    Patches start at 0 and move by `stride`; pixels that no patch covers (when
+    the stride does not tile the input) get 0.
+
+    Args:
+        model, x, targets: as `saliency`; `x` of shape (batch, features),
+            (batch, height, width) or (batch, height, width, channels).
+        patch_size: patch side (int) or sizes per spatial axis.
+        stride: step between patches; defaults to `patch_size`.
+        baseline: b, a scalar or an array of one sample's shape.
+        batch_size: the largest number of occluded inputs per model call.
+
+    Returns:
+        A tensor of the shape of `x`.
+
+    Example:
+        >>> maps = occlusion(model, x_test[:8], y_test[:8], patch_size=4)
+    """
+    batch_size = check_int("batch_size", batch_size, low=1)
+    return attribute(
+        model,
+        x,
+        targets,
+        _occlusion_kernel,
+        batch_size,
+        tensors=lambda x_batch: (
+            as_baseline(baseline, x_batch),
+            _patch_masks(x_batch, patch_size, stride),
+        ),
+        chunk=batch_size,
+    )

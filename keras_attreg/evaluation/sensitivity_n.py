@@ -1,0 +1,338 @@
+"""Sensitivity-n (Ancona et al., ICLR 2018) and its |Pearson| variant (Kiritoshi).
+
+For an input x, target class c, attributions R(x) and a subset size n:
+
+    R_n = sum_{i in S} R_i^c(x)
+    S_n = S_c(x) - S_c(x with x_S set to the baseline)
+
+over `num_subsets` random subsets S of n features; the score of (x, n) is the
+Pearson correlation of R_n and S_n across the subsets, and the curve is its
+mean over the samples, for each n.
+
+Implementation: the subsets of one sample are the rows of a shared pool of
+uniformly random n-subsets, relabelled by a random permutation of that sample's
+features (a uniformly random relabelling of i.i.d. uniform subsets is again
+i.i.d. uniform, so each sample sees independent uniform subsets). Both are
+drawn from stateless generators keyed by `seed` and the sample's position in
+the data, so results do not depend on `batch_size`. Masks are built, applied
+and the model is called in chunks of `batch_size` inputs inside one traced
+loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_attreg._logits import check_targets, split_logits, target_scores
+from keras_attreg._validation import check_choice, check_int
+from keras_attreg.attributions._utils import (
+    DEFAULT_BATCH_SIZE,
+    as_baseline,
+    batches,
+    float_input,
+    for_each_chunk,
+    num_classes,
+    traced,
+)
+
+# A correlation is undefined when R_n or S_n is constant over the subsets:
+# std <= _CONSTANT_TOLERANCE * max|value| (float32 inputs, float64 statistics).
+_CONSTANT_TOLERANCE = 1e-6
+
+
+@dataclasses.dataclass
+class SensitivityNResult:
+    """The Sensitivity-n curve and its per-sample values.
+
+    Attributes:
+        n_values: the subset sizes n, shape (K,).
+        correlation: mean correlation over the samples where it is defined,
+            per n, shape (K,) (NaN where no sample has one).
+        per_sample: correlation of each sample, shape (samples, K); NaN where
+            undefined (R_n or S_n constant over the subsets).
+        undefined: number of samples with an undefined correlation, per n.
+        absolute: whether |Pearson| was used.
+    """
+
+    n_values: np.ndarray
+    correlation: np.ndarray
+    per_sample: np.ndarray
+    undefined: np.ndarray
+    absolute: bool
+
+    def to_dict(self) -> dict:
+        """JSON-ready dictionary (NaN written as None)."""
+
+        def listed(values):
+            return [None if np.isnan(v) else float(v) for v in np.ravel(values)]
+
+        return {
+            "n_values": [int(n) for n in self.n_values],
+            "correlation": listed(self.correlation),
+            "undefined": [int(u) for u in self.undefined],
+            "num_samples": int(self.per_sample.shape[0]),
+            "absolute": bool(self.absolute),
+        }
+
+    def plot(self, path, label: str = "attributions") -> None:
+        """Writes the curve to an image file (see `plot_sensitivity_n`)."""
+        from keras_attreg.plotting import plot_sensitivity_n
+
+        plot_sensitivity_n({label: self}, path)
+
+
+def num_features(sample_shape, features: str) -> int:
+    """Number of features of one sample: pixels (channels merged) or elements."""
+    shape = tuple(sample_shape)
+    if features == "pixel" and len(shape) == 3:
+        shape = shape[:-1]
+    return int(np.prod(shape))
+
+
+def default_n_values(count: int, points: int = 16) -> np.ndarray:
+    """Log-spaced integers from 1 to about 80% of `count` features."""
+    top = max(1, round(0.8 * count))
+    return np.unique(np.round(np.geomspace(1, top, points)).astype(np.int64))
+
+
+def _check_n_values(n_values, count: int, features: str) -> np.ndarray:
+    if n_values is None:
+        return default_n_values(count)
+    values = np.atleast_1d(np.asarray(n_values))
+    if (
+        values.size == 0
+        or not np.issubdtype(values.dtype, np.integer)
+        or values.min() < 1
+        or values.max() > count
+    ):
+        raise ValueError(
+            "Invalid value for argument n_values: expected integers in "
+            f"[1, {count}] (the number of features, features={features!r}). "
+            f"Received: n_values={n_values!r}"
+        )
+    return np.unique(values.astype(np.int64))
+
+
+def subset_pool(seed: int, n_values, num_subsets: int, count: int) -> tf.Tensor:
+    """0/1 masks of `num_subsets` uniform random n-subsets per n, (K*J, count)."""
+    keys = tf.random.stateless_uniform(
+        [len(n_values) * num_subsets, count], seed=[seed, -1]
+    )
+    ranks = tf.argsort(tf.argsort(keys, axis=1), axis=1)
+    sizes = np.repeat(np.asarray(n_values, np.int32), num_subsets)
+    return tf.cast(ranks < sizes[:, None], tf.float32)
+
+
+def sample_permutations(seed: int, sample_ids: tf.Tensor, count: int) -> tf.Tensor:
+    """A random permutation of the features of each sample, (batch, count).
+
+    Sample b's subset j is `{i : pool[j, perm_b[i]] = 1}`.
+    """
+    return tf.map_fn(
+        lambda index: tf.argsort(
+            tf.random.stateless_uniform([count], seed=tf.stack([seed, index]))
+        ),
+        tf.cast(sample_ids, tf.int32),
+        fn_output_signature=tf.int32,
+    )
+
+
+def _pearson(r: tf.Tensor, s: tf.Tensor) -> tf.Tensor:
+    """Pearson correlation over the last axis; NaN where r or s is constant."""
+    r, s = tf.cast(r, tf.float64), tf.cast(s, tf.float64)
+    r_centred = r - tf.reduce_mean(r, axis=-1, keepdims=True)
+    s_centred = s - tf.reduce_mean(s, axis=-1, keepdims=True)
+    r_std = tf.sqrt(tf.reduce_mean(r_centred**2, axis=-1))
+    s_std = tf.sqrt(tf.reduce_mean(s_centred**2, axis=-1))
+    undefined = tf.logical_or(
+        r_std <= _CONSTANT_TOLERANCE * tf.reduce_max(tf.abs(r), axis=-1),
+        s_std <= _CONSTANT_TOLERANCE * tf.reduce_max(tf.abs(s), axis=-1),
+    )
+    correlation = tf.reduce_mean(r_centred * s_centred, axis=-1) / (r_std * s_std)
+    nan = tf.constant(np.nan, tf.float64)
+    return tf.where(undefined, nan, tf.clip_by_value(correlation, -1.0, 1.0))
+
+
+def _kernel(
+    split,
+    x,
+    attributions,
+    targets,
+    sample_ids,
+    baseline,
+    pool,
+    *,
+    seed: int,
+    num_subsets: int,
+    pixel: bool,
+    chunk: int,
+):
+    batch, items, count = tf.shape(x)[0], tf.shape(pool)[0], pool.shape[1]
+    if pixel:
+        attributions = tf.reduce_sum(attributions, axis=-1)
+    relevance = tf.reshape(attributions, [-1, count])
+    mask_shape = [-1, *x.shape[1:-1], 1] if pixel else [-1, *x.shape[1:]]
+    permutations = sample_permutations(seed, sample_ids, count)
+    pool = tf.cast(pool, x.dtype)
+    scores = target_scores(split.logits(x), targets)
+
+    def perturb(state, indices):
+        sample = indices // items
+        mask = tf.gather(
+            tf.gather(pool, indices % items),
+            tf.gather(permutations, sample),
+            batch_dims=1,
+        )
+        r_n = tf.reduce_sum(mask * tf.gather(relevance, sample), axis=1)
+        mask = tf.reshape(mask, mask_shape)
+        masked = tf.gather(x, sample) * (1 - mask) + baseline * mask
+        s_n = tf.gather(scores, sample) - target_scores(
+            split.logits(masked), tf.gather(targets, sample)
+        )
+        positions = indices[:, None]
+        return (
+            tf.tensor_scatter_nd_update(state[0], positions, r_n),
+            tf.tensor_scatter_nd_update(state[1], positions, s_n),
+        )
+
+    zeros = tf.zeros([batch * items], x.dtype)
+    r_n, s_n = for_each_chunk(batch * items, chunk, perturb, (zeros, zeros))
+    shape = [batch, -1, num_subsets]
+    return _pearson(tf.reshape(r_n, shape), tf.reshape(s_n, shape))
+
+
+def _unpack(data):
+    if isinstance(data, tf.data.Dataset):
+        return data, None, tuple(data.element_spec[0].shape[1:])
+    if not isinstance(data, (tuple, list)) or len(data) != 2:
+        raise ValueError(
+            "Invalid value for argument data: expected a tuple (x, targets) or a "
+            f"`tf.data.Dataset` of (x, targets) batches. Received: data={data!r}"
+        )
+    x = float_input(data[0])
+    return x, data[1], tuple(x.shape[1:])
+
+
+def sensitivity_n(
+    model: keras.Model,
+    data,
+    attributions,
+    n_values=None,
+    num_subsets: int = 100,
+    absolute: bool = False,
+    baseline=0.0,
+    features: str = "pixel",
+    seed: int = 0,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    verbose: int = 1,
+) -> SensitivityNResult:
+    """Sensitivity-n of attributions (Ancona et al. 2018, Sec. 4).
+
+        score(x, n) = corr_S( sum_{i in S} R_i^c(x),
+                              S_c(x) - S_c(x with x_S = baseline) ),  |S| = n
+
+    Pearson correlation over `num_subsets` random subsets S; the curve is the
+    mean over samples. `absolute=True` uses |Pearson| (Kiritoshi et al. 2019,
+    for standardised inputs). Samples with constant R_n or S_n have an
+    undefined correlation: they are counted in `undefined`, not averaged in.
+
+    Args:
+        model: a Keras model; S_c is its pre-softmax logit of class c.
+        data: `(x, targets)` arrays, or a `tf.data.Dataset` of `(x, targets)`
+            batches (targets as class indices or one-hot).
+        attributions: an array aligned with `x`, or a method
+            `method(model, x, targets)` called batch by batch.
+        n_values: subset sizes; default 16 log-spaced values from 1 to 80% of
+            the features.
+        num_subsets: subsets per (sample, n), >= 2.
+        absolute: use |Pearson|.
+        baseline: value given to removed features: scalar or an array of one
+            sample's shape.
+        features: "pixel" (channels of a (H, W, C) sample removed together,
+            attributions summed over channels) or "element".
+        seed: seed of the subsets.
+        batch_size: samples per traced call and model inputs per forward pass.
+        verbose: 1 shows a progress bar, 0 is silent.
+
+    Returns:
+        A `SensitivityNResult`.
+
+    Example:
+        >>> result = sensitivity_n(model, (x_test, y_test), gradient_x_input)
+        >>> result.plot("sensitivity_n.png")
+    """
+    num_subsets = check_int("num_subsets", num_subsets, low=2)
+    features = check_choice("features", features, ("pixel", "element"))
+    seed = check_int("seed", seed)
+    batch_size = check_int("batch_size", batch_size, low=1)
+    x, targets, sample_shape = _unpack(data)
+    count = num_features(sample_shape, features)
+    n_values = _check_n_values(n_values, count, features)
+    method = attributions if callable(attributions) else None
+    if method is None:
+        attributions = float_input(attributions)
+        if not isinstance(x, tf.data.Dataset) and attributions.shape != x.shape:
+            raise _shape_error(attributions.shape, x.shape)
+    split = split_logits(model)
+    pool = subset_pool(seed, n_values, num_subsets, count)
+    kernel = traced(
+        model,
+        _kernel,
+        seed=seed,
+        num_subsets=num_subsets,
+        pixel=features == "pixel" and len(sample_shape) == 3,
+        chunk=batch_size,
+    )
+    total = None if isinstance(x, tf.data.Dataset) else int(x.shape[0])
+    progress = keras.utils.Progbar(total, verbose=verbose, unit_name="sample")
+    rows, offset, classes = [], 0, None
+    for x_batch, t_batch in batches(x, targets, batch_size, name="data"):
+        size = int(x_batch.shape[0])
+        if method is None:
+            maps = attributions[offset : offset + size]
+        else:
+            maps = tf.convert_to_tensor(method(model, x_batch, t_batch))
+        if maps.shape != x_batch.shape:
+            raise _shape_error(maps.shape, x_batch.shape)
+        if classes is None:
+            classes = num_classes(split, x_batch)
+        check_targets(t_batch, classes)
+        ids = tf.range(offset, offset + size)
+        base = as_baseline(baseline, x_batch)
+        rows.append(
+            kernel(x_batch, tf.cast(maps, x_batch.dtype), t_batch, ids, base, pool)
+        )
+        offset += size
+        progress.update(offset)
+    if method is None and offset != attributions.shape[0]:
+        raise ValueError(
+            "Invalid value for argument attributions: expected one map per sample "
+            f"of data ({offset} samples). Received: attributions with shape "
+            f"{attributions.shape}"
+        )
+    per_sample = tf.concat(rows, axis=0).numpy()
+    if absolute:
+        per_sample = np.abs(per_sample)
+    undefined = np.isnan(per_sample).sum(axis=0)
+    defined = per_sample.shape[0] - undefined
+    sums = np.nansum(per_sample, axis=0)
+    correlation = np.where(defined > 0, sums / np.maximum(defined, 1), np.nan)
+    return SensitivityNResult(
+        n_values=n_values,
+        correlation=correlation,
+        per_sample=per_sample,
+        undefined=undefined,
+        absolute=bool(absolute),
+    )
+
+
+def _shape_error(received, expected) -> ValueError:
+    return ValueError(
+        "Invalid value for argument attributions: expected maps of the shape of "
+        f"the inputs {tuple(expected)}. Received: attributions with shape "
+        f"{tuple(received)}"
+    )

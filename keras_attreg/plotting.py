@@ -1,0 +1,104 @@
+"""Figures: attribution map grids and Sensitivity-n curves, written to image files.
+
+Figures are drawn on `matplotlib.figure.Figure` objects (no pyplot state, no
+display needed) and saved with `savefig`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+from matplotlib.figure import Figure
+
+
+def _map_image(attribution: np.ndarray) -> np.ndarray:
+    """2-D display of one map: mean of |R| over the channel axis if any."""
+    magnitude = np.abs(attribution)
+    return magnitude.mean(axis=-1) if magnitude.ndim == 3 else magnitude
+
+
+def plot_attribution_maps(
+    maps: Mapping[str, np.ndarray],
+    path,
+    images: np.ndarray | None = None,
+    cmap: str = "inferno",
+    cell_size: float = 1.6,
+) -> None:
+    """Grid of attribution maps: rows = samples, columns = methods.
+
+    Each cell shows mean_c |R_{h,w,c}| (Ancona et al.'s display), scaled to its
+    own maximum.
+
+    Args:
+        maps: method name -> attributions of shape (samples, H, W[, C]), all
+            with the same number of samples.
+        path: output file (the format follows the suffix, e.g. ".png").
+        images: optional inputs (samples, H, W[, C]) shown in a first column.
+        cmap: matplotlib colour map of the maps.
+        cell_size: size of one cell in inches.
+
+    Example:
+        >>> plot_attribution_maps({"saliency": s, "IG": ig}, "maps.png", images=x)
+    """
+    arrays = {name: np.asarray(values) for name, values in maps.items()}
+    if not arrays:
+        raise ValueError(
+            "Invalid value for argument maps: expected at least one method."
+        )
+    counts = {name: values.shape[0] for name, values in arrays.items()}
+    if len(set(counts.values())) != 1:
+        raise ValueError(
+            "Invalid value for argument maps: expected the same number of samples "
+            f"for every method. Received: {counts}"
+        )
+    rows = next(iter(counts.values()))
+    columns = [("input", None)] if images is not None else []
+    columns += list(arrays.items())
+    figure = Figure(figsize=(cell_size * len(columns), cell_size * rows))
+    axes = figure.subplots(rows, len(columns), squeeze=False)
+    for row in range(rows):
+        for column, (name, values) in enumerate(columns):
+            ax = axes[row, column]
+            if values is None:
+                image = np.asarray(images[row], dtype=float)
+                if image.ndim == 3 and image.shape[-1] == 1:
+                    image = image[..., 0]
+                low, high = image.min(), image.max()
+                image = (image - low) / (high - low) if high > low else image * 0
+                ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
+            else:
+                ax.imshow(_map_image(values[row]), cmap=cmap)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if row == 0:
+                ax.set_title(name, fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+
+
+def plot_sensitivity_n(results: Mapping[str, object], path) -> None:
+    """Sensitivity-n curves (mean correlation against n, log-scaled n).
+
+    Args:
+        results: label -> result with `n_values`, `correlation` and `absolute`
+            (a `SensitivityNResult`).
+        path: output file.
+
+    Example:
+        >>> plot_sensitivity_n({"IG": ig_result, "saliency": s_result}, "sn.png")
+    """
+    figure = Figure(figsize=(5, 3.5))
+    ax = figure.subplots()
+    absolute = False
+    for label, result in results.items():
+        ax.plot(result.n_values, result.correlation, marker="o", ms=3, label=label)
+        absolute = absolute or result.absolute
+    ax.set_xscale("log")
+    ax.set_xlabel("n (features removed)")
+    ax.set_ylabel("mean |Pearson|" if absolute else "mean Pearson correlation")
+    ax.set_title("Sensitivity-n")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
