@@ -86,11 +86,11 @@ def batches(
         yield x[start : start + batch_size], targets[start : start + batch_size]
 
 
-def num_classes(split: LogitSplit, x: tf.Tensor) -> int:
-    """The number of logits of the model (read from its graph, else one call)."""
+def count_classes(split: LogitSplit, x: tf.Tensor) -> int:
+    """Number of logits: from the model's shapes, else from one eager call."""
     try:
-        return int(split.model.outputs[0].shape[-1])
-    except (AttributeError, ValueError, TypeError, IndexError):
+        return split.num_classes(x.shape)
+    except NotImplementedError:
         return int(split.logits(x[:1]).shape[-1])
 
 
@@ -178,7 +178,7 @@ def attribute(
     for x_batch, t_batch in batches(x, targets, batch_size):
         if extra is None:
             extra = tensors(x_batch)
-            classes = num_classes(split, x_batch)
+            classes = count_classes(split, x_batch)
         check_targets(t_batch, classes)
         outputs.append(function(x_batch, t_batch, *extra))
     return tf.concat(outputs, axis=0)

@@ -110,8 +110,8 @@ def _epsilon_rule(eps: float):
             a = f(z)
 
             def gradient(upstream):
-                stabiliser = eps * tf.where(z >= 0, 1.0, -1.0)
-                return upstream * a / (z + tf.cast(stabiliser, z.dtype))
+                stabiliser = tf.constant(eps, z.dtype)
+                return upstream * a / (z + tf.where(z >= 0, stabiliser, -stabiliser))
 
             return a, gradient
 

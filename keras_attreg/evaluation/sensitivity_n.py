@@ -33,9 +33,9 @@ from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
     as_baseline,
     batches,
+    count_classes,
     float_input,
     for_each_chunk,
-    num_classes,
     traced,
 )
 
@@ -299,7 +299,7 @@ def sensitivity_n(
         if maps.shape != x_batch.shape:
             raise _shape_error(maps.shape, x_batch.shape)
         if classes is None:
-            classes = num_classes(split, x_batch)
+            classes = count_classes(split, x_batch)
         check_targets(t_batch, classes)
         ids = tf.range(offset, offset + size)
         base = as_baseline(baseline, x_batch)
