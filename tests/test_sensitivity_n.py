@@ -1,0 +1,228 @@
+"""Sensitivity-n against a naive numpy loop and the cases Ancona et al. derive."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attreg.attributions import gradient_x_input
+from keras_attreg.evaluation import sensitivity_n
+from keras_attreg.evaluation.sensitivity_n import sample_permutations, subset_pool
+
+RNG = np.random.default_rng(1)
+
+
+def _linear_model(shape=(5, 5, 2), classes=3):
+    inputs = keras.Input(shape)
+    h = keras.layers.Flatten()(inputs)
+    outputs = keras.layers.Dense(classes, activation="softmax")(h)
+    return keras.Model(inputs, outputs)
+
+
+def _cnn(shape=(6, 6, 3), classes=4):
+    inputs = keras.Input(shape)
+    h = keras.layers.Conv2D(4, 3, activation="relu")(inputs)
+    h = keras.layers.Flatten()(h)
+    logits = keras.layers.Dense(classes, name="logits")(h)
+    outputs = keras.layers.Softmax()(logits)
+    return keras.Model(inputs, outputs), keras.Model(inputs, logits)
+
+
+def _naive(
+    logits_model, x, targets, maps, n_values, num_subsets, baseline, pixel, seed
+):
+    """Plain loops over samples, n and subsets; subsets from the same generator."""
+    count = x[0, ..., 0].size if pixel else x[0].size
+    pool = subset_pool(seed, n_values, num_subsets, count).numpy()
+    permutations = sample_permutations(seed, tf.range(len(x)), count).numpy()
+    relevance = maps.sum(axis=-1) if pixel else maps
+    result = np.full((len(x), len(n_values)), np.nan)
+    for b in range(len(x)):
+        c = targets[b]
+        score = logits_model(x[b : b + 1]).numpy()[0, c]
+        for k in range(len(n_values)):
+            r_n, s_n = [], []
+            for j in range(num_subsets):
+                chosen = pool[k * num_subsets + j][permutations[b]] > 0
+                mask = chosen.reshape(relevance.shape[1:])
+                r_n.append(relevance[b][mask].sum())
+                masked = x[b].copy()
+                masked[mask] = baseline[mask] if np.ndim(baseline) else baseline
+                s_n.append(score - logits_model(masked[None]).numpy()[0, c])
+            if np.std(r_n) > 1e-6 * np.max(np.abs(r_n)) and np.std(s_n) > 1e-6 * np.max(
+                np.abs(s_n)
+            ):
+                result[b, k] = np.corrcoef(r_n, s_n)[0, 1]
+    return result
+
+
+@pytest.mark.parametrize("features", ["pixel", "element"])
+def test_linear_model_with_gradient_x_input_has_correlation_one_for_every_n(features):
+    model = _linear_model()
+    x = RNG.normal(size=(6, 5, 5, 2)).astype("float32")
+    targets = np.array([0, 1, 2, 0, 1, 2])
+    result = sensitivity_n(
+        model,
+        (x, targets),
+        gradient_x_input,
+        num_subsets=20,
+        features=features,
+        verbose=0,
+    )
+    count = 25 if features == "pixel" else 50
+    assert result.n_values[0] == 1 and result.n_values[-1] == round(0.8 * count)
+    np.testing.assert_allclose(result.correlation, 1.0, atol=1e-5)
+    np.testing.assert_array_equal(result.undefined, 0)
+
+
+def test_random_attributions_have_mean_correlation_near_zero():
+    model, _ = _cnn()
+    x = RNG.normal(size=(40, 6, 6, 3)).astype("float32")
+    targets = RNG.integers(0, 4, size=40)
+    maps = RNG.normal(size=x.shape)
+    result = sensitivity_n(
+        model, (x, targets), maps, n_values=[1, 4, 16], num_subsets=40, verbose=0
+    )
+    # Per sample the correlation of independent sequences has std 1/sqrt(40);
+    # the mean over 40 samples has std ~0.025.
+    assert np.all(np.abs(result.correlation) < 0.1)
+    assert 0.08 < np.nanstd(result.per_sample) < 0.25
+
+
+@pytest.mark.parametrize("features", ["pixel", "element"])
+def test_fast_equals_naive_loop_on_the_same_subsets(features):
+    model, logits = _cnn()
+    x = RNG.normal(size=(5, 6, 6, 3)).astype("float32")
+    targets = np.array([3, 0, 1, 2, 3])
+    maps = gradient_x_input(model, x, targets).numpy() + RNG.normal(
+        scale=0.05, size=x.shape
+    ).astype("float32")
+    baseline = np.broadcast_to(np.array([0.1, -0.2, 0.3], "float32"), x.shape[1:])
+    n_values, num_subsets = [1, 7, 30], 6
+    expected = _naive(
+        logits,
+        x,
+        targets,
+        maps,
+        n_values,
+        num_subsets,
+        baseline,
+        features == "pixel",
+        3,
+    )
+    assert not np.isnan(expected).any() and np.ptp(expected) > 0.1
+    dataset = tf.data.Dataset.from_tensor_slices((x, targets)).batch(2)
+    for data, batch_size in (((x, targets), 3), (dataset, 64)):
+        result = sensitivity_n(
+            model,
+            data,
+            maps,
+            n_values=n_values,
+            num_subsets=num_subsets,
+            baseline=baseline[0, 0],
+            features=features,
+            seed=3,
+            batch_size=batch_size,
+            verbose=0,
+        )
+        np.testing.assert_allclose(result.per_sample, expected, atol=2e-5)
+
+
+def test_subsets_have_size_n_are_uniform_and_differ_between_samples():
+    count, n = 20, 5
+    pool = subset_pool(0, [n], 4000, count).numpy()
+    np.testing.assert_array_equal(pool.sum(axis=1), n)
+    permutations = sample_permutations(0, tf.range(2), count).numpy()
+    first, second = pool[:, permutations[0]], pool[:, permutations[1]]
+    frequency = first.mean(axis=0)
+    # Binomial std of each frequency: sqrt(0.25 * 0.75 / 4000) ~ 0.007.
+    np.testing.assert_allclose(frequency, n / count, atol=0.03)
+    assert (first != second).any(axis=1).mean() > 0.9
+
+
+def test_absolute_variant_is_the_absolute_value_of_the_signed_one():
+    model, _ = _cnn()
+    x = RNG.normal(size=(8, 6, 6, 3)).astype("float32")
+    targets = RNG.integers(0, 4, size=8)
+    maps = RNG.normal(size=x.shape)
+    options = dict(n_values=[2, 10], num_subsets=10, verbose=0)
+    signed = sensitivity_n(model, (x, targets), maps, **options)
+    absolute = sensitivity_n(model, (x, targets), maps, absolute=True, **options)
+    np.testing.assert_allclose(absolute.per_sample, np.abs(signed.per_sample))
+    assert np.all(absolute.correlation >= signed.correlation)
+    assert np.any(absolute.correlation > signed.correlation + 0.05)
+
+
+def test_undefined_correlations_are_counted_not_averaged_in():
+    model = _linear_model()
+    x = RNG.normal(size=(4, 5, 5, 2)).astype("float32")
+    x[2] = 0.0  # masking with the zero baseline changes nothing: S_n constant
+    targets = np.array([0, 1, 2, 0])
+    result = sensitivity_n(
+        model,
+        (x, targets),
+        gradient_x_input,
+        n_values=[3, 25],
+        num_subsets=8,
+        verbose=0,
+    )
+    # n = 25 removes every pixel: R_n is constant for every sample.
+    np.testing.assert_array_equal(result.undefined, [1, 4])
+    assert np.isnan(result.per_sample[2, 0]) and np.isnan(result.correlation[1])
+    np.testing.assert_allclose(result.correlation[0], 1.0, atol=1e-5)
+    assert json.loads(json.dumps(result.to_dict()))["undefined"] == [1, 4]
+
+
+def test_results_are_deterministic_under_the_seed_and_independent_of_batch_size():
+    model, _ = _cnn()
+    x = RNG.normal(size=(5, 6, 6, 3)).astype("float32")
+    targets = RNG.integers(0, 4, size=5)
+    maps = RNG.normal(size=x.shape)
+    options = dict(n_values=[3, 9], num_subsets=5, verbose=0)
+    first = sensitivity_n(model, (x, targets), maps, seed=7, batch_size=2, **options)
+    again = sensitivity_n(model, (x, targets), maps, seed=7, batch_size=64, **options)
+    other = sensitivity_n(model, (x, targets), maps, seed=8, **options)
+    np.testing.assert_allclose(first.per_sample, again.per_sample, atol=1e-6)
+    assert not np.allclose(first.per_sample, other.per_sample, atol=1e-3)
+
+
+def test_plot_writes_an_image(tmp_path):
+    model = _linear_model()
+    x = RNG.normal(size=(3, 5, 5, 2)).astype("float32")
+    result = sensitivity_n(
+        model, (x, [0, 1, 2]), gradient_x_input, num_subsets=4, verbose=0
+    )
+    path = tmp_path / "curve.png"
+    result.plot(path)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.parametrize(
+    "options, match",
+    [
+        ({"n_values": [5, 26]}, "n_values"),
+        ({"n_values": [0]}, "n_values"),
+        ({"num_subsets": 1}, "num_subsets"),
+        ({"attributions": np.zeros((3, 5, 5, 1))}, "attributions"),
+        ({"attributions": np.zeros((2, 5, 5, 2))}, "attributions"),
+        ({"targets": [0, 1, 3]}, "targets"),
+        ({"features": "channel"}, "features"),
+    ],
+)
+def test_bad_arguments_raise_a_value_error_naming_them(options, match):
+    model = _linear_model()
+    x = RNG.normal(size=(3, 5, 5, 2)).astype("float32")
+    targets = options.pop("targets", [0, 1, 2])
+    attributions = options.pop("attributions", gradient_x_input)
+    with pytest.raises(ValueError, match=match):
+        sensitivity_n(model, (x, targets), attributions, verbose=0, **options)
+
+
+def test_dataset_with_too_many_attributions_raises():
+    model = _linear_model()
+    x = RNG.normal(size=(3, 5, 5, 2)).astype("float32")
+    dataset = tf.data.Dataset.from_tensor_slices((x, [0, 1, 2])).batch(2)
+    with pytest.raises(ValueError, match="attributions"):
+        sensitivity_n(model, dataset, np.zeros((4, 5, 5, 2)), num_subsets=3, verbose=0)
