@@ -7,6 +7,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
+from keras_attreg._validation import check_choice
 from keras_attreg.training.regularizers import AttributionRegularizer
 
 
@@ -39,6 +40,11 @@ class AttributionRegularizedModel(keras.Model):
         regularizer: an `AttributionRegularizer`, e.g. `L1GradientPenalty`.
         logits_layer: optional name of the layer of `base_model` whose output
             is the logit (for models where it cannot be found automatically).
+        nonfinite: what a training step does when the inputs, the task loss,
+            the penalty or the gradients hold NaN or Inf: `"raise"` (default)
+            stops `fit` with a `FloatingPointError` naming the step and the
+            term; `"skip"` leaves the weights and BatchNorm statistics as they
+            were and counts the batch in the `skipped_batches` log.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -59,6 +65,7 @@ class AttributionRegularizedModel(keras.Model):
         base_model: keras.Model,
         regularizer: AttributionRegularizer,
         logits_layer: str | None = None,
+        nonfinite: str = "raise",
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -71,6 +78,7 @@ class AttributionRegularizedModel(keras.Model):
         self.base_model = base_model
         self.regularizer = regularizer
         self.logits_layer = logits_layer
+        self.nonfinite = check_choice("nonfinite", nonfinite, ("raise", "skip"))
         self._split = split_logits(base_model, logits_layer)
         # Switch of the regulariser, driven by `DelayedActivation`: the weight in
         # [0, 1] and the epoch from which it is on (-1: not yet). Variables, so
@@ -86,6 +94,8 @@ class AttributionRegularizedModel(keras.Model):
             name="regularizer_start_epoch",
         )
         self.penalty_tracker = keras.metrics.Mean(name=regularizer.name)
+        if self.nonfinite == "skip":
+            self.skipped_batches = keras.metrics.Sum(name="skipped_batches")
         self.built = True
 
     def call(self, inputs, training=None):
@@ -119,35 +129,128 @@ class AttributionRegularizedModel(keras.Model):
             per_sample = per_sample * weights
         return _replica_scale(tf.reduce_mean(per_sample))
 
-    def _regularized_losses(self, data, training):
-        x, y, sample_weight, targets = self._prepare(data)
+    def _regularized_losses(self, x, y, sample_weight, targets, training):
         y_pred, per_sample = self.regularizer(self._split, x, targets, training)
         task = self._compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
         penalty = self._penalty(per_sample, sample_weight)
         total = self.regularizer.combine(task, penalty, self.regularizer_weight)
-        return x, y, sample_weight, y_pred, penalty, total
+        return y_pred, task, penalty, total
 
-    def _update_metrics(self, x, y, sample_weight, y_pred, penalty, total):
+    def _update_metrics(self, x, y, sample_weight, y_pred, penalty, total, ok=True):
+        """Updates the trackers; a skipped batch (`ok` false) counts for nothing."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        batch = tf.shape(x)[0]
-        self._loss_tracker.update_state(total * replicas, sample_weight=batch)
-        self.penalty_tracker.update_state(penalty * replicas, sample_weight=batch)
+        batch = tf.cast(tf.shape(x)[0], "float32") * tf.cast(ok, "float32")
+        for tracker, value in (
+            (self._loss_tracker, total),
+            (self.penalty_tracker, penalty),
+        ):
+            value = tf.where(ok, tf.cast(value, "float32") * replicas, 0.0)
+            tracker.update_state(value, sample_weight=batch)
+        if ok is not True:
+            if sample_weight is None:
+                sample_weight = tf.ones(tf.shape(x)[:1])
+            sample_weight = tf.where(ok, sample_weight, tf.zeros_like(sample_weight))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
+    def _finite_inputs(self, x):
+        """Stops the step before the forward pass if `x` holds NaN or Inf."""
+        if self.nonfinite == "skip":
+            return x
+        message = tf.strings.format(
+            "keras_attreg: non-finite value in training step {}: inputs (x) "
+            "contain NaN or Inf.",
+            self.optimizer.iterations,
+        )
+        check = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(x)), [message])
+        with tf.control_dependencies([check]):
+            return tf.identity(x)
+
+    def _finite_terms(self, x, task, penalty, gradients):
+        """True when every term of the step is finite; raises in "raise" mode."""
+        terms = {
+            "inputs (x)": tf.reduce_all(tf.math.is_finite(x)),
+            "task loss": tf.reduce_all(tf.math.is_finite(task)),
+            f"penalty ({self.regularizer.name})": tf.reduce_all(
+                tf.math.is_finite(penalty)
+            ),
+        }
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            # With loss scaling, overflowing gradients are expected: the
+            # optimizer skips those steps and lowers the scale itself.
+            terms["gradients"] = tf.reduce_all(
+                [
+                    tf.reduce_all(tf.math.is_finite(g))
+                    for g in gradients
+                    if g is not None
+                ]
+            )
+        flags = tf.stack(list(terms.values()))
+        ok = tf.reduce_all(flags)
+        if self.nonfinite == "skip":
+            return ok
+        bad = tf.strings.reduce_join(
+            tf.boolean_mask(tf.constant(list(terms)), tf.logical_not(flags)),
+            separator=", ",
+        )
+        message = tf.strings.format(
+            "keras_attreg: non-finite value in training step {}: {} went NaN or "
+            "Inf. Lower the learning rate or the regulariser weight, check the "
+            "data, or pass nonfinite='skip' to skip such batches.",
+            (self.optimizer.iterations, bad),
+        )
+        return tf.debugging.Assert(ok, [message])
+
     def train_step(self, data):
+        x, y, sample_weight, targets = self._prepare(data)
+        x = self._finite_inputs(x)
+        if self.nonfinite == "skip":
+            state = [tf.identity(v) for v in self.non_trainable_variables]
         with tf.GradientTape() as tape:
-            x, y, sample_weight, y_pred, penalty, total = self._regularized_losses(
-                data, True
+            y_pred, task, penalty, total = self._regularized_losses(
+                x, y, sample_weight, targets, True
             )
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
-        self.optimizer.apply(tape.gradient(scaled, variables), variables)
-        return self._update_metrics(x, y, sample_weight, y_pred, penalty, total)
+        gradients = tape.gradient(scaled, variables)
+        check = self._finite_terms(x, task, penalty, gradients)
+        if self.nonfinite == "raise":
+            with tf.control_dependencies([check]):
+                self.optimizer.apply(gradients, variables)
+            return self._update_metrics(x, y, sample_weight, y_pred, penalty, total)
+
+        def apply():
+            self.optimizer.apply(gradients, variables)
+            return tf.constant(0.0)
+
+        def skip():
+            # Undo what the forward pass wrote (e.g. BatchNorm moving statistics).
+            for variable, value in zip(
+                self.non_trainable_variables, state, strict=True
+            ):
+                variable.assign(value)
+            return tf.constant(1.0)
+
+        self.skipped_batches.update_state(tf.cond(check, apply, skip))
+        return self._update_metrics(
+            x, y, sample_weight, y_pred, penalty, total, ok=check
+        )
 
     def test_step(self, data):
-        return self._update_metrics(*self._regularized_losses(data, False))
+        x, y, sample_weight, targets = self._prepare(data)
+        y_pred, _, penalty, total = self._regularized_losses(
+            x, y, sample_weight, targets, False
+        )
+        return self._update_metrics(x, y, sample_weight, y_pred, penalty, total)
+
+    def _fit_error(self, error):
+        """Turns our non-finite assertion into a `FloatingPointError`."""
+        marker = "keras_attreg: non-finite value"
+        if marker in error.message:
+            text = error.message[error.message.index(marker) :]
+            raise FloatingPointError(text.split("]")[0].split("\n")[0]) from None
+        raise error
 
     def _check_data(self, x, y):
         """Eager checks of array inputs at the `fit`/`evaluate` boundary."""
@@ -171,7 +274,10 @@ class AttributionRegularizedModel(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         self._check_data(x, y)
-        return super().fit(x, y, *args, **kwargs)
+        try:
+            return super().fit(x, y, *args, **kwargs)
+        except tf.errors.InvalidArgumentError as error:
+            self._fit_error(error)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._check_data(x, y)
@@ -195,6 +301,7 @@ class AttributionRegularizedModel(keras.Model):
                 "base_model": keras.saving.serialize_keras_object(self.base_model),
                 "regularizer": keras.saving.serialize_keras_object(self.regularizer),
                 "logits_layer": self.logits_layer,
+                "nonfinite": self.nonfinite,
             }
         )
         return config

@@ -62,17 +62,27 @@ class AttributionRegularizer:
         return cls(**config)
 
 
+FLOAT16_GRADIENT_SCALE = 2.0**12
+
+
 def input_gradient(split: LogitSplit, x, targets, training: bool):
     """Forward pass plus dS_c(x)/dx, kept differentiable for an outer tape.
 
     Returns:
         `(outputs, gradient)` with `gradient` of the shape of `x`.
     """
+    # float16 backprop flushes small gradients to zero: the score is scaled
+    # by a power of two (exact) and the gradient, of x's dtype (float32 under a
+    # mixed policy), unscaled.
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits, outputs = split(x, training=training)
         scores = target_scores(logits, targets)
-    return outputs, tape.gradient(scores, x)
+        scale = FLOAT16_GRADIENT_SCALE if scores.dtype == tf.float16 else 1.0
+        if scale != 1.0:
+            scores = scores * tf.constant(scale, scores.dtype)
+    gradient = tape.gradient(scores, x)
+    return outputs, gradient / scale if scale != 1.0 else gradient
 
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
