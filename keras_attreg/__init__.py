@@ -5,6 +5,7 @@ One import gives the public API::
     import keras_attreg as kar
 """
 
+from keras_attreg import attributions, datasets, evaluation, plotting, training
 from keras_attreg.training import (
     AttributionRegularizedModel,
     AttributionRegularizer,
@@ -19,4 +20,9 @@ __all__ = [
     "AttributionRegularizer",
     "DelayedActivation",
     "L1GradientPenalty",
+    "attributions",
+    "datasets",
+    "evaluation",
+    "plotting",
+    "training",
 ]
