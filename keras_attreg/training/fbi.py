@@ -1,0 +1,77 @@
+"""The forward and backward interacted-activation (FBI) loss of Yoo et al. (2019)."""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from keras_attreg._validation import check_float
+from keras_attreg.relevance import DEFAULT_EPSILON, LAYERS_IN_K, relevance_pass
+from keras_attreg.training.regularizers import AttributionRegularizer
+
+
+@keras.saving.register_keras_serializable(package="keras_attreg")
+class FBILoss(AttributionRegularizer):
+    """FBI relevance regularisation (Yoo, Kim, Kang, CVPR-W 2019), Eq. 2-4.
+
+        a-_i  = a+_{i-1} * W_i^T (a-_{i+1} / (z_i + eps * sign(z_i)))     (2)
+        L_FBI = (1/K) * sum_{i=1..K} L1(a+_{i-1}, a-_i)                    (3)
+        L     = (1 - lambda) * L_TSK + lambda * L_FBI                      (4)
+
+    a+_{i-1} is the forward input of the i-th Conv2D/Dense layer (a+_0 the
+    image), a-_i its relevance from the epsilon-LRP pass that starts at the
+    true-class logit S_c. L1 is the mean absolute difference over the units of
+    the layer, per sample; the wrapper averages it over the batch. The two
+    maps are compared as they are: a-_i = a+_{i-1} * c with c a dimensionless
+    ratio, so they share the units of a+_{i-1}. K counts the Conv2D and Dense
+    layers (BatchNormalization folded in). The whole term is differentiable:
+    gradients flow through the relevance pass into the weights.
+
+    `weight` (the `DelayedActivation` switch, 1 without the callback) scales
+    lambda: `L = (1 - weight*lambda) * L_TSK + weight*lambda * L_FBI`. The
+    paper switches the loss on once validation accuracy exceeds 70%.
+
+    Args:
+        lam: lambda in [0, 1] (0.001 in the paper).
+        eps: the stabiliser eps > 0 of the epsilon rule.
+
+    Example:
+
+    >>> import keras_attreg as kar
+    >>> kar.FBILoss(lam=1e-3).get_config()
+    {'lam': 0.001, 'eps': 0.01}
+    """
+
+    name = "fbi_loss"
+
+    def __init__(self, lam: float = 1e-3, eps: float = DEFAULT_EPSILON):
+        self.lam = check_float("lam", lam, low=0.0, high=1.0)
+        self.eps = check_float("eps", eps, low=0.0, low_inclusive=False)
+
+    def __call__(self, split, x, targets, training):
+        result = relevance_pass(split, x, targets, self.eps, training=training)
+        if not any(layer.trainable for layer in result.layers):
+            raise ValueError(
+                "FBILoss needs at least one trainable "
+                f"{' or '.join(t.__name__ for t in LAYERS_IN_K)} layer (the K "
+                f"layers of Eq. 3). Received: model {split.model.name!r} with "
+                f"counted layers {[layer.name for layer in result.layers]}"
+            )
+        per_layer = [
+            tf.reduce_mean(
+                tf.abs(tf.reshape(forward - backward, [tf.shape(forward)[0], -1])),
+                axis=1,
+            )
+            for forward, backward in zip(
+                result.forward_inputs, result.backward_maps, strict=True
+            )
+        ]
+        return result.outputs, tf.add_n(per_layer) / len(per_layer)
+
+    def combine(self, task_loss, penalty, weight):
+        """L = (1 - weight*lambda) * L_TSK + weight*lambda * L_FBI (Eq. 4)."""
+        lam = tf.cast(weight * self.lam, task_loss.dtype)
+        return (1 - lam) * task_loss + lam * tf.cast(penalty, task_loss.dtype)
+
+    def get_config(self) -> dict:
+        return {"lam": self.lam, "eps": self.eps}

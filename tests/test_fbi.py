@@ -1,0 +1,216 @@
+"""FBILoss: Eq. 3 and 4, finite-difference gradients, the switch, errors, logs."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attreg._logits import split_logits
+from keras_attreg.relevance import relevance_pass
+from keras_attreg.training import AttributionRegularizedModel, DelayedActivation
+from keras_attreg.training.fbi import FBILoss
+
+L = keras.layers
+
+
+def _model(dtype="float32", seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 1), dtype=dtype),
+            L.Conv2D(3, 3, dtype=dtype),
+            L.BatchNormalization(dtype=dtype),
+            L.ReLU(dtype=dtype),
+            L.MaxPooling2D(2, dtype=dtype),
+            L.Flatten(dtype=dtype),
+            L.Dense(4, activation="relu", dtype=dtype),
+            L.Dense(3, dtype=dtype),
+        ]
+    )
+
+
+def _data(n=8, seed=1, dtype="float32"):
+    rng = np.random.default_rng(seed)
+    return tf.constant(rng.normal(size=(n, 6, 6, 1)), dtype), rng.integers(0, 3, n)
+
+
+def test_penalty_is_the_mean_l1_over_the_k_layers():
+    model = _model()
+    x, y = _data()
+    targets = tf.constant(y, tf.int32)
+    _, penalty = FBILoss(lam=0.5, eps=0.05)(split_logits(model), x, targets, False)
+    result = relevance_pass(split_logits(model), x, targets, 0.05)
+    per_layer = [
+        np.abs(a.numpy() - r.numpy()).reshape(len(x), -1).mean(axis=1)
+        for a, r in zip(result.forward_inputs, result.backward_maps, strict=True)
+    ]
+    assert len(per_layer) == 3  # K = conv (BN folded), dense, dense
+    np.testing.assert_allclose(penalty.numpy(), np.mean(per_layer, axis=0), rtol=1e-6)
+
+
+def test_weight_gradient_matches_finite_differences_float64():
+    model = _model(dtype="float64")
+    x, y = _data(dtype="float64")
+    targets = tf.constant(y, tf.int32)
+    regularizer = FBILoss(lam=0.4, eps=0.05)
+    task = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
+    split = split_logits(model)
+
+    def total_loss():
+        outputs, penalty = regularizer(split, x, targets, True)
+        return regularizer.combine(task(y, outputs), tf.reduce_mean(penalty), 1.0)
+
+    with tf.GradientTape() as tape:
+        loss = total_loss()
+    gradients = tape.gradient(loss, model.trainable_variables)
+    h = 1e-6
+    rng = np.random.default_rng(2)
+    for variable, gradient in zip(model.trainable_variables, gradients, strict=True):
+        values = variable.numpy()
+        for flat in rng.choice(values.size, size=min(3, values.size), replace=False):
+            index = np.unravel_index(flat, values.shape)
+            shifted = values.copy()
+            shifted[index] += h
+            variable.assign(shifted)
+            plus = total_loss().numpy()
+            shifted[index] -= 2 * h
+            variable.assign(shifted)
+            minus = total_loss().numpy()
+            variable.assign(values)
+            numeric = (plus - minus) / (2 * h)
+            np.testing.assert_allclose(
+                gradient.numpy()[index],
+                numeric,
+                rtol=1e-5,
+                atol=1e-8,
+                err_msg=f"{variable.path}{index}",
+            )
+    # The FBI term contributes: the gradient differs from the task gradient.
+    with tf.GradientTape() as tape:
+        plain = task(y, model(x, training=True))
+    plain_gradients = tape.gradient(plain, model.trainable_variables)
+    kernel = 0
+    assert np.abs(gradients[kernel] - 0.6 * plain_gradients[kernel]).max() > 1e-3
+
+
+def test_lam_zero_gives_exactly_the_task_loss_and_gradient():
+    model = _model()
+    x, y = _data()
+    task = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    regularizer = FBILoss(lam=0.0)
+    with tf.GradientTape(persistent=True) as tape:
+        outputs, penalty = regularizer(split_logits(model), x, tf.constant(y), True)
+        task_loss = task(y, outputs)
+        total = regularizer.combine(task_loss, tf.reduce_mean(penalty), 1.0)
+    assert float(tf.reduce_mean(penalty)) > 0
+    assert total.numpy() == task_loss.numpy()
+    for ours, plain in zip(
+        tape.gradient(total, model.trainable_variables),
+        tape.gradient(task_loss, model.trainable_variables),
+        strict=True,
+    ):
+        np.testing.assert_array_equal(ours.numpy(), plain.numpy())
+
+
+def test_combine_is_eq4_with_the_switch():
+    regularizer = FBILoss(lam=0.25)
+    task, penalty = tf.constant(2.0), tf.constant(6.0)
+    assert float(regularizer.combine(task, penalty, 1.0)) == pytest.approx(3.0)
+    assert float(regularizer.combine(task, penalty, 0.5)) == pytest.approx(2.5)
+    assert float(regularizer.combine(task, penalty, 0.0)) == 2.0
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"lam": -0.1}, "lam.*Received: lam=-0.1"),
+        ({"lam": 1.5}, "lam.*Received: lam=1.5"),
+        ({"lam": float("nan")}, "lam.*Received: lam=nan"),
+        ({"eps": 0.0}, "eps.*Received: eps=0.0"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        FBILoss(**kwargs)
+
+
+def test_model_without_trainable_conv_or_dense_raises():
+    pooled = keras.Sequential([keras.Input((4, 4, 3)), L.GlobalAveragePooling2D()])
+    with pytest.raises(
+        ValueError, match="trainable Conv2D or Dense.*counted layers \\[\\]"
+    ):
+        FBILoss()(
+            split_logits(pooled), tf.ones((2, 4, 4, 3)), tf.constant([0, 1]), True
+        )
+    frozen = keras.Sequential([keras.Input((4,)), L.Dense(2, name="frozen")])
+    frozen.trainable = False
+    with pytest.raises(ValueError, match="\\['frozen'\\]"):
+        FBILoss()(split_logits(frozen), tf.ones((2, 4)), tf.constant([0, 1]), True)
+
+
+def test_config_round_trip():
+    regularizer = FBILoss(lam=0.01, eps=0.2)
+    restored = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(regularizer)
+    )
+    assert isinstance(restored, FBILoss)
+    assert restored.get_config() == {"lam": 0.01, "eps": 0.2}
+
+
+def _fit(regularizer=None, callbacks=(), epochs=2):
+    """Trains the same model from the same start; returns weights per epoch."""
+    base = _model(seed=3)
+    model = (
+        base if regularizer is None else AttributionRegularizedModel(base, regularizer)
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    x, y = _data(n=32, seed=4)
+    snapshots = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: snapshots.append(
+            [w.numpy().copy() for w in base.weights]
+        )
+    )
+    history = model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=epochs,
+        shuffle=False,
+        verbose=0,
+        validation_data=(x[:16], y[:16]),
+        callbacks=[*callbacks, record],
+    )
+    return snapshots, history.history
+
+
+def test_fbi_loss_is_logged_in_train_and_validation():
+    _, logs = _fit(FBILoss(lam=0.1), epochs=1)
+    assert logs["fbi_loss"][0] > 0
+    assert logs["val_fbi_loss"][0] > 0
+
+
+def test_lam_zero_training_is_bit_identical_to_plain_training():
+    plain, _ = _fit()
+    zero, _ = _fit(FBILoss(lam=0.0))
+    for a, b in zip(plain[-1], zero[-1], strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_delayed_activation_keeps_fbi_off_until_threshold_then_on():
+    plain, _ = _fit()
+    never, _ = _fit(FBILoss(lam=0.5), [DelayedActivation("val_accuracy", 1.5)])
+    for a, b in zip(plain[-1], never[-1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Threshold passed after epoch 0: off during epoch 0, on from epoch 1.
+    delayed, _ = _fit(FBILoss(lam=0.5), [DelayedActivation("val_accuracy", -1.0)])
+    for a, b in zip(plain[0], delayed[0], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (
+        max(np.abs(a - b).max() for a, b in zip(plain[1], delayed[1], strict=True))
+        > 1e-4
+    )
