@@ -21,16 +21,20 @@ import keras_attreg as kar
 
 
 def batchnorm_cnn() -> keras.Model:
-    """Two convolutions with BatchNormalization and one dense layer (logits)."""
+    """Two convolutions with BatchNormalization and one dense layer (logits).
+
+    BatchNorm momentum 0.9: with a few hundred steps, the default 0.99 leaves
+    the moving statistics far from the data and test accuracy low.
+    """
     return keras.Sequential(
         [
             keras.Input((28, 28, 1)),
             keras.layers.Conv2D(16, 3, padding="same"),
-            keras.layers.BatchNormalization(),
+            keras.layers.BatchNormalization(momentum=0.9),
             keras.layers.ReLU(),
             keras.layers.MaxPooling2D(),
             keras.layers.Conv2D(32, 3, padding="same"),
-            keras.layers.BatchNormalization(),
+            keras.layers.BatchNormalization(momentum=0.9),
             keras.layers.ReLU(),
             keras.layers.MaxPooling2D(),
             keras.layers.Flatten(),
