@@ -1,0 +1,190 @@
+"""Layer-wise activation statistics (Yoo et al., CVPR-W 2019, Table 1).
+
+Per convolution layer, over the rectified activations a >= 0 of a dataset:
+
+- `max`: the largest activation.
+- `energy_skewness`: the paper's "skewness", read literally as "the inverse of
+  the variance in the energy-normalized curves": the activations are divided
+  by their root mean square (unit energy, ã = a / sqrt(mean(a^2))) and
+  `1 / Var(ã) = mean(a^2) / Var(a)` is reported. Scale-free; for a >= 0 it is
+  `1 + mean(a)^2 / Var(a) >= 1`.
+- `moment_skewness`: the standard third standardised moment
+  `E[(a - mu)^3] / sigma^3` (`scipy.stats.skew`), large when the mass sits
+  near 0 with a long right tail.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping, Sequence
+
+import keras
+import numpy as np
+import scipy.stats
+import tensorflow as tf
+
+from keras_attreg._logits import _call
+from keras_attreg._validation import check_int
+from keras_attreg.relevance import layer_chain
+
+_RECTIFIERS = (keras.layers.ReLU, keras.layers.Activation)
+_PASSED_TO_RECTIFIER = (keras.layers.BatchNormalization, *_RECTIFIERS)
+
+
+@dataclasses.dataclass(frozen=True)
+class ActivationStatistics:
+    """Table 1 statistics of one layer's activations.
+
+    Attributes:
+        layer: the convolution layer's name.
+        max: the maximum activation.
+        energy_skewness: 1 / Var(a / sqrt(mean(a^2))) (the paper's skewness).
+        moment_skewness: the third standardised moment of a.
+    """
+
+    layer: str
+    max: float
+    energy_skewness: float
+    moment_skewness: float
+
+
+def _observed_layers(model: keras.Model, layers: Sequence[str] | None) -> dict:
+    """Maps each observed layer of the chain to the conv layer it stands for.
+
+    A Conv2D with its own activation is observed at its output; a Conv2D
+    without one at the output of the rectifier that follows it (after a
+    BatchNormalization, if any), so that activations are rectified as in
+    the paper's Fig. 3.
+    """
+    chain = layer_chain(model)
+    convs = [layer for layer in chain if isinstance(layer, keras.layers.Conv2D)]
+    names = [layer.name for layer in convs] if layers is None else list(layers)
+    unknown = sorted(set(names) - {layer.name for layer in convs})
+    if unknown or not names:
+        raise ValueError(
+            "Invalid value for argument layers: expected names of Conv2D layers "
+            f"of model {model.name!r} ({[layer.name for layer in convs]}). "
+            f"Received: layers={layers!r}"
+        )
+    observed = {}
+    for index, layer in enumerate(chain):
+        if layer.name not in names:
+            continue
+        end = index
+        if layer.activation is keras.activations.linear:
+            following = chain[index + 1 :]
+            for offset, after in enumerate(following, start=1):
+                if not isinstance(after, _PASSED_TO_RECTIFIER):
+                    break
+                if isinstance(after, _RECTIFIERS):
+                    end = index + offset
+                    break
+        observed[chain[end]] = layer.name
+    return observed
+
+
+def layer_activations(
+    model: keras.Model,
+    x,
+    layers: Sequence[str] | None = None,
+    batch_size: int = 256,
+) -> dict[str, np.ndarray]:
+    """The rectified activations of each convolution layer, in inference mode.
+
+    Args:
+        model: a functional or Sequential model (a linear chain of layers).
+        x: inputs, shape `(samples, H, W, C)`.
+        layers: names of Conv2D layers (default: all, input to output).
+        batch_size: samples per forward pass.
+
+    Returns:
+        `{conv layer name: activations of shape (samples, H_i, W_i, C_i)}`,
+        in the order of the model.
+
+    Example:
+
+    >>> acts = layer_activations(model, x_test[:100])
+    >>> {name: a.shape for name, a in acts.items()}
+    """
+    batch_size = check_int("batch_size", batch_size, low=1)
+    observed = _observed_layers(model, layers)
+    chain = layer_chain(model)
+    last = max(chain.index(layer) for layer in observed)
+    collected = {name: [] for name in observed.values()}
+    x = np.asarray(x)
+    for start in range(0, len(x), batch_size):
+        h = tf.convert_to_tensor(x[start : start + batch_size], model.compute_dtype)
+        for layer in chain[: last + 1]:
+            h = _call(layer, h, False)
+            if layer in observed:
+                collected[observed[layer]].append(h.numpy())
+    return {name: np.concatenate(parts) for name, parts in collected.items()}
+
+
+def energy_skewness(values) -> float:
+    """1 / Var(ã) with ã = a / sqrt(mean(a^2)): the paper's skewness, read literally.
+
+    >>> energy_skewness(np.array([0.0, 0.0, 1.0, 1.0]))
+    2.0
+    """
+    values = np.asarray(values, np.float64).ravel()
+    normalized = values / np.sqrt(np.mean(values**2))
+    return float(1.0 / np.var(normalized))
+
+
+def activation_statistics(
+    activations: Mapping[str, np.ndarray],
+) -> list[ActivationStatistics]:
+    """Table 1 of Yoo et al.: max and both skewness definitions per layer.
+
+    Args:
+        activations: `{layer name: activations}` (e.g. `layer_activations`).
+
+    Returns:
+        One `ActivationStatistics` per layer, in the given order.
+
+    Example:
+
+    >>> stats = activation_statistics(layer_activations(model, x_test[:500]))
+    >>> stats[0].layer, stats[0].max
+    """
+    return [
+        ActivationStatistics(
+            layer=name,
+            max=float(np.max(values)),
+            energy_skewness=energy_skewness(values),
+            moment_skewness=float(scipy.stats.skew(np.ravel(values))),
+        )
+        for name, values in activations.items()
+    ]
+
+
+def statistics_table(results: Mapping[str, Sequence[ActivationStatistics]]) -> str:
+    """Table 1 layout: one column per layer, cells "model A / model B / ...".
+
+    Layers are taken by position (conv1, conv2, ...), so models whose layers
+    carry different names line up.
+
+    Args:
+        results: `{model label: statistics per layer}` (same number of layers).
+
+    Returns:
+        The table as text.
+    """
+    labels = list(results)
+    rows = list(zip(*results.values(), strict=True))
+    header = ["layer"] + [f"conv{i + 1}" for i in range(len(rows))]
+    lines = [header]
+    for title, field in (
+        ("max", "max"),
+        ("skewness (1/var, energy-normalised)", "energy_skewness"),
+        ("skewness (3rd moment)", "moment_skewness"),
+    ):
+        cells = [" / ".join(f"{getattr(s, field):.3f}" for s in row) for row in rows]
+        lines.append([title, *cells])
+    widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
+    text = [
+        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True))
+        for line in lines
+    ]
+    return "\n".join([f"({' / '.join(labels)})", *text])
