@@ -5,11 +5,12 @@ One import gives the public API::
     import keras_attreg as kar
 """
 
-from keras_attreg import attributions, datasets, evaluation, plotting, training
+from keras_attreg import attributions, datasets, evaluation, plotting, relevance, training
 from keras_attreg.training import (
     AttributionRegularizedModel,
     AttributionRegularizer,
     DelayedActivation,
+    FBILoss,
     L1GradientPenalty,
 )
 
@@ -19,10 +20,12 @@ __all__ = [
     "AttributionRegularizedModel",
     "AttributionRegularizer",
     "DelayedActivation",
+    "FBILoss",
     "L1GradientPenalty",
     "attributions",
     "datasets",
     "evaluation",
     "plotting",
+    "relevance",
     "training",
 ]
