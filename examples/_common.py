@@ -1,0 +1,133 @@
+"""Helpers shared by the experiment scripts: flags, training with resume, JSON.
+
+Every experiment script writes its figures (PNG) and numbers (JSON) under
+--output-dir. Trained weights are kept in `<output-dir>/checkpoints/`: a run
+that is stopped resumes from the last finished epoch (Keras
+`BackupAndRestore`), and a model that finished training is loaded instead of
+trained again, so re-running a script after a crash only redoes what is left.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import time
+
+import keras
+import numpy as np
+
+import keras_attreg as kar
+
+DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def parser(doc: str) -> argparse.ArgumentParser:
+    """An argument parser with the flags every experiment shares."""
+    result = argparse.ArgumentParser(
+        description=doc.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=doc,
+    )
+    result.add_argument(
+        "--data-dir",
+        default=os.environ.get(kar.datasets.DATA_ENV_VAR, str(DEFAULT_DATA)),
+        help="folder with mnist.npz and cifar10-*.tfrecord "
+        "(default: $KERAS_ATTREG_DATA, else ../shared/data)",
+    )
+    result.add_argument("--output-dir", required=True)
+    result.add_argument(
+        "--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed"
+    )
+    result.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")
+    return result
+
+
+def output_dir(path) -> pathlib.Path:
+    folder = pathlib.Path(path)
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
+    """Concatenates a batched `(x, y)` dataset into two NumPy arrays."""
+    xs, ys = zip(*((x.numpy(), y.numpy()) for x, y in dataset), strict=True)
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def write_json(path, payload) -> None:
+    pathlib.Path(path).write_text(json.dumps(payload, indent=2) + "\n")
+    print(f"wrote {path}")
+
+
+def train(
+    base: keras.Model,
+    name: str,
+    folder: pathlib.Path,
+    train_data,
+    val_data,
+    epochs: int,
+    regularizer=None,
+    callbacks=(),
+    learning_rate: float = 1e-3,
+    verbose: int = 2,
+) -> tuple[keras.Model, dict]:
+    """Trains `base` (wrapped when a regulariser is given), resuming if stopped.
+
+    Args:
+        base: the classifier, ending in logits.
+        name: file stem of its checkpoints under `folder / "checkpoints"`.
+        folder: the experiment's output folder.
+        train_data, val_data: `tf.data` datasets of `(x, y)` batches.
+        epochs: training epochs.
+        regularizer: None (plain training) or a `kar.AttributionRegularizer`.
+        callbacks: extra Keras callbacks (e.g. `kar.DelayedActivation`).
+        learning_rate: Adam's learning rate.
+        verbose: `fit` verbosity (2: one line per epoch).
+
+    Returns:
+        `(base, logs)`: the trained base model and the final epoch's logs plus
+        the training time in seconds (`train_seconds`, 0 when loaded).
+    """
+    checkpoints = output_dir(folder / "checkpoints")
+    final = checkpoints / f"{name}.weights.h5"
+    logs_file = checkpoints / f"{name}.json"
+    model = (
+        base
+        if regularizer is None
+        else kar.AttributionRegularizedModel(base, regularizer=regularizer)
+    )
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    if final.exists() and logs_file.exists():
+        model.load_weights(final)
+        print(f"loaded finished model {final}")
+        return base, {**json.loads(logs_file.read_text()), "train_seconds": 0.0}
+    print(f"--- training {name} ({epochs} epochs)")
+    start = time.perf_counter()
+    history = model.fit(
+        train_data,
+        validation_data=val_data,
+        epochs=epochs,
+        verbose=verbose,
+        callbacks=[
+            keras.callbacks.BackupAndRestore(str(checkpoints / f"{name}_backup")),
+            *callbacks,
+        ],
+    )
+    seconds = time.perf_counter() - start
+    model.save_weights(final)
+    logs = {key: float(values[-1]) for key, values in history.history.items()}
+    logs_file.write_text(json.dumps(logs, indent=2))
+    return base, {**logs, "train_seconds": seconds}
+
+
+def mean_spread(values) -> dict:
+    """Mean, sample standard deviation and the values, for JSON reports."""
+    values = np.asarray(values, dtype=float)
+    spread = float(values.std(ddof=1)) if values.size > 1 else 0.0
+    return {"mean": float(values.mean()), "std": spread, "values": values.tolist()}
