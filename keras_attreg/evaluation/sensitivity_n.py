@@ -9,14 +9,15 @@ over `num_subsets` random subsets S of n features; the score of (x, n) is the
 Pearson correlation of R_n and S_n across the subsets, and the curve is its
 mean over the samples, for each n.
 
-Implementation: the subsets of one sample are the rows of a shared pool of
-uniformly random n-subsets, relabelled by a random permutation of that sample's
-features (a uniformly random relabelling of i.i.d. uniform subsets is again
-i.i.d. uniform, so each sample sees independent uniform subsets). Both are
-drawn from stateless generators keyed by `seed` and the sample's position in
-the data, so results do not depend on `batch_size`. Masks are built, applied
-and the model is called in chunks of `batch_size` inputs inside one traced
-loop.
+Implementation: for each n a pool of `pool_size` (a few times `num_subsets`)
+i.i.d. uniform n-subsets is drawn once; each sample takes `num_subsets`
+distinct rows of it, chosen at random per sample. Distinct rows of an i.i.d.
+uniform pool are i.i.d. uniform n-subsets, so every sample sees exactly the
+subsets the definition asks for; the pool only makes masks cheap (a row copy)
+and lets R_n of all rows come from one matrix product. Pool and row choices
+come from stateless generators keyed by `seed` and the sample's position in
+the data, so results do not depend on `batch_size`. Masks are applied and the
+model is called in chunks of `batch_size` inputs inside one traced loop.
 """
 
 from __future__ import annotations
@@ -117,25 +118,28 @@ def _check_n_values(n_values, count: int, features: str) -> np.ndarray:
     return np.unique(values.astype(np.int64))
 
 
-def subset_pool(seed: int, n_values, num_subsets: int, count: int) -> tf.Tensor:
-    """0/1 masks of `num_subsets` uniform random n-subsets per n, (K*J, count)."""
-    keys = tf.random.stateless_uniform(
-        [len(n_values) * num_subsets, count], seed=[seed, -1]
-    )
-    ranks = tf.argsort(tf.argsort(keys, axis=1), axis=1)
-    sizes = np.repeat(np.asarray(n_values, np.int32), num_subsets)
-    return tf.cast(ranks < sizes[:, None], tf.float32)
+def pool_size(num_n: int, num_subsets: int, count: int) -> int:
+    """Pool rows per n: up to 4x `num_subsets`, within about 64 MB of masks."""
+    factor = (1 << 26) // max(1, num_n * num_subsets * count)
+    return num_subsets * max(1, min(4, factor))
 
 
-def sample_permutations(seed: int, sample_ids: tf.Tensor, count: int) -> tf.Tensor:
-    """A random permutation of the features of each sample, (batch, count).
+def subset_pool(seed: int, n_values, rows: int, count: int) -> tf.Tensor:
+    """Boolean masks of `rows` uniform random n-subsets per n, (K, rows, count)."""
+    keys = tf.random.stateless_uniform([len(n_values), rows, count], seed=[seed, -1])
+    ranks = tf.argsort(tf.argsort(keys, axis=-1), axis=-1)
+    sizes = np.asarray(n_values, np.int32)[:, None, None]
+    return ranks < sizes
 
-    Sample b's subset j is `{i : pool[j, perm_b[i]] = 1}`.
-    """
+
+def subset_rows(
+    seed: int, sample_ids: tf.Tensor, num_n: int, rows: int, num_subsets: int
+) -> tf.Tensor:
+    """Distinct pool rows of each sample, per n: (batch, K, num_subsets)."""
     return tf.map_fn(
         lambda index: tf.argsort(
-            tf.random.stateless_uniform([count], seed=tf.stack([seed, index]))
-        ),
+            tf.random.stateless_uniform([num_n, rows], seed=tf.stack([seed, index]))
+        )[:, :num_subsets],
         tf.cast(sample_ids, tf.int32),
         fn_output_signature=tf.int32,
     )
@@ -171,37 +175,36 @@ def _kernel(
     pixel: bool,
     chunk: int,
 ):
-    batch, items, count = tf.shape(x)[0], tf.shape(pool)[0], pool.shape[1]
+    num_n, rows, count = pool.shape
+    batch, items = tf.shape(x)[0], num_n * num_subsets
     if pixel:
         attributions = tf.reduce_sum(attributions, axis=-1)
-    relevance = tf.reshape(attributions, [-1, count])
+    pool = tf.reshape(pool, [num_n * rows, count])
+    # Rows of the flat pool used by (sample, n, subset), and R_n of every row.
+    chosen = subset_rows(seed, sample_ids, num_n, rows, num_subsets)
+    chosen = tf.reshape(chosen + rows * tf.range(num_n)[:, None], [batch, items])
+    pool_relevance = tf.matmul(
+        tf.reshape(attributions, [-1, count]), tf.cast(pool, x.dtype), transpose_b=True
+    )
+    r_n = tf.gather(pool_relevance, chosen, axis=1, batch_dims=1)
     mask_shape = [-1, *x.shape[1:-1], 1] if pixel else [-1, *x.shape[1:]]
-    permutations = sample_permutations(seed, sample_ids, count)
-    pool = tf.cast(pool, x.dtype)
     scores = target_scores(split.logits(x), targets)
 
-    def perturb(state, indices):
+    def perturb(s_n, indices):
         sample = indices // items
-        mask = tf.gather(
-            tf.gather(pool, indices % items),
-            tf.gather(permutations, sample),
-            batch_dims=1,
+        mask = tf.reshape(
+            tf.gather(pool, tf.gather(tf.reshape(chosen, [-1]), indices)), mask_shape
         )
-        r_n = tf.reduce_sum(mask * tf.gather(relevance, sample), axis=1)
-        mask = tf.reshape(mask, mask_shape)
-        masked = tf.gather(x, sample) * (1 - mask) + baseline * mask
-        s_n = tf.gather(scores, sample) - target_scores(
+        masked = tf.where(mask, baseline, tf.gather(x, sample))
+        drop = tf.gather(scores, sample) - target_scores(
             split.logits(masked), tf.gather(targets, sample)
         )
-        positions = indices[:, None]
-        return (
-            tf.tensor_scatter_nd_update(state[0], positions, r_n),
-            tf.tensor_scatter_nd_update(state[1], positions, s_n),
-        )
+        return tf.tensor_scatter_nd_update(s_n, indices[:, None], drop)
 
-    zeros = tf.zeros([batch * items], x.dtype)
-    r_n, s_n = for_each_chunk(batch * items, chunk, perturb, (zeros, zeros))
-    shape = [batch, -1, num_subsets]
+    s_n = for_each_chunk(
+        batch * items, chunk, perturb, tf.zeros([batch * items], x.dtype)
+    )
+    shape = [batch, num_n, num_subsets]
     return _pearson(tf.reshape(r_n, shape), tf.reshape(s_n, shape))
 
 
@@ -278,7 +281,9 @@ def sensitivity_n(
         if not isinstance(x, tf.data.Dataset) and attributions.shape != x.shape:
             raise _shape_error(attributions.shape, x.shape)
     split = split_logits(model)
-    pool = subset_pool(seed, n_values, num_subsets, count)
+    pool = subset_pool(
+        seed, n_values, pool_size(len(n_values), num_subsets, count), count
+    )
     kernel = traced(
         model,
         _kernel,

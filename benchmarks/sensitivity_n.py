@@ -1,0 +1,262 @@
+"""Throughput of Sensitivity-n and of the sampling attribution methods.
+
+Sensitivity-n is forward passes plus masking, so its floor is the model's own
+batched forward throughput on the same number of inputs. Integrated gradients
+and SmoothGrad are gradient evaluations, so their floor is the raw (batched)
+gradient throughput. Prints a table and writes JSON.
+
+    python benchmarks/sensitivity_n.py --samples 32 --json sensitivity_n.json
+
+Quantus's `SensitivityN` (0.6.x) is timed when `quantus` is importable (run the
+script with an interpreter that has it; it is not a dependency). Quantus
+computes a different quantity (it correlates across samples, sorting features
+by attribution), so only forward passes per second are compared.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+from keras_attreg.attributions import (  # noqa: E402
+    integrated_gradients,
+    saliency,
+    smoothgrad,
+)
+from keras_attreg.evaluation import sensitivity_n  # noqa: E402
+from keras_attreg.evaluation.sensitivity_n import default_n_values  # noqa: E402
+
+
+def mnist_cnn() -> keras.Model:
+    """An MNIST-sized CNN ending in a softmax (random weights: speed only)."""
+    return keras.Sequential(
+        [
+            keras.Input((28, 28, 1)),
+            keras.layers.Conv2D(32, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Conv2D(64, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu"),
+            keras.layers.Dense(10, activation="softmax"),
+        ]
+    )
+
+
+def load_inputs(count: int, data_dir: pathlib.Path) -> tuple[np.ndarray, np.ndarray]:
+    """Standardised MNIST test digits if available, else random images."""
+    path = data_dir / "mnist.npz"
+    if path.exists():
+        with np.load(path) as data:
+            x = data["x_test"][:count].astype("float32")[..., None] / 255.0
+            y = data["y_test"][:count].astype("int64")
+        return (x - 0.1307) / 0.3081, y
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(count, 28, 28, 1)).astype("float32"), rng.integers(
+        0, 10, count
+    )
+
+
+def timed(function, repeats: int = 5) -> float:
+    """Best wall time of `repeats` calls, after one warm-up call."""
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def forward_rate(model, inputs: int, batch_size: int) -> float:
+    """Model inputs per second of plain batched inference (no masking)."""
+    forward = tf.function(lambda x: model(x, training=False))
+    batch = tf.random.normal([batch_size, *model.input_shape[1:]])
+    calls = max(1, round(inputs / batch_size))
+
+    def run():
+        for _ in range(calls):
+            forward(batch).numpy()
+
+    return calls * batch_size / timed(run)
+
+
+def gradient_rate(model, x, y, batch_size: int) -> float:
+    """Input gradients per second (saliency, signed), batched."""
+    return len(x) / timed(
+        lambda: saliency(model, x, y, absolute=False, batch_size=batch_size).numpy()
+    )
+
+
+def loop_rate(model, x, y, n_values, num_subsets: int) -> float:
+    """Inputs per second of a straightforward loop: one model call per subset."""
+    forward = tf.function(lambda x: model(x, training=False))
+    rng = np.random.default_rng(0)
+    pixels = x[0, ..., 0].size
+
+    def run():
+        for n in n_values:
+            for _ in range(num_subsets):
+                mask = np.zeros(pixels, bool)
+                mask[rng.choice(pixels, n, replace=False)] = True
+                masked = x[0].copy()
+                masked[mask.reshape(x.shape[1:-1])] = 0.0
+                forward(masked[None]).numpy()[0, y[0]]
+
+    return len(n_values) * num_subsets / timed(run, repeats=1)
+
+
+def quantus_rate(model, x, y, maps, num_subsets: int):
+    """Forward passes per second of Quantus's SensitivityN, or None."""
+    try:
+        import quantus
+    except ImportError:
+        return None
+    features = x[0].size
+    step = max(1, features // num_subsets)
+    metric = quantus.SensitivityN(
+        features_in_step=step,
+        n_max_percentage=0.8,
+        perturb_baseline="black",
+        return_aggregate=False,
+        disable_warnings=True,
+        display_progressbar=False,
+    )
+    # One prediction on x, then one per cumulative step of `step` features.
+    forwards = len(x) * (1 + -(-features // step))
+
+    def run():
+        metric(
+            model=model,
+            x_batch=x,
+            y_batch=y,
+            a_batch=np.moveaxis(maps, -1, 1),
+            channel_first=False,
+        )
+
+    return forwards / timed(run, repeats=1)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=32)
+    parser.add_argument("--num-subsets", type=int, default=100)
+    parser.add_argument("--n-points", type=int, default=8)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--ig-steps", type=int, default=50)
+    parser.add_argument("--smoothgrad-samples", type=int, default=25)
+    parser.add_argument(
+        "--data-dir", type=pathlib.Path, default=pathlib.Path("../shared/data")
+    )
+    parser.add_argument(
+        "--json", type=pathlib.Path, default=pathlib.Path("sensitivity_n.json")
+    )
+    args = parser.parse_args()
+
+    keras.utils.set_random_seed(0)
+    model = mnist_cnn()
+    x, y = load_inputs(args.samples, args.data_dir)
+    maps = saliency(model, x, y, absolute=False).numpy() * x
+    n_values = default_n_values(28 * 28, args.n_points)
+    per_sample = len(n_values) * args.num_subsets
+    batch = args.batch_size
+
+    seconds = timed(
+        lambda: sensitivity_n(
+            model,
+            (x, y),
+            maps,
+            n_values=n_values,
+            num_subsets=args.num_subsets,
+            batch_size=batch,
+            verbose=0,
+        ),
+        repeats=2,
+    )
+    ours = len(x) * per_sample / seconds
+    forward = forward_rate(model, len(x) * per_sample, batch)
+    loop = loop_rate(model, x, y, n_values, args.num_subsets)
+    quantus = quantus_rate(model, x, y, maps, args.num_subsets)
+
+    copies = args.ig_steps
+    gradients = gradient_rate(
+        model, np.repeat(x, copies, axis=0), np.repeat(y, copies), batch
+    )
+    ig = (
+        len(x)
+        * args.ig_steps
+        / timed(
+            lambda: integrated_gradients(
+                model, x, y, steps=args.ig_steps, batch_size=batch
+            ).numpy()
+        )
+    )
+    sg = (
+        len(x)
+        * args.smoothgrad_samples
+        / timed(
+            lambda: smoothgrad(
+                model, x, y, samples=args.smoothgrad_samples, batch_size=batch
+            ).numpy()
+        )
+    )
+
+    rows = [
+        ("sensitivity_n (ours)", "forward/s", ours, ours / forward),
+        ("batched forward, no masking", "forward/s", forward, 1.0),
+        ("per-subset loop", "forward/s", loop, loop / forward),
+    ]
+    if quantus is not None:
+        rows.append(("Quantus SensitivityN", "forward/s", quantus, quantus / forward))
+    rows += [
+        ("raw input gradient", "gradient/s", gradients, 1.0),
+        (
+            f"integrated_gradients (steps={args.ig_steps})",
+            "gradient/s",
+            ig,
+            ig / gradients,
+        ),
+        (
+            f"smoothgrad (samples={args.smoothgrad_samples})",
+            "gradient/s",
+            sg,
+            sg / gradients,
+        ),
+    ]
+    print(f"{'what':<36}{'unit':>12}{'rate':>12}{'ratio':>8}")
+    for name, unit, rate, ratio in rows:
+        print(f"{name:<36}{unit:>12}{rate:>12.0f}{ratio:>8.2f}")
+    print(
+        f"sensitivity_n: {ours / per_sample:.1f} samples/s "
+        f"({len(n_values)} n values x {args.num_subsets} subsets per sample)"
+    )
+    if quantus is None:
+        print("Quantus: not importable in this interpreter (not timed)")
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "settings": vars(args)
+        | {"data_dir": str(args.data_dir), "json": str(args.json)},
+        "n_values": [int(n) for n in n_values],
+        "sensitivity_n_samples_per_s": ours / per_sample,
+        "rows": [
+            {"what": name, "unit": unit, "rate": rate, "ratio": ratio}
+            for name, unit, rate, ratio in rows
+        ],
+    }
+    args.json.write_text(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()
