@@ -214,3 +214,15 @@ def test_delayed_activation_keeps_fbi_off_until_threshold_then_on():
         max(np.abs(a - b).max() for a, b in zip(plain[1], delayed[1], strict=True))
         > 1e-4
     )
+
+
+def test_wrapper_with_fbi_loss_survives_keras_save_and_load(tmp_path):
+    model = AttributionRegularizedModel(_model(), FBILoss(lam=0.02, eps=0.3))
+    x, _ = _data()
+    path = tmp_path / "fbi.keras"
+    model.save(path)
+    restored = keras.saving.load_model(path)
+    assert restored.regularizer.get_config() == {"lam": 0.02, "eps": 0.3}
+    np.testing.assert_array_equal(
+        restored.predict(x, verbose=0), model.predict(x, verbose=0)
+    )
