@@ -78,8 +78,23 @@ def timed(function, repeats: int = 5) -> float:
     return best
 
 
-def forward_rate(model, inputs: int, batch_size: int) -> float:
-    """Model inputs per second of plain batched inference (no masking)."""
+def paired(first, second, rounds: int = 5) -> tuple[float, float]:
+    """Median wall times of two functions run alternately (after a warm-up).
+
+    Alternating keeps both exposed to the same background load.
+    """
+    first(), second()
+    times = np.zeros((rounds, 2))
+    for row in times:
+        for column, function in enumerate((first, second)):
+            start = time.perf_counter()
+            function()
+            row[column] = time.perf_counter() - start
+    return tuple(np.median(times, axis=0))
+
+
+def batched_forward(model, inputs: int, batch_size: int):
+    """Plain batched inference on `inputs` inputs (no masking)."""
     forward = tf.function(lambda x: model(x, training=False))
     batch = tf.random.normal([batch_size, *model.input_shape[1:]])
     calls = max(1, round(inputs / batch_size))
@@ -88,14 +103,7 @@ def forward_rate(model, inputs: int, batch_size: int) -> float:
         for _ in range(calls):
             forward(batch).numpy()
 
-    return calls * batch_size / timed(run)
-
-
-def gradient_rate(model, x, y, batch_size: int) -> float:
-    """Input gradients per second (saliency, signed), batched."""
-    return len(x) / timed(
-        lambda: saliency(model, x, y, absolute=False, batch_size=batch_size).numpy()
-    )
+    return run, calls * batch_size
 
 
 def loop_rate(model, x, y, n_values, num_subsets: int) -> float:
@@ -171,7 +179,8 @@ def main() -> None:
     per_sample = len(n_values) * args.num_subsets
     batch = args.batch_size
 
-    seconds = timed(
+    run_forward, inputs = batched_forward(model, len(x) * per_sample, batch)
+    seconds, forward_seconds = paired(
         lambda: sensitivity_n(
             model,
             (x, y),
@@ -181,35 +190,34 @@ def main() -> None:
             batch_size=batch,
             verbose=0,
         ),
-        repeats=2,
+        run_forward,
     )
     ours = len(x) * per_sample / seconds
-    forward = forward_rate(model, len(x) * per_sample, batch)
+    forward = inputs / forward_seconds
     loop = loop_rate(model, x, y, n_values, args.num_subsets)
     quantus = quantus_rate(model, x, y, maps, args.num_subsets)
 
-    copies = args.ig_steps
-    gradients = gradient_rate(
-        model, np.repeat(x, copies, axis=0), np.repeat(y, copies), batch
+    copies = np.repeat(x, args.ig_steps, axis=0), np.repeat(y, args.ig_steps)
+    ig_seconds, gradient_seconds = paired(
+        lambda: integrated_gradients(
+            model, x, y, steps=args.ig_steps, batch_size=batch
+        ).numpy(),
+        lambda: saliency(model, *copies, absolute=False, batch_size=batch).numpy(),
     )
-    ig = (
-        len(x)
-        * args.ig_steps
-        / timed(
-            lambda: integrated_gradients(
-                model, x, y, steps=args.ig_steps, batch_size=batch
-            ).numpy()
-        )
+    gradients = len(x) * args.ig_steps / gradient_seconds
+    ig = len(x) * args.ig_steps / ig_seconds
+    copies = (
+        np.repeat(x, args.smoothgrad_samples, axis=0),
+        np.repeat(y, args.smoothgrad_samples),
     )
-    sg = (
-        len(x)
-        * args.smoothgrad_samples
-        / timed(
-            lambda: smoothgrad(
-                model, x, y, samples=args.smoothgrad_samples, batch_size=batch
-            ).numpy()
-        )
+    sg_seconds, sg_gradient_seconds = paired(
+        lambda: smoothgrad(
+            model, x, y, samples=args.smoothgrad_samples, batch_size=batch
+        ).numpy(),
+        lambda: saliency(model, *copies, absolute=False, batch_size=batch).numpy(),
     )
+    sg = len(x) * args.smoothgrad_samples / sg_seconds
+    sg_ratio = sg_gradient_seconds / sg_seconds
 
     rows = [
         ("sensitivity_n (ours)", "forward/s", ours, ours / forward),
@@ -230,7 +238,7 @@ def main() -> None:
             f"smoothgrad (samples={args.smoothgrad_samples})",
             "gradient/s",
             sg,
-            sg / gradients,
+            sg_ratio,
         ),
     ]
     print(f"{'what':<36}{'unit':>12}{'rate':>12}{'ratio':>8}")

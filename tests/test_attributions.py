@@ -299,3 +299,20 @@ def test_modified_gradients_reject_subclassed_models():
     model(np.zeros((1, 3), "float32"))
     with pytest.raises(ValueError, match="functional or Sequential"):
         epsilon_lrp(model, np.ones((2, 3), "float32"), [0, 1])
+
+
+def test_attribution_grid_shows_mean_absolute_value_over_channels(tmp_path):
+    from matplotlib.image import imread
+
+    from keras_attreg.plotting import _map_image, plot_attribution_maps
+
+    maps = RNG.normal(size=(3, 6, 6, 2))
+    np.testing.assert_allclose(_map_image(maps[0]), np.abs(maps[0]).mean(axis=-1))
+    path = tmp_path / "maps.png"
+    plot_attribution_maps(
+        {"a": maps, "b": -maps}, path, images=maps[..., :1], cell_size=1.0
+    )
+    # rows = 3 samples, columns = input + 2 methods, 1 inch cells at 100 dpi.
+    assert imread(path).shape[:2] == (300, 300)
+    with pytest.raises(ValueError, match="same number of samples"):
+        plot_attribution_maps({"a": maps, "b": maps[:2]}, tmp_path / "bad.png")
