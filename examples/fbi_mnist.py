@@ -12,7 +12,7 @@ lambda defaults to the paper's 0.001, at which L_FBI weighs about 1e-3 of the
 loss and the two models stay close; `--lam 0.3` shows the regulariser at work
 (L_FBI of the test digits roughly halved at the same accuracy).
 
-The default is CPU-sized (12,000 training digits, 6 epochs: about 5 minutes
+The default is CPU-sized (12,000 training digits, 6 epochs: about 3 minutes
 on two cores); `--train-size 0 --epochs 20` trains on all 60,000 digits. MNIST is
 read from `mnist.npz` in --data-dir (default: $KERAS_ATTREG_DATA, else
 ../shared/data next to the repository). The test digits serve as validation
