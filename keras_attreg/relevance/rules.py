@@ -36,11 +36,23 @@ class Propagation:
 
 
 class Rule:
-    """Base class: `forward(layer, inputs, training, batch_norm)`."""
+    """Base class of the rules: one `forward` per layer call."""
 
     def forward(
         self, layer, inputs: tf.Tensor, training: bool, batch_norm=None
     ) -> Propagation:
+        """Runs `layer` on `inputs` (a+_{i-1}) and prepares its backward map.
+
+        Args:
+            layer: the Keras layer.
+            inputs: its input batch.
+            training: forwarded to the layer.
+            batch_norm: the BatchNormalization folded into `layer`, if any
+                (called after it in the forward pass).
+
+        Returns:
+            A `Propagation`.
+        """
         raise NotImplementedError
 
 
