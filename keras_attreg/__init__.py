@@ -5,7 +5,14 @@ One import gives the public API::
     import keras_attreg as kar
 """
 
-from keras_attreg import attributions, datasets, evaluation, plotting, relevance, training
+from keras_attreg import (
+    attributions,
+    datasets,
+    evaluation,
+    plotting,
+    relevance,
+    training,
+)
 from keras_attreg.training import (
     AttributionRegularizedModel,
     AttributionRegularizer,

@@ -181,7 +181,10 @@ class LogitSplit:
             return int(self.trunk.outputs[0].shape[-1])
         if _is_graph_model(self.model):
             return int(self.model.outputs[0].shape[-1])
-        return int(self.model.compute_output_shape(tuple(input_shape))[-1])
+        spec = keras.KerasTensor(
+            (None, *tuple(input_shape)[1:]), self.model.input_dtype
+        )
+        return int(self.model.compute_output_spec(spec).shape[-1])
 
     def logits(self, x, training: bool = False):
         """Returns the pre-softmax scores of `x`."""

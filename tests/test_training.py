@@ -496,3 +496,26 @@ def test_mirrored_strategy_matches_single_device():
         )
     assert result["grad_max"] > 1e-3
     assert result["grad_diff"] < 1e-5
+
+
+def test_subclassed_model_returning_logits_is_supported():
+    class Linear(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(keras.ops.reshape(x, (-1, 72)))
+
+    base = Linear()
+    x, y = _data(6)
+    base(x)
+    model = kar.AttributionRegularizedModel(base, kar.L1GradientPenalty(1.0))
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    logs = model.evaluate(x, y, verbose=0, return_dict=True)
+    # A linear model: dS_c/dx is column c of the kernel, for every sample.
+    kernel = base.dense.kernel.numpy()
+    expected = np.abs(kernel[:, y]).sum(axis=0).mean()
+    np.testing.assert_allclose(logs["attribution_penalty"], expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="Received: y with min 0 and max 3"):
+        model.fit(x[:4], np.array([0, 1, 2, 3]), verbose=0)

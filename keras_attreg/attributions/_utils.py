@@ -86,14 +86,6 @@ def batches(
         yield x[start : start + batch_size], targets[start : start + batch_size]
 
 
-def count_classes(split: LogitSplit, x: tf.Tensor) -> int:
-    """Number of logits: from the model's shapes, else from one eager call."""
-    try:
-        return split.num_classes(x.shape)
-    except NotImplementedError:
-        return int(split.logits(x[:1]).shape[-1])
-
-
 def as_baseline(baseline, x: tf.Tensor, name: str = "baseline") -> tf.Tensor:
     """`baseline` (scalar or one sample's shape) as a tensor of x's sample shape."""
     value = tf.cast(tf.convert_to_tensor(baseline), x.dtype)
@@ -178,7 +170,7 @@ def attribute(
     for x_batch, t_batch in batches(x, targets, batch_size):
         if extra is None:
             extra = tensors(x_batch)
-            classes = count_classes(split, x_batch)
+            classes = split.num_classes(x_batch.shape)
         check_targets(t_batch, classes)
         outputs.append(function(x_batch, t_batch, *extra))
     return tf.concat(outputs, axis=0)

@@ -34,7 +34,6 @@ from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
     as_baseline,
     batches,
-    count_classes,
     float_input,
     for_each_chunk,
     traced,
@@ -304,7 +303,7 @@ def sensitivity_n(
         if maps.shape != x_batch.shape:
             raise _shape_error(maps.shape, x_batch.shape)
         if classes is None:
-            classes = count_classes(split, x_batch)
+            classes = split.num_classes(x_batch.shape)
         check_targets(t_batch, classes)
         ids = tf.range(offset, offset + size)
         base = as_baseline(baseline, x_batch)

@@ -113,7 +113,10 @@ class AttributionRegularizedModel(keras.Model):
         return x, y, sample_weight, targets
 
     def _check_rank(self, shape):
-        expected = self.base_model.inputs[0].shape
+        inputs = getattr(self.base_model, "inputs", None)
+        if not inputs:
+            return  # a subclassed model declares no input shape
+        expected = inputs[0].shape
         if len(shape) != len(expected):
             raise ValueError(
                 f"Invalid value for argument x: expected rank {len(expected)} "
