@@ -6,6 +6,7 @@ One import gives the public API::
 """
 
 from keras_attreg import (
+    analysis,
     attributions,
     datasets,
     evaluation,
@@ -29,6 +30,7 @@ __all__ = [
     "DelayedActivation",
     "FBILoss",
     "L1GradientPenalty",
+    "analysis",
     "attributions",
     "datasets",
     "evaluation",

@@ -33,12 +33,12 @@ def _is_softmax(fn) -> bool:
     return fn is keras.activations.softmax or getattr(fn, "__name__", "") == "softmax"
 
 
-def _is_graph_model(model) -> bool:
+def is_graph_model(model) -> bool:
     """True for functional and Sequential models (their layer graph is known)."""
     return isinstance(model, (Functional, keras.Sequential))
 
 
-def _graph_outputs(model: keras.Model):
+def graph_output(model: keras.Model):
     try:
         outputs = model.outputs
     except (AttributeError, ValueError):
@@ -63,17 +63,17 @@ def _inputs(model: keras.Model):
     return inputs[0] if len(inputs) == 1 else inputs
 
 
-def _linear_call(layer, inputs, training):
+def linear_call(layer, inputs, training):
     """Calls `layer` on `inputs` with its activation replaced by identity."""
     activation = layer.activation
     layer.activation = keras.activations.linear
     try:
-        return _call(layer, inputs, training)
+        return call_layer(layer, inputs, training)
     finally:
         layer.activation = activation
 
 
-def _call(layer, inputs, training):
+def call_layer(layer, inputs, training):
     if getattr(layer, "_call_has_training_arg", False):
         return layer(inputs, training=training)
     return layer(inputs)
@@ -97,10 +97,10 @@ class LogitSplit:
                 f"Expected a `keras.Model`. Received: model={model!r} "
                 f"of type {type(model).__name__}"
             )
-        if not _is_graph_model(model):
+        if not is_graph_model(model):
             self._init_subclassed(model)
             return
-        output = _graph_outputs(model)
+        output = graph_output(model)
         if logits_layer is not None:
             try:
                 layer = model.get_layer(logits_layer)
@@ -119,7 +119,7 @@ class LogitSplit:
             self.mode = "softmax_layer"
         elif _is_softmax(getattr(last, "activation", None)):
             self.mode = "softmax_activation"
-        elif _is_graph_model(last):
+        elif is_graph_model(last):
             self.mode = "nested"
             self.inner = split_logits(last)
             if self.inner.mode == "identity":
@@ -162,16 +162,16 @@ class LogitSplit:
     def __call__(self, x, training: bool = False):
         """Returns `(logits, outputs)`; `outputs` equals `model(x, training)`."""
         if self.mode == "identity":
-            z = _call(self.trunk, x, training)
+            z = call_layer(self.trunk, x, training)
             return z, z
         if self.mode == "named":
             z, y = self.trunk(x, training=training)
             return z, y
-        h = _call(self.trunk, x, training)
+        h = call_layer(self.trunk, x, training)
         if self.mode == "softmax_layer":
-            return h, _call(self.last, h, training)
+            return h, call_layer(self.last, h, training)
         if self.mode == "softmax_activation":
-            z = _linear_call(self.last, h, training)
+            z = linear_call(self.last, h, training)
             return z, self.last.activation(z)
         return self.inner(h, training=training)
 
@@ -179,7 +179,7 @@ class LogitSplit:
         """Number of classes (last axis of the logits)."""
         if self.mode == "named":
             return int(self.trunk.outputs[0].shape[-1])
-        if _is_graph_model(self.model):
+        if is_graph_model(self.model):
             return int(self.model.outputs[0].shape[-1])
         spec = keras.KerasTensor(
             (None, *tuple(input_shape)[1:]), self.model.input_dtype

@@ -23,7 +23,7 @@ import numpy as np
 import scipy.stats
 import tensorflow as tf
 
-from keras_attreg._logits import _call
+from keras_attreg._logits import call_layer
 from keras_attreg._validation import check_int
 from keras_attreg.relevance import layer_chain
 
@@ -115,7 +115,7 @@ def layer_activations(
     for start in range(0, len(x), batch_size):
         h = tf.convert_to_tensor(x[start : start + batch_size], model.compute_dtype)
         for layer in chain[: last + 1]:
-            h = _call(layer, h, False)
+            h = call_layer(layer, h, False)
             if layer in observed:
                 collected[observed[layer]].append(h.numpy())
     return {name: np.concatenate(parts) for name, parts in collected.items()}

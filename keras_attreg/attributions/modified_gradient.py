@@ -23,7 +23,7 @@ import keras
 import tensorflow as tf
 from keras.src.models.functional import Functional
 
-from keras_attreg._logits import _is_graph_model, _linear_call, target_scores
+from keras_attreg._logits import is_graph_model, linear_call, target_scores
 from keras_attreg._validation import check_float
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
@@ -57,7 +57,7 @@ def _reject_softmax(layer):
 
 def _call_with_rule(rule, layer, *args, **kwargs):
     """Calls `layer` with its elementwise nonlinearity wrapped by `rule`."""
-    if _is_graph_model(layer):
+    if is_graph_model(layer):
         return _run_with_rule(layer, args[0], rule)
     _reject_softmax(layer)
     if getattr(layer, "_call_has_training_arg", False):
@@ -67,7 +67,7 @@ def _call_with_rule(rule, layer, *args, **kwargs):
     activation = getattr(layer, "activation", None)
     if activation is None or activation is keras.activations.linear:
         return layer(*args, **kwargs)
-    return rule(activation, _linear_call(layer, args[0], training=False))
+    return rule(activation, linear_call(layer, args[0], training=False))
 
 
 def _run_with_rule(model: keras.Model, x, rule):
@@ -97,7 +97,7 @@ def _modified_logits(split, x, rule):
         return _run_with_rule(trunk, x, rule)
     h = _run_with_rule(split.trunk, x, rule)
     if split.mode == "softmax_activation":
-        return _linear_call(split.last, h, training=False)
+        return linear_call(split.last, h, training=False)
     if split.mode == "nested":
         return _modified_logits(split.inner, h, rule)
     return h

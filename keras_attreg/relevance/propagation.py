@@ -21,10 +21,10 @@ import tensorflow as tf
 
 from keras_attreg._logits import (
     LogitSplit,
-    _call,
-    _graph_outputs,
-    _is_graph_model,
+    call_layer,
     check_targets,
+    graph_output,
+    is_graph_model,
     split_logits,
     target_scores,
 )
@@ -71,13 +71,13 @@ def layer_chain(model: keras.Model) -> list:
         ValueError: for a subclassed model, or a layer with several inputs
             (branches, residual connections).
     """
-    if not _is_graph_model(model):
+    if not is_graph_model(model):
         raise ValueError(
             "The relevance pass needs a functional or Sequential model (its "
             f"layer graph). Received: the subclassed model {model.name!r} of "
             f"type {type(model).__name__}"
         )
-    tensor = _graph_outputs(model)
+    tensor = graph_output(model)
     layers = []
     while True:
         operation, node_index, _ = tensor._keras_history
@@ -90,7 +90,7 @@ def layer_chain(model: keras.Model) -> list:
                 f"layer {operation.name!r} ({type(operation).__name__}) with "
                 f"{len(inputs)} inputs in model {model.name!r}"
             )
-        if _is_graph_model(operation):
+        if is_graph_model(operation):
             layers.extend(layer_chain(operation)[::-1])
         else:
             layers.append(operation)
@@ -107,7 +107,7 @@ def _logit_end(split: LogitSplit, chain: list) -> tuple[int, bool]:
     """
     if split.mode == "named":
         named = split.model.get_layer(split.logits_layer)
-        last = layer_chain(named)[-1] if _is_graph_model(named) else named
+        last = layer_chain(named)[-1] if is_graph_model(named) else named
         return chain.index(last) + 1, False
     end = split
     while end.mode == "nested":
@@ -159,7 +159,7 @@ def relevance_pass(
         h = propagations[-1].outputs
     logits = propagations[-1].pre_activation if pre_activation else h
     for layer in chain[end:]:
-        h = _call(layer, h, training)
+        h = call_layer(layer, h, training)
 
     relevance = tf.one_hot(targets, tf.shape(logits)[-1], dtype=logits.dtype)
     relevance = relevance * target_scores(logits, targets)[:, None]

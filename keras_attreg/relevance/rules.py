@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 import tensorflow as tf
 
-from keras_attreg._logits import _call, _linear_call
+from keras_attreg._logits import call_layer, linear_call
 from keras_attreg.relevance.canonizers import batch_norm_fold
 
 
@@ -89,13 +89,13 @@ class EpsilonRule(Rule):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(inputs)
             if activation is None:
-                affine = _call(layer, inputs, training)
+                affine = call_layer(layer, inputs, training)
             else:
-                affine = _linear_call(layer, inputs, training)
+                affine = linear_call(layer, inputs, training)
         z, scale = affine, None
         if batch_norm is not None:
             scale = batch_norm_fold(batch_norm, affine, training)[0]
-            z = _call(batch_norm, affine, training)
+            z = call_layer(batch_norm, affine, training)
         outputs = z if activation is None else activation(z)
 
         def backward(relevance):
@@ -121,7 +121,7 @@ class GradientRule(Rule):
     def forward(self, layer, inputs, training, batch_norm=None):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
             tape.watch(inputs)
-            outputs = _call(layer, inputs, training)
+            outputs = call_layer(layer, inputs, training)
 
         def backward(relevance):
             return tape.gradient(outputs, inputs, output_gradients=relevance)
@@ -139,5 +139,5 @@ class IdentityRule(Rule):
     """
 
     def forward(self, layer, inputs, training, batch_norm=None):
-        outputs = _call(layer, inputs, training)
+        outputs = call_layer(layer, inputs, training)
         return Propagation(outputs, outputs, lambda relevance: relevance)
