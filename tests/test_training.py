@@ -519,3 +519,51 @@ def test_subclassed_model_returning_logits_is_supported():
     np.testing.assert_allclose(logs["attribution_penalty"], expected, rtol=1e-5)
     with pytest.raises(ValueError, match="Received: y with min 0 and max 3"):
         model.fit(x[:4], np.array([0, 1, 2, 3]), verbose=0)
+
+
+def test_layer_losses_enter_the_total_with_the_switch_on_and_off():
+    """Kernel and activity regularisers of the base model: total = task + layer
+    losses + alpha * penalty, with the switch on; the penalty is 0 while off."""
+    keras.utils.set_random_seed(1)
+    base = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(
+                4, activation="tanh", activity_regularizer="l2", kernel_regularizer="l2"
+            ),
+            keras.layers.Dense(3),
+        ]
+    )
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 3, 16)
+    model = _compiled(base, alpha=0.1)
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    on = model.fit(x, y, batch_size=16, verbose=0).history
+    hidden = np.tanh(x @ base.layers[0].kernel.numpy() + base.layers[0].bias.numpy())
+    logits = hidden @ base.layers[1].kernel.numpy() + base.layers[1].bias.numpy()
+    task = np.mean(
+        np.log(np.exp(logits).sum(1)) - logits[np.arange(16), y]
+    )  # cross-entropy from logits
+    kernel_l2 = 0.01 * np.sum(base.layers[0].kernel.numpy() ** 2)
+    activity_l2 = 0.01 * np.sum(hidden**2) / 16
+    jacobian = (1 - hidden**2)[:, None, :] * base.layers[0].kernel.numpy()[None]
+    grads = np.einsum("bih,h b->bi", jacobian, base.layers[1].kernel.numpy()[:, y])
+    penalty = np.abs(grads).sum(1).mean()
+    np.testing.assert_allclose(on["attribution_penalty"][0], penalty, rtol=1e-5)
+    np.testing.assert_allclose(
+        on["loss"][0], task + kernel_l2 + activity_l2 + 0.1 * penalty, rtol=1e-5
+    )
+    off = model.fit(
+        x,
+        y,
+        batch_size=16,
+        verbose=0,
+        callbacks=[kar.DelayedActivation("loss", threshold=-1.0, mode="min")],
+    ).history
+    assert off["attribution_penalty"] == [0.0]
+    np.testing.assert_allclose(
+        off["loss"][0], task + kernel_l2 + activity_l2, rtol=1e-5
+    )

@@ -126,17 +126,47 @@ class AttributionRegularizedModel(keras.Model):
 
     def _penalty(self, per_sample, sample_weight):
         """Batch mean of the per-sample penalty (weighted like Keras losses)."""
-        per_sample = tf.cast(per_sample, "float32")
         if sample_weight is not None:
             weights = tf.reshape(tf.cast(sample_weight, "float32"), [-1])
             per_sample = per_sample * weights
         return _replica_scale(tf.reduce_mean(per_sample))
 
     def _regularized_losses(self, x, y, sample_weight, targets, training):
-        y_pred, per_sample = self.regularizer(self._split, x, targets, training)
-        task = self._compute_loss(
-            x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
-        )
+        """Outputs, task loss, batch penalty and total loss of one batch.
+
+        In training, while the switch `regularizer_weight` is 0 (held off by
+        `DelayedActivation`), a `tf.cond` runs the plain forward pass instead,
+        so the step costs what a plain step costs; it logs a penalty of 0.
+        """
+
+        def forward(regularized):
+            def run():
+                if regularized:
+                    y_pred, per_sample = self.regularizer(
+                        self._split, x, targets, training
+                    )
+                else:
+                    y_pred = self._split(x, training=training)[1]
+                    per_sample = tf.zeros(tf.shape(x)[:1])
+                # The task loss reads the layers' `add_loss` terms, which live
+                # in this branch.
+                task = self._compute_loss(
+                    x=x,
+                    y=y,
+                    y_pred=y_pred,
+                    sample_weight=sample_weight,
+                    training=training,
+                )
+                return y_pred, task, tf.cast(per_sample, "float32")
+
+            return run
+
+        if training:
+            y_pred, task, per_sample = tf.cond(
+                self.regularizer_weight > 0, forward(True), forward(False)
+            )
+        else:
+            y_pred, task, per_sample = forward(True)()
         penalty = self._penalty(per_sample, sample_weight)
         total = self.regularizer.combine(task, penalty, self.regularizer_weight)
         return y_pred, task, penalty, total
