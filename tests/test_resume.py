@@ -151,23 +151,29 @@ def _wait(processes, returncodes):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """Uninterrupted runs (seed 0 twice in two processes, seed 1), then a run
-    killed by SIGKILL mid-epoch and, in a third process, its resumption."""
+    """Uninterrupted runs (seed 0 twice in two processes, seed 1), runs killed
+    by SIGKILL mid-epoch (one process per regulariser: the kill ends it) and,
+    in another process, their resumption."""
     root = tmp_path_factory.mktemp("resume")
     common = {"regularizers": REGULARIZERS, "epochs": EPOCHS, "kill_epoch": 2}
+    faults = str(root / "faults")
     jobs = {
         "first": {"mode": "full", "seeds": [0], "dir": str(root / "first")},
         "second": {"mode": "full", "seeds": [0, 1], "dir": str(root / "second")},
-        "kill": {"mode": "kill", "dir": str(root / "faults")},
-        "resume": {"mode": "resume", "dir": str(root / "faults")},
+        "resume": {"mode": "resume", "dir": faults},
     }
     for name, job in jobs.items():
         job.update(common, out=str(root / f"{name}.json"))
+    kills = [
+        dict(common, mode="kill", dir=faults, out=str(root / "killed.json"))
+        | {"regularizers": {name: spec}}
+        for name, spec in REGULARIZERS.items()
+    ]
     _wait(
-        [_start(jobs[name]) for name in ("first", "second", "kill")],
-        [0, 0, -signal.SIGKILL],
+        [_start(job) for job in [jobs["first"], jobs["second"], *kills]],
+        [0, 0] + [-signal.SIGKILL] * len(kills),
     )
-    assert not os.path.exists(jobs["kill"]["out"])
+    assert not os.path.exists(root / "killed.json")
     _wait([_start(jobs["resume"])], [0])
     results = {}
     for name in ("first", "second", "resume"):
