@@ -8,6 +8,7 @@ One import gives the public API::
 from keras_attreg import (
     analysis,
     attributions,
+    callbacks,
     datasets,
     evaluation,
     plotting,
@@ -32,6 +33,7 @@ __all__ = [
     "L1GradientPenalty",
     "analysis",
     "attributions",
+    "callbacks",
     "datasets",
     "evaluation",
     "plotting",

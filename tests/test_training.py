@@ -405,13 +405,14 @@ def test_export_serves_the_base_model_only(tmp_path):
     assert not any("regularizer" in n for n in names)
 
 
-def test_backup_and_restore_resumes_delayed_state(tmp_path):
+def test_backup_and_restore_keeps_the_switch_decided_in_the_saved_epoch(tmp_path):
+    """Listed after BackupAndRestore, DelayedActivation still decides first."""
     x, y = _data(16)
     model = _compiled(_cnn())
 
     class Interrupt(keras.callbacks.Callback):
         def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
+            if epoch == 0:
                 raise RuntimeError("stop")
 
     backup = keras.callbacks.BackupAndRestore(str(tmp_path / "backup"))
@@ -429,12 +430,11 @@ def test_backup_and_restore_resumes_delayed_state(tmp_path):
             )
         )
     )
-    fresh.fit(x, y, epochs=4, verbose=0, callbacks=[backup, delayed, probe])
-    # Epoch 1 was backed up before the interrupt (the backup callback runs
-    # first): the run resumes at epoch 2, with the switch on since epoch 1
-    # (threshold passed at the end of epoch 0), ramp weight (2 - 1 + 1) / 5.
-    assert [s[:2] for s in starts] == [(2, 1), (3, 1)]
-    np.testing.assert_allclose([s[2] for s in starts], [0.4, 0.6], rtol=1e-6)
+    fresh.fit(x, y, epochs=3, verbose=0, callbacks=[backup, delayed, probe])
+    # Epoch 0 passed the threshold and was backed up with the switch set: the
+    # run resumes at epoch 1, on since epoch 1, ramp weight (1 - 1 + 1) / 5.
+    assert [s[:2] for s in starts] == [(1, 1), (2, 1)]
+    np.testing.assert_allclose([s[2] for s in starts], [0.2, 0.4], rtol=1e-6)
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import tensorflow as tf
 
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
 from keras_attreg._validation import check_choice
+from keras_attreg.training.callbacks import DelayedActivation
 from keras_attreg.training.regularizers import AttributionRegularizer
 
 
@@ -306,7 +307,17 @@ class AttributionRegularizedModel(keras.Model):
             check_targets(labels_to_targets(y), classes, name="y")
 
     def fit(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.fit`, with the data checked first.
+
+        `DelayedActivation` callbacks are moved to the front of `callbacks`, so
+        that each epoch's switch decision is taken before any other callback
+        (e.g. `BackupAndRestore`) saves the epoch.
+        """
         self._check_data(x, y)
+        if kwargs.get("callbacks"):
+            kwargs["callbacks"] = sorted(
+                kwargs["callbacks"], key=lambda c: not isinstance(c, DelayedActivation)
+            )
         try:
             return super().fit(x, y, *args, **kwargs)
         except tf.errors.InvalidArgumentError as error:
