@@ -20,7 +20,7 @@ from keras_attreg import attributions as attribution_methods
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
 from keras_attreg._validation import check_int
 from keras_attreg.evaluation import sensitivity_n
-from keras_attreg.plotting import _map_image, plot_attribution_maps
+from keras_attreg.plotting import map_image, plot_attribution_maps
 from keras_attreg.training.callbacks import DelayedActivation
 
 __all__ = ["AttributionMonitor", "DelayedActivation"]
@@ -72,7 +72,7 @@ def normalized_maps(attributions) -> np.ndarray:
     Returns:
         Array of shape (samples, H, W, 1) (all zero for an all-zero map).
     """
-    maps = np.stack([_map_image(a) for a in np.asarray(attributions, "float64")])
+    maps = np.stack([map_image(a) for a in np.asarray(attributions, "float64")])
     peaks = maps.max(axis=(1, 2), keepdims=True)
     return (maps / np.where(peaks > 0, peaks, 1.0))[..., None]
 
@@ -231,6 +231,8 @@ class AttributionMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
+        if not self.model.distribute_strategy.extended.should_checkpoint:
+            return  # a non-chief worker of a multi-worker run: the chief logs
         model = self._scored_model
         maps = {
             name: np.asarray(method(model, self.x_val, self.targets))

@@ -12,7 +12,7 @@ import numpy as np
 from matplotlib.figure import Figure
 
 
-def _map_image(attribution: np.ndarray) -> np.ndarray:
+def map_image(attribution: np.ndarray) -> np.ndarray:
     """2-D display of one map: mean of |R| over the channel axis if any."""
     magnitude = np.abs(attribution)
     return magnitude.mean(axis=-1) if magnitude.ndim == 3 else magnitude
@@ -68,7 +68,7 @@ def plot_attribution_maps(
                 image = (image - low) / (high - low) if high > low else image * 0
                 ax.imshow(image, cmap="gray" if image.ndim == 2 else None)
             else:
-                ax.imshow(_map_image(values[row]), cmap=cmap)
+                ax.imshow(map_image(values[row]), cmap=cmap)
             ax.set_xticks([])
             ax.set_yticks([])
             if row == 0:
