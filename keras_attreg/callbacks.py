@@ -148,8 +148,15 @@ class AttributionMonitor(keras.callbacks.Callback):
     >>> monitor = kar.callbacks.AttributionMonitor(
     ...     x_test[:8], y_test[:8], methods=("saliency", "gradient_x_input"),
     ...     log_dir="logs/maps", sensitivity_n_values=(1, 10, 100))
-    >>> model.fit(x_train, y_train, epochs=10, callbacks=[monitor])
-    >>> # tensorboard --logdir logs  (IMAGES tab: attributions/saliency, ...)
+    >>> wrapped = kar.AttributionRegularizedModel(model, kar.L1GradientPenalty())
+    >>> wrapped.compile(optimizer="adam", loss=keras.losses.
+    ...                 SparseCategoricalCrossentropy(from_logits=True))
+    >>> history = wrapped.fit(x_train, y_train, epochs=1, verbose=0,
+    ...                       callbacks=[monitor])
+    >>> sorted(monitor.history)[0]
+    'attributions/mean_l1_input_gradient'
+
+    View with `tensorboard --logdir logs` (IMAGES tab: attributions/saliency).
     """
 
     def __init__(

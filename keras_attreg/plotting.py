@@ -39,7 +39,10 @@ def plot_attribution_maps(
         cell_size: size of one cell in inches.
 
     Example:
-        >>> plot_attribution_maps({"saliency": s, "IG": ig}, "maps.png", images=x)
+        >>> s = kar.attributions.saliency(model, x_test[:4], y_test[:4])
+        >>> ig = kar.attributions.integrated_gradients(model, x_test[:4], y_test[:4])
+        >>> plot_attribution_maps({"saliency": s, "IG": ig}, "maps.png",
+        ...                       images=x_test[:4])
     """
     arrays = {name: np.asarray(values) for name, values in maps.items()}
     if not arrays:
@@ -86,7 +89,13 @@ def plot_sensitivity_n(results: Mapping[str, object], path) -> None:
         path: output file.
 
     Example:
-        >>> plot_sensitivity_n({"IG": ig_result, "saliency": s_result}, "sn.png")
+        >>> from keras_attreg.attributions import gradient_x_input, saliency
+        >>> from keras_attreg.evaluation import sensitivity_n
+        >>> data = (x_test[:4], y_test[:4])
+        >>> results = {m.__name__: sensitivity_n(model, data, m, n_values=[1, 10],
+        ...                                      num_subsets=8, verbose=0)
+        ...            for m in (gradient_x_input, saliency)}
+        >>> plot_sensitivity_n(results, "sn.png")
     """
     figure = Figure(figsize=(5, 3.5))
     ax = figure.subplots()

@@ -48,7 +48,9 @@ def plot_activation_densities(
 
     Example:
 
-    >>> plot_activation_densities({"conventional": acts_a, "FBI": acts_b},
+    >>> from keras_attreg.analysis import layer_activations
+    >>> acts = layer_activations(model, x_test)
+    >>> plot_activation_densities({"conventional": acts, "FBI": acts},
     ...                           "densities.png")
     """
     bins = check_int("bins", bins, low=1)

@@ -71,6 +71,7 @@ def make_cluttered_mnist(
 
     Example:
 
+    >>> from keras_attreg.datasets import load_mnist_sample
     >>> x, y = load_mnist_sample("test")
     >>> data = make_cluttered_mnist(x[:8], y[:8], canvas_size=56, seed=1)
     >>> data.images.shape, data.boxes.shape

@@ -221,7 +221,7 @@ def load_cifar10(
 
     Example:
 
-    >>> ds = load_cifar10("test", data_dir="../shared/data", limit=8)
+    >>> ds = load_cifar10("test", data_dir=data_dir, limit=8)
     >>> [tuple(x.shape) for x, _ in ds.take(1)]
     [(32, 32, 3)]
     """

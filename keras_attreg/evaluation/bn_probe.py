@@ -104,10 +104,11 @@ def zero_pixel_probe(
         A `ZeroPixelProbeResult` (one row per probe).
 
     Example:
-        >>> zero = kar.datasets.standardize(np.float32(0), "mnist")
-        >>> one = kar.datasets.standardize(np.float32(1), "mnist")
-        >>> result = zero_pixel_probe(model, x_test[:100], zero, one)
-        >>> result.to_dict()["std"]
+        >>> zero, one = kar.datasets.standardize(np.float32([[0], [1]]), "mnist")[:, 0]
+        >>> result = zero_pixel_probe(model, x_test[:8], zero, one, verbose=0)
+        >>> summary = result.to_dict()
+        >>> summary["samples"], summary["probes"] == int((x_test[:8] == zero).sum())
+        (8, True)
     """
     zero_value = check_float("zero_value", zero_value)
     one_value = check_float("one_value", one_value)

@@ -264,7 +264,11 @@ def sensitivity_n(
         A `SensitivityNResult`.
 
     Example:
-        >>> result = sensitivity_n(model, (x_test, y_test), gradient_x_input)
+        >>> from keras_attreg.attributions import gradient_x_input
+        >>> result = sensitivity_n(model, (x_test, y_test), gradient_x_input,
+        ...                        n_values=[1, 10, 100], num_subsets=16, verbose=0)
+        >>> result.correlation.shape, result.per_sample.shape
+        ((3,), (32, 3))
         >>> result.plot("sensitivity_n.png")
     """
     num_subsets = check_int("num_subsets", num_subsets, low=2)
