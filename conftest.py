@@ -1,4 +1,4 @@
-"""Doctest setup: the names the docstring examples use, and a scratch folder.
+"""Shared test setup: the real-data folder, and the doctests' names and folder.
 
 Every `>>>` example in `keras_attreg` runs as a test (`--doctest-modules`). The
 examples may use `np`, `tf`, `keras`, `kar`, a small CNN `model` (28x28x1 ->
@@ -45,6 +45,14 @@ def _digits(split: str, count: int):
     x, y = kar.datasets.load_mnist_sample(split)
     x = kar.datasets.standardize(x[:count, ..., None].astype("float32") / 255, "mnist")
     return np.asarray(x, "float32"), y[:count].astype("int64")
+
+
+@pytest.fixture
+def data_dir():
+    """The real-data folder (`../shared/data` or $KERAS_ATTREG_DATA)."""
+    if not (DATA_DIR / "mnist.npz").exists():
+        pytest.skip(f"real data not found in {DATA_DIR}")
+    return DATA_DIR
 
 
 @pytest.fixture(autouse=True)
