@@ -524,7 +524,7 @@ def section_localisation(result, outputs, docs) -> str:
             f"FBI model's final validation accuracy stayed at or below 0.70 in "
             f"{sum(below)}/{len(below)} seeds, so in those runs the FBI loss was "
             "most likely never on and the FBI row is a second baseline (the "
-            "`fbi_loss` weight is logged per epoch in the run log)."
+            "run log shows the validation accuracy of every epoch)."
             if any(below)
             else "The FBI loss switched on in every seed (validation accuracy "
             "above 0.70).",
