@@ -1,6 +1,8 @@
 """Attribution methods against independent computations (finite differences,
 hand-derived LRP, numpy occlusion, the completeness axiom, tf-keras-vis)."""
 
+import functools
+
 import keras
 import numpy as np
 import pytest
@@ -15,6 +17,8 @@ from keras_attreg.attributions import (
     saliency,
     smoothgrad,
 )
+from keras_attreg.attributions._utils import _TRACED
+from keras_attreg.attributions.gradient import _smoothgrad_kernel
 
 RNG = np.random.default_rng(0)
 
@@ -254,6 +258,42 @@ def test_smoothgrad_averages_the_base_method_over_noisy_copies():
     assert abs(z.mean()) < 0.3
 
 
+@pytest.mark.parametrize(
+    "method",
+    [
+        saliency,
+        gradient_x_input,
+        functools.partial(integrated_gradients, steps=4, batch_size=5),
+        epsilon_lrp,
+        deeplift_rescale,
+        functools.partial(occlusion, patch_size=3),
+    ],
+)
+def test_smoothgrad_traced_and_generic_paths_average_the_documented_noise(method):
+    model, _ = _cnn()
+    x, targets = _inputs(5)
+    samples, noise, seed = 3, 0.3, 7
+    # batch_size 7 gives batches of 7 // 3 = 2 samples; batch i uses seed (7, i).
+    expected = []
+    for index, start in enumerate(range(0, 5, 2)):
+        x_batch = x[start : start + 2]
+        sigma = noise * np.ptp(x_batch.reshape(len(x_batch), -1), axis=1)
+        draws = tf.random.stateless_normal(
+            [len(x_batch) * samples, 6, 6, 2], seed=[seed, index], dtype="float64"
+        ).numpy()
+        noisy = np.repeat(x_batch, samples, axis=0) + (
+            np.repeat(sigma, samples)[:, None, None, None] * draws
+        )
+        maps = method(model, noisy, np.repeat(targets[start : start + 2], samples))
+        expected.append(np.reshape(maps, (-1, samples, 6, 6, 2)).mean(axis=1))
+    options = {"samples": samples, "noise": noise, "seed": seed, "batch_size": 7}
+    built_in = smoothgrad(model, x, targets, method=method, **options)
+    assert any(key[0] is _smoothgrad_kernel for key in _TRACED[model])
+    generic = smoothgrad(model, x, targets, method=lambda *a: method(*a), **options)
+    np.testing.assert_allclose(built_in, np.concatenate(expected), rtol=1e-10)
+    np.testing.assert_allclose(generic, np.concatenate(expected), rtol=1e-10)
+
+
 def test_numpy_tensor_and_dataset_inputs_give_the_same_maps():
     model, _ = _cnn(dtype="float32")
     x, targets = _inputs(5, dtype="float32")
@@ -275,6 +315,7 @@ def test_numpy_tensor_and_dataset_inputs_give_the_same_maps():
         (occlusion, {"patch_size": 7}, "patch_size"),
         (deeplift_rescale, {"baseline": np.zeros((2, 2))}, "baseline"),
         (smoothgrad, {"noise": -0.1}, "noise"),
+        (smoothgrad, {"targets": [0, 3, 1]}, "targets"),
         (saliency, {"batch_size": 0}, "batch_size"),
     ],
 )
@@ -304,10 +345,10 @@ def test_modified_gradients_reject_subclassed_models():
 def test_attribution_grid_shows_mean_absolute_value_over_channels(tmp_path):
     from matplotlib.image import imread
 
-    from keras_attreg.plotting import _map_image, plot_attribution_maps
+    from keras_attreg.plotting import map_image, plot_attribution_maps
 
     maps = RNG.normal(size=(3, 6, 6, 2))
-    np.testing.assert_allclose(_map_image(maps[0]), np.abs(maps[0]).mean(axis=-1))
+    np.testing.assert_allclose(map_image(maps[0]), np.abs(maps[0]).mean(axis=-1))
     path = tmp_path / "maps.png"
     plot_attribution_maps(
         {"a": maps, "b": -maps}, path, images=maps[..., :1], cell_size=1.0

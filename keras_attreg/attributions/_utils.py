@@ -3,7 +3,9 @@
 Every method is written as a *kernel* `kernel(split, x, targets, *tensors,
 **static)` working on one batch inside a `tf.function`; `attribute` feeds it
 batches of numpy arrays, tensors or `tf.data` datasets and caches one traced
-function per (model, kernel, static options).
+function per (model, kernel, static options). Called while another function is
+being traced (SmoothGrad's fast path), `attribute` runs the kernel once on the
+symbolic batch it is given, so built-in methods compose inside one graph.
 """
 
 from __future__ import annotations
@@ -162,10 +164,16 @@ def attribute(
 
     Returns:
         The attributions, a tensor of the shape of the concatenated inputs.
+        Inside a traced function `x` is a single symbolic batch: the kernel
+        runs once on it (target checks become run-time assertions).
     """
     batch_size = check_int("batch_size", batch_size, low=1)
     split = split_logits(model)
     function = traced(model, kernel, **static)
+    if not tf.executing_eagerly():
+        x = float_input(x)
+        targets = check_targets(labels_to_targets(targets), split.num_classes(x.shape))
+        return function(x, targets, *tensors(x))
     outputs, extra, classes = [], None, None
     for x_batch, t_batch in batches(x, targets, batch_size):
         if extra is None:

@@ -5,11 +5,13 @@ All scores are S_c(x), the pre-softmax logit of the target class c.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import keras
 import tensorflow as tf
 
+from keras_attreg._logits import check_targets, split_logits
 from keras_attreg._validation import check_float, check_int
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
@@ -18,7 +20,10 @@ from keras_attreg.attributions._utils import (
     batches,
     for_each_chunk,
     score_gradient,
+    traced,
 )
+from keras_attreg.attributions.modified_gradient import deeplift_rescale, epsilon_lrp
+from keras_attreg.attributions.occlusion import occlusion
 
 
 def _gradient_kernel(split, x, targets, *, absolute: bool):
@@ -133,6 +138,52 @@ def integrated_gradients(
     )
 
 
+def _noisy_average(model, x, targets, key, noise, *, method, samples: int):
+    """M(x + e_k) averaged over k for one batch; noise drawn with seed `key`."""
+    axes = list(range(1, x.shape.rank))
+    spread = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
+    sigma = tf.reshape(noise * spread, [-1] + [1] * len(axes))
+    copies = tf.repeat(x, samples, axis=0)
+    noisy = copies + tf.repeat(sigma, samples, axis=0) * tf.random.stateless_normal(
+        tf.shape(copies), seed=key, dtype=copies.dtype
+    )
+    maps = tf.convert_to_tensor(
+        method(model, noisy, tf.repeat(targets, samples, axis=0))
+    )
+    return tf.reduce_mean(tf.reshape(maps, [-1, samples, *x.shape[1:]]), axis=1)
+
+
+def _smoothgrad_kernel(split, x, targets, key, noise, *, method, options, samples):
+    return _noisy_average(
+        split.model,
+        x,
+        targets,
+        key,
+        noise,
+        method=functools.partial(method, **dict(options)),
+        samples=samples,
+    )
+
+
+def _built_in(method) -> tuple[Callable, tuple] | None:
+    """`(function, sorted keyword options)` of a built-in method, else None.
+
+    Accepts the method itself or a `functools.partial` of it with hashable
+    keyword values; these run traced inside SmoothGrad's own graph.
+    """
+    function, options = method, {}
+    if isinstance(method, functools.partial) and not method.args:
+        function, options = method.func, method.keywords
+    if function not in _BUILT_IN:
+        return None
+    options = tuple(sorted(options.items()))
+    try:
+        hash(options)
+    except TypeError:
+        return None
+    return function, options
+
+
 def smoothgrad(
     model: keras.Model,
     x,
@@ -149,6 +200,12 @@ def smoothgrad(
         e_k ~ Normal(0, sigma^2),  sigma = noise * (max(x) - min(x))
 
     with the range taken per sample.
+
+    Samples are processed `batch_size // samples` at a time; the noise of the
+    i-th such batch is drawn with the stateless seed `(seed, i)`. A built-in
+    method (or a `functools.partial` of one with hashable options) runs with
+    noise generation and averaging in one traced function per batch; any other
+    callable is called eagerly on the noisy batch. Both give the same maps.
 
     Args:
         model, x, targets: as `saliency`.
@@ -175,20 +232,44 @@ def smoothgrad(
             "Invalid value for argument method: expected an attribution method "
             f"`method(model, x, targets)`. Received: method={method!r}"
         )
+    built_in = _built_in(method)
+    if built_in is None:
+        average = functools.partial(
+            _noisy_average, model, method=method, samples=samples
+        )
+    else:
+        average = traced(
+            model,
+            _smoothgrad_kernel,
+            method=built_in[0],
+            options=built_in[1],
+            samples=samples,
+        )
+        split = split_logits(model)
     outputs = []
     for index, (x_batch, t_batch) in enumerate(
         batches(x, targets, max(1, batch_size // samples))
     ):
-        axes = list(range(1, x_batch.shape.rank))
-        spread = tf.reduce_max(x_batch, axis=axes) - tf.reduce_min(x_batch, axis=axes)
-        sigma = tf.reshape(noise * spread, [-1] + [1] * len(axes))
-        copies = tf.repeat(x_batch, samples, axis=0)
-        noisy = copies + tf.repeat(sigma, samples, axis=0) * tf.random.stateless_normal(
-            tf.shape(copies), seed=[seed, index], dtype=copies.dtype
+        if built_in is not None:
+            check_targets(t_batch, split.num_classes(x_batch.shape))
+        outputs.append(
+            average(
+                x_batch,
+                t_batch,
+                tf.constant([seed, index]),
+                tf.constant(noise, x_batch.dtype),
+            )
         )
-        maps = tf.convert_to_tensor(
-            method(model, noisy, tf.repeat(t_batch, samples, axis=0))
-        )
-        grouped = tf.reshape(maps, [-1, samples, *x_batch.shape[1:]])
-        outputs.append(tf.reduce_mean(grouped, axis=1))
     return tf.concat(outputs, axis=0)
+
+
+_BUILT_IN = frozenset(
+    {
+        saliency,
+        gradient_x_input,
+        integrated_gradients,
+        epsilon_lrp,
+        deeplift_rescale,
+        occlusion,
+    }
+)
