@@ -148,6 +148,16 @@ def test_subsets_have_size_n_are_uniform_and_distinct_per_sample():
     assert not np.array_equal(chosen[0], chosen[1])
 
 
+def test_subset_pool_holds_the_n_features_with_the_smallest_keys():
+    n_values, rows, count, seed = np.array([1, 3, 7, 9]), 30, 10, 5
+    keys = tf.random.stateless_uniform(
+        [len(n_values), rows, count], seed=[seed, -1]
+    ).numpy()
+    ranks = np.argsort(np.argsort(keys, axis=-1, kind="stable"), axis=-1)
+    expected = ranks < n_values[:, None, None]
+    np.testing.assert_array_equal(subset_pool(seed, n_values, rows, count), expected)
+
+
 def test_absolute_variant_is_the_absolute_value_of_the_signed_one():
     model, _ = _cnn()
     x = RNG.normal(size=(8, 6, 6, 3)).astype("float32")

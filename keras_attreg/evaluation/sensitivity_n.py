@@ -124,11 +124,18 @@ def pool_size(num_n: int, num_subsets: int, count: int) -> int:
 
 
 def subset_pool(seed: int, n_values, rows: int, count: int) -> tf.Tensor:
-    """Boolean masks of `rows` uniform random n-subsets per n, (K, rows, count)."""
+    """Boolean masks of `rows` uniform random n-subsets per n, (K, rows, count).
+
+    A row of size n holds the features ranked below n by a stable sort of
+    random keys: those whose key is below the key k_n at rank n - 1, or equal
+    to it at an index not above that feature's index i_n.
+    """
     keys = tf.random.stateless_uniform([len(n_values), rows, count], seed=[seed, -1])
-    ranks = tf.argsort(tf.argsort(keys, axis=-1), axis=-1)
-    sizes = np.asarray(n_values, np.int32)[:, None, None]
-    return ranks < sizes
+    last = np.asarray(n_values, np.int32)[:, None] - 1
+    order = tf.argsort(keys, axis=-1, stable=True)
+    index_n = tf.gather(order, last, axis=2, batch_dims=1)
+    key_n = tf.gather(keys, index_n, axis=2, batch_dims=2)
+    return (keys < key_n) | ((keys == key_n) & (tf.range(count) <= index_n))
 
 
 def subset_rows(
