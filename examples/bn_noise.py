@@ -32,7 +32,7 @@ from _common import arrays, mean_spread, output_dir, parser, train, write_json
 from matplotlib.figure import Figure
 
 import keras_attreg as kar
-from keras_attreg.evaluation.bn_probe import zero_pixel_probe
+from keras_attreg.evaluation import zero_pixel_probe
 
 
 def two_conv_cnn(batchnorm: bool) -> keras.Sequential:

@@ -35,7 +35,7 @@ import tensorflow as tf
 from _common import arrays, mean_spread, output_dir, parser, train, write_json
 
 import keras_attreg as kar
-from keras_attreg.evaluation.localisation import mass_in_box, pointing_game
+from keras_attreg.evaluation import mass_in_box, pointing_game
 
 CANVAS = 56
 
