@@ -9,7 +9,12 @@ import tensorflow as tf
 
 from keras_attreg.attributions import gradient_x_input
 from keras_attreg.evaluation import sensitivity_n
-from keras_attreg.evaluation.sensitivity_n import pool_size, subset_pool, subset_rows
+from keras_attreg.evaluation.sensitivity_n import (
+    pool_size,
+    smallest_keys,
+    subset_pool,
+    subset_rows,
+)
 
 RNG = np.random.default_rng(1)
 
@@ -156,6 +161,13 @@ def test_subset_pool_holds_the_n_features_with_the_smallest_keys():
     ranks = np.argsort(np.argsort(keys, axis=-1, kind="stable"), axis=-1)
     expected = ranks < n_values[:, None, None]
     np.testing.assert_array_equal(subset_pool(seed, n_values, rows, count), expected)
+
+
+@pytest.mark.parametrize("n", range(1, 10))
+def test_smallest_keys_breaks_ties_like_a_stable_sort(n):
+    keys = RNG.integers(0, 3, size=(50, 9)).astype("float32")
+    ranks = np.argsort(np.argsort(keys, axis=-1, kind="stable"), axis=-1)
+    np.testing.assert_array_equal(smallest_keys(tf.constant(keys), n), ranks < n)
 
 
 def test_absolute_variant_is_the_absolute_value_of_the_signed_one():

@@ -126,15 +126,33 @@ def pool_size(num_n: int, num_subsets: int, count: int) -> int:
 def subset_pool(seed: int, n_values, rows: int, count: int) -> tf.Tensor:
     """Boolean masks of `rows` uniform random n-subsets per n, (K, rows, count).
 
-    A row of size n holds the features ranked below n by a stable sort of
-    random keys: those whose key is below the key k_n at rank n - 1, or equal
-    to it at an index not above that feature's index i_n.
+    A row of size n holds the n features with the smallest random keys.
     """
     keys = tf.random.stateless_uniform([len(n_values), rows, count], seed=[seed, -1])
-    last = np.asarray(n_values, np.int32)[:, None] - 1
-    order = tf.argsort(keys, axis=-1, stable=True)
-    index_n = tf.gather(order, last, axis=2, batch_dims=1)
-    key_n = tf.gather(keys, index_n, axis=2, batch_dims=2)
+    return tf.stack(
+        [
+            smallest_keys(group, int(n))
+            for group, n in zip(tf.unstack(keys), n_values, strict=True)
+        ]
+    )
+
+
+def smallest_keys(keys: tf.Tensor, n: int) -> tf.Tensor:
+    """Mask of the features ranked below n by a stable ascending sort of each row.
+
+    Those are the features whose key is below k_n, the key at rank n - 1, or
+    equal to it at an index not above i_n, that feature's index. (k_n, i_n) is
+    found by a partial sort of min(n, count - n + 1) elements: the n-th smallest
+    key (`top_k` breaks ties to the lower index) or the (count - n + 1)-th
+    largest with ties to the higher index (`top_k` on the reversed row).
+    """
+    count = keys.shape[-1]
+    if n <= count - n + 1:
+        values, indices = tf.math.top_k(-keys, n)
+        key_n, index_n = -values[:, -1:], indices[:, -1:]
+    else:
+        values, indices = tf.math.top_k(tf.reverse(keys, [-1]), count - n + 1)
+        key_n, index_n = values[:, -1:], count - 1 - indices[:, -1:]
     return (keys < key_n) | ((keys == key_n) & (tf.range(count) <= index_n))
 
 
