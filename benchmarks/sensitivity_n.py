@@ -164,6 +164,9 @@ def main() -> None:
     parser.add_argument("--ig-steps", type=int, default=50)
     parser.add_argument("--smoothgrad-samples", type=int, default=25)
     parser.add_argument(
+        "--rounds", type=int, default=5, help="alternating rounds per comparison"
+    )
+    parser.add_argument(
         "--data-dir", type=pathlib.Path, default=pathlib.Path("../shared/data")
     )
     parser.add_argument(
@@ -191,6 +194,7 @@ def main() -> None:
             verbose=0,
         ),
         run_forward,
+        args.rounds,
     )
     ours = len(x) * per_sample / seconds
     forward = inputs / forward_seconds
@@ -203,6 +207,7 @@ def main() -> None:
             model, x, y, steps=args.ig_steps, batch_size=batch
         ).numpy(),
         lambda: saliency(model, *copies, absolute=False, batch_size=batch).numpy(),
+        args.rounds,
     )
     gradients = len(x) * args.ig_steps / gradient_seconds
     ig = len(x) * args.ig_steps / ig_seconds
@@ -215,6 +220,7 @@ def main() -> None:
             model, x, y, samples=args.smoothgrad_samples, batch_size=batch
         ).numpy(),
         lambda: saliency(model, *copies, absolute=False, batch_size=batch).numpy(),
+        args.rounds,
     )
     sg = len(x) * args.smoothgrad_samples / sg_seconds
     sg_ratio = sg_gradient_seconds / sg_seconds
@@ -241,6 +247,7 @@ def main() -> None:
             sg_ratio,
         ),
     ]
+    load = os.getloadavg()
     print(f"{'what':<36}{'unit':>12}{'rate':>12}{'ratio':>8}")
     for name, unit, rate, ratio in rows:
         print(f"{name:<36}{unit:>12}{rate:>12.0f}{ratio:>8.2f}")
@@ -250,10 +257,15 @@ def main() -> None:
     )
     if quantus is None:
         print("Quantus: not importable in this interpreter (not timed)")
+    print(
+        "load average (1, 5, 15 min) after timing: "
+        + " ".join(f"{value:.2f}" for value in load)
+    )
     report = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
+        "load_average": load,
         "settings": vars(args)
         | {"data_dir": str(args.data_dir), "json": str(args.json)},
         "n_values": [int(n) for n in n_values],
