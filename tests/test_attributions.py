@@ -262,7 +262,7 @@ def test_smoothgrad_averages_the_base_method_over_noisy_copies():
     "method",
     [
         saliency,
-        gradient_x_input,
+        functools.partial(gradient_x_input, batch_size=4),
         functools.partial(integrated_gradients, steps=4, batch_size=5),
         epsilon_lrp,
         deeplift_rescale,

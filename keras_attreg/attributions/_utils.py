@@ -4,8 +4,8 @@ Every method is written as a *kernel* `kernel(split, x, targets, *tensors,
 **static)` working on one batch inside a `tf.function`; `attribute` feeds it
 batches of numpy arrays, tensors or `tf.data` datasets and caches one traced
 function per (model, kernel, static options). Called while another function is
-being traced (SmoothGrad's fast path), `attribute` runs the kernel once on the
-symbolic batch it is given, so built-in methods compose inside one graph.
+being traced (SmoothGrad's fast path), `attribute` loops over the symbolic
+tensor it is given inside that graph, so built-in methods compose.
 """
 
 from __future__ import annotations
@@ -164,8 +164,9 @@ def attribute(
 
     Returns:
         The attributions, a tensor of the shape of the concatenated inputs.
-        Inside a traced function `x` is a single symbolic batch: the kernel
-        runs once on it (target checks become run-time assertions).
+        Inside a traced function `x` is a symbolic tensor, fed to the kernel
+        in chunks of `batch_size` by a graph loop (target checks become
+        run-time assertions).
     """
     batch_size = check_int("batch_size", batch_size, low=1)
     split = split_logits(model)
@@ -173,7 +174,13 @@ def attribute(
     if not tf.executing_eagerly():
         x = float_input(x)
         targets = check_targets(labels_to_targets(targets), split.num_classes(x.shape))
-        return function(x, targets, *tensors(x))
+        extra = tensors(x)
+
+        def run(maps, indices):
+            part = function(tf.gather(x, indices), tf.gather(targets, indices), *extra)
+            return tf.tensor_scatter_nd_update(maps, indices[:, None], part)
+
+        return for_each_chunk(tf.shape(x)[0], batch_size, run, tf.zeros_like(x))
     outputs, extra, classes = [], None, None
     for x_batch, t_batch in batches(x, targets, batch_size):
         if extra is None:
