@@ -392,7 +392,8 @@ def test_keras_save_load_round_trip_keeps_state_and_predictions(tmp_path):
 
 def test_export_serves_the_base_model_only(tmp_path):
     x, y = _data(8)
-    model = _compiled(_cnn(softmax=True))
+    model = kar.AttributionRegularizedModel(_cnn(softmax=True), kar.L1GradientPenalty())
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     model.fit(x, y, verbose=0)
     model.export(str(tmp_path / "serving"), verbose=False)
     reloaded = tf.saved_model.load(str(tmp_path / "serving"))
