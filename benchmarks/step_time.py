@@ -57,12 +57,6 @@ def time_steps(args, batchnorm: bool, x, y) -> dict:
     for name, regularizer in regularizers().items():
         base = make_base(args.width, batchnorm, 0)
         models[name] = compile_step(kar.AttributionRegularizedModel(base, regularizer))
-    # FBI held off by DelayedActivation (switch at 0): the plain branch runs.
-    off = kar.AttributionRegularizedModel(
-        make_base(args.width, batchnorm, 0), kar.FBILoss(lam=1e-3)
-    )
-    off.regularizer_weight.assign(0.0)
-    models["fbi_off"] = compile_step(off)
     for model in models.values():
         for _ in range(3):
             model.train_on_batch(x, y)
