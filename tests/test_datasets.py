@@ -168,7 +168,13 @@ def test_tfds_path_standardises_mocked_data(tmp_path, name, loader, shape):
     import tensorflow_datasets as tfds
 
     with tfds.testing.mock_data(num_examples=6):
-        raw = tfds.load(name, split="test", as_supervised=True, data_dir=str(tmp_path))
+        raw = tfds.load(
+            name,
+            split="test",
+            as_supervised=True,
+            data_dir=str(tmp_path),
+            download=False,
+        )
         expected_x, expected_y = _arrays(raw)
         ours = loader("test", data_dir=tmp_path, source="tfds", batch_size=4)
         images, labels = _arrays(ours)
