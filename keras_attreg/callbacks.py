@@ -63,7 +63,7 @@ def _resolve_methods(methods) -> dict[str, Callable]:
     return resolved
 
 
-def normalized_maps(attributions) -> np.ndarray:
+def _normalized_maps(attributions) -> np.ndarray:
     """Display maps in [0, 1]: mean_c |R_{h,w,c}|, divided by each map's maximum.
 
     Args:
@@ -81,7 +81,7 @@ def _metadata(plugin: str) -> SummaryMetadata:
     return SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=plugin))
 
 
-def write_images(tag: str, images: np.ndarray, step: int) -> None:
+def _write_images(tag: str, images: np.ndarray, step: int) -> None:
     """Writes images in [0, 1], shape (n, H, W, 1), as a TensorBoard image summary.
 
     The tensor TensorBoard's image plugin reads: `[width, height, png_1, ...]`,
@@ -95,7 +95,7 @@ def write_images(tag: str, images: np.ndarray, step: int) -> None:
     tf.summary.write(tag, tensor, step=step, metadata=_metadata("images"))
 
 
-def write_scalar(tag: str, value: float, step: int) -> None:
+def _write_scalar(tag: str, value: float, step: int) -> None:
     """Writes a float32 scalar summary (TensorBoard's scalars plugin)."""
     tf.summary.write(
         tag, tf.constant(value, "float32"), step=step, metadata=_metadata("scalars")
@@ -251,9 +251,11 @@ class AttributionMonitor(keras.callbacks.Callback):
         if self._writer is not None:
             with self._writer.as_default():
                 for name, values in maps.items():
-                    write_images(f"attributions/{name}", normalized_maps(values), epoch)
+                    _write_images(
+                        f"attributions/{name}", _normalized_maps(values), epoch
+                    )
                 for tag, value in scalars.items():
-                    write_scalar(tag, value, epoch)
+                    _write_scalar(tag, value, epoch)
             self._writer.flush()
         if self.output_dir is not None:
             images = self.x_val
