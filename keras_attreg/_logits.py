@@ -249,3 +249,26 @@ def check_targets(targets: tf.Tensor, num_classes: int, name: str = "targets"):
 def target_scores(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
     """S_c: the logit of class `targets[b]` for each sample b, shape (batch,)."""
     return tf.gather(logits, targets, axis=-1, batch_dims=1)
+
+
+FLOAT16_GRADIENT_SCALE = 2.0**12
+
+
+def input_gradient(split: LogitSplit, x, targets, training: bool = False):
+    """Forward pass plus dS_c(x)/dx, kept differentiable for an outer tape.
+
+    Returns:
+        `(outputs, gradient)` with `gradient` of the shape of `x`.
+    """
+    # float16 backprop flushes small gradients to zero: the score is scaled
+    # by a power of two (exact) and the gradient, of x's dtype (float32 under a
+    # mixed policy), unscaled.
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits, outputs = split(x, training=training)
+        scores = target_scores(logits, targets)
+        scale = FLOAT16_GRADIENT_SCALE if scores.dtype == tf.float16 else 1.0
+        if scale != 1.0:
+            scores = scores * tf.constant(scale, scores.dtype)
+    gradient = tape.gradient(scores, x)
+    return outputs, gradient / scale if scale != 1.0 else gradient

@@ -18,11 +18,9 @@ import keras
 import tensorflow as tf
 
 from keras_attreg._logits import (
-    LogitSplit,
     check_targets,
     labels_to_targets,
     split_logits,
-    target_scores,
 )
 from keras_attreg._validation import check_int
 
@@ -99,14 +97,6 @@ def as_baseline(baseline, x: tf.Tensor, name: str = "baseline") -> tf.Tensor:
             f"broadcastable to one sample's shape {tuple(x.shape[1:])}. "
             f"Received: {name} with shape {tuple(value.shape)}"
         ) from None
-
-
-def score_gradient(split: LogitSplit, x: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
-    """dS_c(x)/dx for each sample (S_c the pre-softmax logit of class c)."""
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        scores = target_scores(split.logits(x), targets)
-    return tape.gradient(scores, x)
 
 
 def for_each_chunk(total, chunk_size: int, body: Callable, initial):

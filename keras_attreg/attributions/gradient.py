@@ -11,7 +11,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from keras_attreg._logits import check_targets, split_logits
+from keras_attreg._logits import check_targets, input_gradient, split_logits
 from keras_attreg._validation import check_float, check_int
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
@@ -19,7 +19,6 @@ from keras_attreg.attributions._utils import (
     attribute,
     batches,
     for_each_chunk,
-    score_gradient,
     traced,
 )
 from keras_attreg.attributions.modified_gradient import deeplift_rescale, epsilon_lrp
@@ -27,12 +26,12 @@ from keras_attreg.attributions.occlusion import occlusion
 
 
 def _gradient_kernel(split, x, targets, *, absolute: bool):
-    gradient = score_gradient(split, x, targets)
+    gradient = input_gradient(split, x, targets)[1]
     return tf.abs(gradient) if absolute else gradient
 
 
 def _gradient_x_input_kernel(split, x, targets):
-    return x * score_gradient(split, x, targets)
+    return x * input_gradient(split, x, targets)[1]
 
 
 def _integrated_gradients_kernel(
@@ -45,7 +44,7 @@ def _integrated_gradients_kernel(
         sample = indices // steps
         alpha = (tf.cast(indices % steps, x.dtype) + 0.5) / steps
         points = baseline + tf.reshape(alpha, per_sample) * tf.gather(delta, sample)
-        gradient = score_gradient(split, points, tf.gather(targets, sample))
+        gradient = input_gradient(split, points, tf.gather(targets, sample))[1]
         return tf.tensor_scatter_nd_add(total, sample[:, None], gradient)
 
     total = for_each_chunk(tf.shape(x)[0] * steps, chunk, accumulate, tf.zeros_like(x))

@@ -11,7 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_attreg._logits import LogitSplit, target_scores
+from keras_attreg._logits import LogitSplit, input_gradient
 from keras_attreg._validation import check_choice, check_float
 
 
@@ -60,29 +60,6 @@ class AttributionRegularizer:
     @classmethod
     def from_config(cls, config: dict):
         return cls(**config)
-
-
-FLOAT16_GRADIENT_SCALE = 2.0**12
-
-
-def input_gradient(split: LogitSplit, x, targets, training: bool):
-    """Forward pass plus dS_c(x)/dx, kept differentiable for an outer tape.
-
-    Returns:
-        `(outputs, gradient)` with `gradient` of the shape of `x`.
-    """
-    # float16 backprop flushes small gradients to zero: the score is scaled
-    # by a power of two (exact) and the gradient, of x's dtype (float32 under a
-    # mixed policy), unscaled.
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        logits, outputs = split(x, training=training)
-        scores = target_scores(logits, targets)
-        scale = FLOAT16_GRADIENT_SCALE if scores.dtype == tf.float16 else 1.0
-        if scale != 1.0:
-            scores = scores * tf.constant(scale, scores.dtype)
-    gradient = tape.gradient(scores, x)
-    return outputs, gradient / scale if scale != 1.0 else gradient
 
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
