@@ -240,9 +240,10 @@ def check_targets(targets: tf.Tensor, num_classes: int, name: str = "targets"):
     in_range = tf.logical_and(
         tf.reduce_all(targets >= 0), tf.reduce_all(targets < num_classes)
     )
-    with tf.control_dependencies(
-        [tf.debugging.Assert(in_range, [message, "Received:", targets], summarize=8)]
-    ):
+    received = tf.strings.format(
+        f"{message} Received: {name}={{}}", targets, summarize=8
+    )
+    with tf.control_dependencies([tf.debugging.Assert(in_range, [received])]):
         return tf.identity(targets)
 
 

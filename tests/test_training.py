@@ -309,8 +309,11 @@ def test_labels_out_of_range_in_a_dataset_stop_training():
     model = _compiled(_cnn())
     x, _ = _data(4)
     dataset = tf.data.Dataset.from_tensor_slices((x, np.array([0, 1, 2, 9]))).batch(4)
-    with pytest.raises(tf.errors.InvalidArgumentError, match=r"\[0, 3\)"):
+    match = r"Invalid value for argument y: expected class indices in \[0, 3\)\. "
+    with pytest.raises(ValueError, match=match + r"Received: y=\[0 1 2 9\]$"):
         model.fit(dataset, verbose=0)
+    with pytest.raises(ValueError, match=match):
+        model.evaluate(dataset, verbose=0)
 
 
 def test_delayed_activation_switches_on_after_threshold_and_ramps():

@@ -255,12 +255,18 @@ class AttributionRegularizedModel(keras.Model):
         )
         return self._update_metrics(x, y, sample_weight, y_pred, penalty, total)
 
-    def _fit_error(self, error):
-        """Turns our non-finite assertion into a `FloatingPointError`."""
-        marker = "keras_attreg: non-finite value"
-        if marker in error.message:
-            text = error.message[error.message.index(marker) :]
-            raise FloatingPointError(text.split("]")[0].split("\n")[0]) from None
+    @staticmethod
+    def _reraise(error: tf.errors.InvalidArgumentError):
+        """Our run-time assertions as Python errors: `FloatingPointError` for a
+        non-finite step, `ValueError` for labels out of range in a dataset."""
+        for marker, kind in (
+            ("keras_attreg: non-finite value", FloatingPointError),
+            ("Invalid value for argument y", ValueError),
+        ):
+            if marker in error.message:
+                # "assertion failed: [<our message>]": one formatted string.
+                text = error.message[error.message.index(marker) :].split("\n")[0]
+                raise kind(text.removesuffix("]")) from None
         raise error
 
     def _check_data(self, x, y):
@@ -298,11 +304,14 @@ class AttributionRegularizedModel(keras.Model):
         try:
             return super().fit(x, y, *args, **kwargs)
         except tf.errors.InvalidArgumentError as error:
-            self._fit_error(error)
+            self._reraise(error)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
         self._check_data(x, y)
-        return super().evaluate(x, y, *args, **kwargs)
+        try:
+            return super().evaluate(x, y, *args, **kwargs)
+        except tf.errors.InvalidArgumentError as error:
+            self._reraise(error)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
         """Exports the base model for inference (TF Serving, TFLite, ...).
