@@ -3,6 +3,9 @@
 Prints a table of median step times and their ratio to the plain step, and
 writes the figures as JSON. Ratios, not absolute times, are the result: all
 steps run on the same model, batch and machine, interleaved round by round.
+Rows `bare_plain` / `bare_l1` are hand-written `tf.function` steps (no
+wrapper, no `fit` machinery) on the same model; their ratio is what the nested
+tapes cost in TensorFlow itself.
 
     python benchmarks/step_time.py --output outputs/step_time.json
 """
@@ -10,6 +13,7 @@ steps run on the same model, batch and machine, interleaved round by round.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -51,28 +55,69 @@ def compile_step(model: keras.Model):
     return model
 
 
+def bare_step(base: keras.Model, alpha: float | None):
+    """A hand-written `tf.function` step, no Keras `fit` machinery and no
+    wrapper: plain (`alpha=None`) or with the L1 input-gradient penalty written
+    out with two nested tapes. It measures what the nested tapes cost in
+    TensorFlow itself, apart from anything `AttributionRegularizedModel` adds.
+    """
+    optimizer = keras.optimizers.SGD(1e-3)
+    optimizer.build(base.trainable_variables)
+    loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+    @tf.function
+    def step(x, y):
+        with tf.GradientTape() as outer:
+            if alpha is None:
+                loss = loss_fn(y, base(x, training=True))
+            else:
+                with tf.GradientTape(watch_accessed_variables=False) as inner:
+                    inner.watch(x)
+                    logits = base(x, training=True)
+                    scores = tf.gather(logits, y, batch_dims=1)
+                gradient = inner.gradient(scores, x)
+                penalty = tf.reduce_sum(tf.abs(gradient), axis=[1, 2, 3])
+                loss = loss_fn(y, logits) + alpha * tf.reduce_mean(penalty)
+        gradients = outer.gradient(loss, base.trainable_variables)
+        optimizer.apply(gradients, base.trainable_variables)
+        return loss
+
+    return step
+
+
 def time_steps(args, batchnorm: bool, x, y) -> dict:
-    """Median step time of each step kind, interleaved round by round."""
-    models = {"plain": compile_step(make_base(args.width, batchnorm, 0))}
+    """Median step time of each step kind, interleaved round by round.
+
+    Keras steps (`train_on_batch`) are compared with the plain Keras step,
+    the bare `tf.function` steps with the bare plain step.
+    """
+    plain = compile_step(make_base(args.width, batchnorm, 0))
+    steps = {"plain": lambda: plain.train_on_batch(x, y)}
     for name, regularizer in regularizers().items():
         base = make_base(args.width, batchnorm, 0)
-        models[name] = compile_step(kar.AttributionRegularizedModel(base, regularizer))
-    for model in models.values():
+        model = compile_step(kar.AttributionRegularizedModel(base, regularizer))
+        steps[name] = functools.partial(model.train_on_batch, x, y)
+    x_tensor, y_tensor = tf.constant(x), tf.constant(y)
+    for name, alpha in (("bare_plain", None), ("bare_l1", 1e-3)):
+        step = bare_step(make_base(args.width, batchnorm, 0), alpha)
+        steps[name] = functools.partial(lambda s: s(x_tensor, y_tensor).numpy(), step)
+    for step in steps.values():
         for _ in range(3):
-            model.train_on_batch(x, y)
-    times = {name: [] for name in models}
+            step()
+    times = {name: [] for name in steps}
     for _ in range(args.rounds):
-        for name, model in models.items():
+        for name, step in steps.items():
             start = time.perf_counter()
-            model.train_on_batch(x, y)
+            step()
             times[name].append(time.perf_counter() - start)
-    plain = float(np.median(times["plain"]))
+    medians = {name: float(np.median(t)) for name, t in times.items()}
     return {
         name: {
-            "median_ms": 1e3 * float(np.median(t)),
-            "ratio_to_plain": float(np.median(t)) / plain,
+            "median_ms": 1e3 * median,
+            "ratio_to_plain": median
+            / medians["bare_plain" if name.startswith("bare") else "plain"],
         }
-        for name, t in times.items()
+        for name, median in medians.items()
     }
 
 
