@@ -16,6 +16,7 @@ by attribution), so only forward passes per second are compared.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import pathlib
@@ -201,29 +202,29 @@ def main() -> None:
     loop = loop_rate(model, x, y, n_values, args.num_subsets)
     quantus = quantus_rate(model, x, y, maps, args.num_subsets)
 
-    copies = np.repeat(x, args.ig_steps, axis=0), np.repeat(y, args.ig_steps)
-    ig_seconds, gradient_seconds = paired(
-        lambda: integrated_gradients(
-            model, x, y, steps=args.ig_steps, batch_size=batch
-        ).numpy(),
-        lambda: saliency(model, *copies, absolute=False, batch_size=batch).numpy(),
-        args.rounds,
+    def against_gradient(method, repeats: int) -> tuple[float, float, float]:
+        """Rates (gradients/s) of `method` and of plain gradients on the same
+        number of inputs, `repeats` per sample, timed in alternation."""
+        copies = np.repeat(x, repeats, axis=0), np.repeat(y, repeats)
+        method_seconds, gradient_seconds = paired(
+            lambda: method(model, x, y, batch_size=batch).numpy(),
+            lambda: saliency(model, *copies, absolute=False, batch_size=batch).numpy(),
+            args.rounds,
+        )
+        work = len(x) * repeats
+        return (
+            work / method_seconds,
+            work / gradient_seconds,
+            gradient_seconds / method_seconds,
+        )
+
+    ig, gradients, _ = against_gradient(
+        functools.partial(integrated_gradients, steps=args.ig_steps), args.ig_steps
     )
-    gradients = len(x) * args.ig_steps / gradient_seconds
-    ig = len(x) * args.ig_steps / ig_seconds
-    copies = (
-        np.repeat(x, args.smoothgrad_samples, axis=0),
-        np.repeat(y, args.smoothgrad_samples),
+    sg, _, sg_ratio = against_gradient(
+        functools.partial(smoothgrad, samples=args.smoothgrad_samples),
+        args.smoothgrad_samples,
     )
-    sg_seconds, sg_gradient_seconds = paired(
-        lambda: smoothgrad(
-            model, x, y, samples=args.smoothgrad_samples, batch_size=batch
-        ).numpy(),
-        lambda: saliency(model, *copies, absolute=False, batch_size=batch).numpy(),
-        args.rounds,
-    )
-    sg = len(x) * args.smoothgrad_samples / sg_seconds
-    sg_ratio = sg_gradient_seconds / sg_seconds
 
     rows = [
         ("sensitivity_n (ours)", "forward/s", ours, ours / forward),
