@@ -20,7 +20,13 @@ import weakref
 
 import keras
 import tensorflow as tf
-from keras.src.models.functional import Functional
+
+from keras_attreg._keras.graph import (
+    call_layer,
+    graph_output,
+    is_graph_model,
+    linear_call,
+)
 
 _FIX_HINT = (
     "Make the model return logits (end in a linear layer) and use "
@@ -33,50 +39,10 @@ def _is_softmax(fn) -> bool:
     return fn is keras.activations.softmax or getattr(fn, "__name__", "") == "softmax"
 
 
-def is_graph_model(model) -> bool:
-    """True for functional and Sequential models (their layer graph is known)."""
-    return isinstance(model, (Functional, keras.Sequential))
-
-
-def graph_output(model: keras.Model):
-    try:
-        outputs = model.outputs
-    except (AttributeError, ValueError):
-        outputs = None
-    if not outputs:
-        raise ValueError(
-            f"The base model {model.name!r} is not built, so its logit cannot be "
-            "found. Give it an `keras.Input` (or call `model.build(shape)`) "
-            "before wrapping it."
-        )
-    if len(outputs) != 1:
-        raise ValueError(
-            "The base model must have a single output (the class scores). "
-            f"Received: a model with {len(outputs)} outputs."
-        )
-    return outputs[0]
-
-
 def _inputs(model: keras.Model):
     """The model's inputs, unwrapped when single (as the model is called)."""
     inputs = model.inputs
     return inputs[0] if len(inputs) == 1 else inputs
-
-
-def linear_call(layer, inputs, training):
-    """Calls `layer` on `inputs` with its activation replaced by identity."""
-    activation = layer.activation
-    layer.activation = keras.activations.linear
-    try:
-        return call_layer(layer, inputs, training)
-    finally:
-        layer.activation = activation
-
-
-def call_layer(layer, inputs, training):
-    if getattr(layer, "_call_has_training_arg", False):
-        return layer(inputs, training=training)
-    return layer(inputs)
 
 
 class LogitSplit:

@@ -144,9 +144,11 @@ def test_epsilon_lrp_matches_hand_computed_lrp_with_biases():
         z1 = x[b] @ w1 + b1
         a1 = np.maximum(z1, 0)
         c = targets[b]
-        # Relevance of hidden unit j: its share a_j w_jc of the logit (Ancona's
-        # form puts the stabiliser at the nonlinearity only).
-        hidden = a1 * w2[:, c]
+        z2 = a1 @ w2 + b2
+        # Relevance of hidden unit j: a_j w_jc R_c / (z_c + eps sign z_c), with
+        # R_c = S_c = z_c (the stabiliser sits at every affine map, the logit
+        # layer included, as in Eq. 2 of the FBI paper).
+        hidden = a1 * w2[:, c] * z2[c] / (z2[c] + eps * (1 if z2[c] >= 0 else -1))
         for i in range(4):
             expected[b, i] = sum(
                 x[b, i]
@@ -160,8 +162,9 @@ def test_epsilon_lrp_matches_hand_computed_lrp_with_biases():
     )
 
 
-def test_epsilon_lrp_agrees_with_the_relevance_pass():
-    relevance = pytest.importorskip("keras_attreg.relevance")
+def test_epsilon_lrp_is_gradient_x_input_at_small_eps_with_batch_norm_and_softmax():
+    # eps -> 0 in a ReLU net (inference BatchNorm, max pooling, biases):
+    # R = x * dS_c/dx, S_c the logit under the softmax (the test's own tape).
     dtype = "float64"
     model = keras.Sequential(
         [
@@ -178,12 +181,18 @@ def test_epsilon_lrp_agrees_with_the_relevance_pass():
     batch_norm = model.layers[1]
     batch_norm.moving_mean.assign(RNG.normal(size=4))
     batch_norm.moving_variance.assign(RNG.uniform(0.5, 2.0, size=4))
-    x = RNG.normal(size=(3, 8, 8, 2))
+    x = tf.constant(RNG.normal(size=(3, 8, 8, 2)))
     targets = np.array([2, 0, 1])
-    eps = 1e-9
-    theirs = relevance.relevance_map(model, x, targets, eps=eps).numpy()
-    ours = epsilon_lrp(model, x, targets, eps=eps).numpy()
-    np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-10)
+    logits = keras.Model(model.inputs, model.layers[-1].input)
+    head = model.layers[-1]
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        z = tf.matmul(logits(x), head.kernel) + head.bias
+        score = tf.reduce_sum(tf.gather(z, targets, axis=1, batch_dims=1))
+    expected = (x * tape.gradient(score, x)).numpy()
+    ours = epsilon_lrp(model, x, targets, eps=1e-12).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-12)
+    assert np.abs(expected).max() > 1e-3
 
 
 def test_deeplift_rescale_sums_to_the_score_difference():

@@ -137,7 +137,7 @@ def test_bad_arguments_raise(kwargs, message):
 def test_model_without_trainable_conv_or_dense_raises():
     pooled = keras.Sequential([keras.Input((4, 4, 3)), L.GlobalAveragePooling2D()])
     with pytest.raises(
-        ValueError, match="trainable Conv2D or Dense.*counted layers \\[\\]"
+        ValueError, match="trainable layer with a kernel.*counted layers \\[\\]"
     ):
         FBILoss()(
             split_logits(pooled), tf.ones((2, 4, 4, 3)), tf.constant([0, 1]), True

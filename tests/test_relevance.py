@@ -8,8 +8,6 @@ import tensorflow as tf
 from keras_attreg._logits import split_logits
 from keras_attreg.relevance import (
     batch_norm_fold,
-    fold_batch_norm,
-    layer_chain,
     relevance_map,
     relevance_pass,
 )
@@ -249,17 +247,18 @@ def _folded_twin(model, x, training):
             L.Dense(3),
         ]
     )
+    layers = model.layers
+    # (affine layer, its BatchNormalization, the twin's layer)
     pairs = [
-        pair for pair in fold_batch_norm(layer_chain(model)) if pair[1] is not None
+        (layers[0], layers[1], twin.layers[0]),
+        (layers[4], layers[5], twin.layers[3]),
     ]
-    targets = [twin.layers[0], twin.layers[3]]
     h = tf.constant(x)
-    for layer in layer_chain(model):
+    for layer in layers:
         if isinstance(layer, L.BatchNormalization):
-            conv_or_dense, _ = next(p for p in pairs if p[1] is layer)
+            conv_or_dense, _, target = next(p for p in pairs if p[1] is layer)
             scale, shift = batch_norm_fold(layer, h, training)
             kernel, bias = conv_or_dense.get_weights()
-            target = targets[[p[1] for p in pairs].index(layer)]
             flat_scale = scale.numpy().reshape(-1)
             target.set_weights(
                 [kernel * flat_scale, bias * flat_scale + shift.numpy().reshape(-1)]
@@ -328,34 +327,54 @@ def test_relevance_pass_is_differentiable_and_runs_in_tf_function():
             assert np.abs(gradient.numpy()).max() > 0, variable.path
 
 
-def test_unsupported_layer_raises_naming_layer_and_type():
-    model = keras.Sequential(
-        [keras.Input((4,)), L.LayerNormalization(name="norm"), L.Dense(2)]
-    )
-    with pytest.raises(ValueError, match="'norm' of type LayerNormalization"):
+def test_unknown_layer_raises_naming_layer_type_and_how_to_add_a_rule():
+    class Cube(L.Layer):
+        def call(self, x):
+            return x**3
+
+    model = keras.Sequential([keras.Input((4,)), Cube(name="cube"), L.Dense(2)])
+    with pytest.raises(ValueError, match="'cube' of type Cube.*register_rule"):
         relevance_map(model, np.ones((1, 4)), [0])
 
 
-def test_batch_norm_that_cannot_be_folded_raises():
+def test_batch_norm_that_cannot_be_folded_is_its_own_epsilon_layer():
+    # Dense(relu) -> BN -> Dense: the BN cannot fold (an activation sits
+    # between); it is z = scale * a + shift, R_a = a * scale * R_z / z_eps.
     model = keras.Sequential(
         [
-            keras.Input((4,)),
-            L.Dense(3, activation="relu", name="d"),
-            L.BatchNormalization(name="bn"),
-            L.Dense(2),
+            keras.Input((4,), dtype="float64"),
+            L.Dense(3, activation="relu", name="d", dtype="float64"),
+            L.BatchNormalization(name="bn", dtype="float64"),
+            L.Dense(2, name="out", dtype="float64"),
         ]
     )
-    with pytest.raises(ValueError, match="'bn' after 'd' \\(Dense\\)"):
-        relevance_map(model, np.ones((1, 4)), [0])
+    _set_random_weights(model, seed=3)
+    x = np.random.default_rng(3).normal(size=(2, 4))
+    targets = np.array([1, 0])
+    eps = 0.05
+    result = relevance_pass(
+        split_logits(model), tf.constant(x), tf.constant(targets), eps
+    )
+    kd, bd = (w.numpy() for w in model.get_layer("d").weights[:2])
+    bn = model.get_layer("bn")
+    gamma, beta, mean, var = (w.numpy() for w in bn.weights)
+    ko, bo = (w.numpy() for w in model.get_layer("out").weights)
+    for b in range(2):
+        zd = x[b] @ kd + bd
+        a = np.maximum(zd, 0)
+        scale = gamma / np.sqrt(var + bn.epsilon)
+        zb = scale * (a - mean) + beta
+        zo = zb @ ko + bo
+        r_out = np.zeros(2)
+        r_out[targets[b]] = zo[targets[b]]
+        r_bn = zb * (ko @ (r_out / _stab(zo, eps)))
+        r_a = a * scale * r_bn / _stab(zb, eps)
+        r_x = x[b] * (kd @ (r_a / _stab(zd, eps)))
+        np.testing.assert_allclose(result.backward_maps[1][b].numpy(), r_bn, rtol=1e-9)
+        np.testing.assert_allclose(result.backward_maps[0][b].numpy(), r_x, rtol=1e-9)
 
 
-def test_branching_and_subclassed_models_raise():
-    inputs = keras.Input((4,))
-    h = L.Dense(4)(inputs)
-    outputs = L.Dense(2)(L.Add(name="add")([h, inputs]))
-    with pytest.raises(ValueError, match="'add' \\(Add\\) with 2 inputs"):
-        relevance_map(keras.Model(inputs, outputs), np.ones((1, 4)), [0])
-
+def test_subclassed_models_raise():
     class Subclassed(keras.Model):
         def __init__(self):
             super().__init__(name="sub")

@@ -23,9 +23,9 @@ import numpy as np
 import scipy.stats
 import tensorflow as tf
 
-from keras_attreg._logits import call_layer
+from keras_attreg._keras.graph import run_graph, takes_training
 from keras_attreg._validation import check_int
-from keras_attreg.relevance import layer_chain
+from keras_attreg.relevance import LAYERS_IN_K
 
 _RECTIFIERS = (keras.layers.ReLU, keras.layers.Activation)
 _PASSED_TO_RECTIFIER = (keras.layers.BatchNormalization, *_RECTIFIERS)
@@ -48,38 +48,54 @@ class ActivationStatistics:
     moment_skewness: float
 
 
-def _observed_layers(model: keras.Model, layers: Sequence[str] | None) -> dict:
-    """Maps each observed layer of the chain to the conv layer it stands for.
+_CONVOLUTIONS = tuple(layer for layer in LAYERS_IN_K if "Conv" in layer.__name__)
 
-    A Conv2D with its own activation is observed at its output; a Conv2D
-    without one at the output of the rectifier that follows it (after a
-    BatchNormalization, if any), so that activations are rectified as in
-    the paper's Fig. 3.
+
+def _inference_calls(model: keras.Model, x) -> list[tuple]:
+    """`model(x)` in inference mode, as `[(operation, inputs, outputs)]` in
+    graph order (nested models entered)."""
+    calls = []
+
+    def run(operation, *args, **kwargs):
+        if takes_training(operation):
+            kwargs = {**kwargs, "training": False}
+        outputs = operation(*args, **kwargs)
+        inputs = [v for v in tf.nest.flatten((args, kwargs)) if tf.is_tensor(v)]
+        calls.append((operation, inputs, tf.nest.flatten(outputs)))
+        return outputs
+
+    run_graph(model, x, run)
+    return calls
+
+
+def _observed(calls, names: list[str]) -> dict:
+    """Maps each named convolution to the tensor where it is observed.
+
+    A convolution with its own activation is observed at its output; one
+    without at the output of the rectifier that follows it (after a
+    BatchNormalization, if any, each the only reader of the tensor before),
+    so that activations are rectified as in the paper's Fig. 3.
     """
-    chain = layer_chain(model)
-    convs = [layer for layer in chain if isinstance(layer, keras.layers.Conv2D)]
-    names = [layer.name for layer in convs] if layers is None else list(layers)
-    unknown = sorted(set(names) - {layer.name for layer in convs})
-    if unknown or not names:
-        raise ValueError(
-            "Invalid value for argument layers: expected names of Conv2D layers "
-            f"of model {model.name!r} ({[layer.name for layer in convs]}). "
-            f"Received: layers={layers!r}"
-        )
+    readers = {}
+    for call in calls:
+        for tensor in call[1]:
+            readers.setdefault(tensor.ref(), []).append(call)
     observed = {}
-    for index, layer in enumerate(chain):
-        if layer.name not in names:
+    for operation, _, outputs in calls:
+        if operation.name not in names:
             continue
-        end = index
-        if layer.activation is keras.activations.linear:
-            following = chain[index + 1 :]
-            for offset, after in enumerate(following, start=1):
+        tensor = outputs[0]
+        if operation.activation is keras.activations.linear:
+            probe = tensor
+            while len(readers.get(probe.ref(), [])) == 1:
+                after, _, after_outputs = readers[probe.ref()][0]
                 if not isinstance(after, _PASSED_TO_RECTIFIER):
                     break
+                probe = after_outputs[0]
                 if isinstance(after, _RECTIFIERS):
-                    end = index + offset
+                    tensor = probe
                     break
-        observed[chain[end]] = layer.name
+        observed[operation.name] = tensor
     return observed
 
 
@@ -92,14 +108,15 @@ def layer_activations(
     """The rectified activations of each convolution layer, in inference mode.
 
     Args:
-        model: a functional or Sequential model (a linear chain of layers).
-        x: inputs, shape `(samples, H, W, C)`.
-        layers: names of Conv2D layers (default: all, input to output).
+        model: a functional or Sequential model (any graph, nested models
+            included).
+        x: inputs, shape `(samples, ...)`.
+        layers: names of convolution layers (default: all, in graph order).
         batch_size: samples per forward pass.
 
     Returns:
-        `{conv layer name: activations of shape (samples, H_i, W_i, C_i)}`,
-        in the order of the model.
+        `{conv layer name: activations of shape (samples, ...)}`, in the
+        order of the model.
 
     Example:
 
@@ -108,17 +125,24 @@ def layer_activations(
     {'conv1': (16, 26, 26, 4), 'conv2': (16, 11, 11, 8)}
     """
     batch_size = check_int("batch_size", batch_size, low=1)
-    observed = _observed_layers(model, layers)
-    chain = layer_chain(model)
-    last = max(chain.index(layer) for layer in observed)
-    collected = {name: [] for name in observed.values()}
     x = np.asarray(x)
+    collected = None
     for start in range(0, len(x), batch_size):
         h = tf.convert_to_tensor(x[start : start + batch_size], model.compute_dtype)
-        for layer in chain[: last + 1]:
-            h = call_layer(layer, h, False)
-            if layer in observed:
-                collected[observed[layer]].append(h.numpy())
+        calls = _inference_calls(model, h)
+        if collected is None:
+            convs = [op.name for op, _, _ in calls if isinstance(op, _CONVOLUTIONS)]
+            names = convs if layers is None else list(layers)
+            unknown = sorted(set(names) - set(convs))
+            if unknown or not names:
+                raise ValueError(
+                    "Invalid value for argument layers: expected names of "
+                    f"convolution layers of model {model.name!r} ({convs}). "
+                    f"Received: layers={layers!r}"
+                )
+            collected = {name: [] for name in convs if name in names}
+        for name, tensor in _observed(calls, list(collected)).items():
+            collected[name].append(tensor.numpy())
     return {name: np.concatenate(parts) for name, parts in collected.items()}
 
 

@@ -1,185 +1,73 @@
-"""Epsilon-LRP and DeepLIFT-Rescale as modified gradients (Ancona et al., ICLR 2018).
+"""Epsilon-LRP and DeepLIFT-Rescale, from the one relevance pass.
 
-Ancona et al. (Sec. 3) show that both methods are gradient * input where the
-backward pass replaces, at every elementwise nonlinearity a = f(z), the local
-derivative f'(z) by
+Both walk the model's graph with the rules of `keras_attreg.relevance`
+(the engine of the FBI loss): epsilon-LRP is the relevance of the input,
 
-    epsilon-LRP:       g(z) = f(z) / (z + eps * sign(z))
-    DeepLIFT-Rescale:  g(z) = (f(z) - f(z_ref)) / (z - z_ref)
+    R_in = a_in * J^T (R_out / (z + eps * sign(z)))   at every affine map,
 
-(z_ref: the same unit on the baseline input), while linear layers, pooling and
-inference-mode BatchNormalization keep their ordinary gradient. The attribution
-is then R_i = x_i * g_i (epsilon-LRP) or R_i = (x_i - b_i) * g_i (DeepLIFT).
-
-The override is applied by walking the model's layer graph (functional and
-Sequential models, nested ones included): a layer with a non-linear
-`activation` is called linearly and its activation is wrapped, and `ReLU`,
-`LeakyReLU`, `ELU` and `Activation` layers are wrapped whole.
+and DeepLIFT-Rescale the multipliers of the same rules on `[x; baseline]`,
+each elementwise nonlinearity's derivative f'(z) replaced by
+(f(z) - f(z_ref)) / (z - z_ref) (Ancona et al., ICLR 2018, Sec. 3: both are
+modified gradients times the input), R = (x - b) * m. Any functional or
+Sequential model the relevance pass walks is supported, nested ones included.
 """
 
 from __future__ import annotations
 
 import keras
 import tensorflow as tf
-from keras.src.models.functional import Functional
 
-from keras_attreg._logits import is_graph_model, linear_call, target_scores
+from keras_attreg._keras.graph import is_graph_model
 from keras_attreg._validation import check_float
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
     as_baseline,
     attribute,
 )
-
-_ELEMENTWISE_LAYERS = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-)
-
-# Below this |z - z_ref| DeepLIFT's difference quotient is rounding noise and
-# its limit, f'(z), is used instead.
-_RESCALE_TOLERANCE = 1e-5
+from keras_attreg.relevance import DEFAULT_EPSILON, deeplift_pass, relevance_pass
 
 
-def _reject_softmax(layer):
-    activation = getattr(layer, "activation", None)
-    if isinstance(layer, keras.layers.Softmax) or getattr(
-        activation, "__name__", ""
-    ) in ("softmax", "log_softmax"):
+def _check_graph(split):
+    if not is_graph_model(split.model):
         raise ValueError(
-            f"Layer {layer.name!r} applies a softmax inside the network; the "
-            "modified-gradient rules are defined for elementwise "
-            "nonlinearities only."
+            "Modified-gradient attributions need a functional or Sequential model "
+            "(the layer graph must be known). Received: the subclassed model "
+            f"{split.model.name!r}"
         )
-
-
-def _call_with_rule(rule, layer, *args, **kwargs):
-    """Calls `layer` with its elementwise nonlinearity wrapped by `rule`."""
-    if is_graph_model(layer):
-        return _run_with_rule(layer, args[0], rule)
-    _reject_softmax(layer)
-    if getattr(layer, "_call_has_training_arg", False):
-        kwargs["training"] = False
-    if isinstance(layer, _ELEMENTWISE_LAYERS):
-        return rule(lambda z: layer(z, **kwargs), args[0])
-    activation = getattr(layer, "activation", None)
-    if activation is None or activation is keras.activations.linear:
-        return layer(*args, **kwargs)
-    return rule(activation, linear_call(layer, args[0], training=False))
-
-
-def _run_with_rule(model: keras.Model, x, rule):
-    """`model(x)` (inference mode) with every nonlinearity f replaced by `rule`."""
-    if isinstance(model, keras.Sequential):
-        for layer in model.layers:
-            x = _call_with_rule(rule, layer, x)
-        return x
-    if isinstance(model, Functional):
-        return model._run_through_graph(
-            x,
-            call_fn=lambda op, *args, **kwargs: _call_with_rule(
-                rule, op, *args, **kwargs
-            ),
-        )
-    raise ValueError(
-        "Modified-gradient attributions need a functional or Sequential model "
-        f"(the layer graph must be known). Received: the subclassed model "
-        f"{model.name!r}"
-    )
-
-
-def _modified_logits(split, x, rule):
-    """The logits of `split` computed with `rule` at every nonlinearity."""
-    if split.mode == "named":
-        trunk = keras.Model(split.trunk.inputs, split.trunk.outputs[0])
-        return _run_with_rule(trunk, x, rule)
-    h = _run_with_rule(split.trunk, x, rule)
-    if split.mode == "softmax_activation":
-        return linear_call(split.last, h, training=False)
-    if split.mode == "nested":
-        return _modified_logits(split.inner, h, rule)
-    return h
-
-
-def _epsilon_rule(eps: float):
-    def rule(f, z):
-        @tf.custom_gradient
-        def apply(z):
-            a = f(z)
-
-            def gradient(upstream):
-                stabiliser = tf.constant(eps, z.dtype)
-                return upstream * a / (z + tf.where(z >= 0, stabiliser, -stabiliser))
-
-            return a, gradient
-
-        return apply(z)
-
-    return rule
-
-
-def _rescale_rule(f, z):
-    """Rescale rule on a stacked batch `[z; z_ref]` (gradient on the first half)."""
-
-    @tf.custom_gradient
-    def apply(z):
-        a = f(z)
-
-        def gradient(upstream):
-            z_x, z_ref = tf.split(z, 2)
-            a_x, a_ref = tf.split(a, 2)
-            with tf.GradientTape() as tape:
-                tape.watch(z_x)
-                local = f(z_x)
-            derivative = tape.gradient(local, z_x)
-            dz = z_x - z_ref
-            far = tf.abs(dz) > _RESCALE_TOLERANCE
-            slope = tf.where(far, (a_x - a_ref) / tf.where(far, dz, 1.0), derivative)
-            upstream_x = tf.split(upstream, 2)[0]
-            return tf.concat([upstream_x * slope, tf.zeros_like(upstream_x)], axis=0)
-
-        return a, gradient
-
-    return apply(z)
 
 
 def _epsilon_lrp_kernel(split, x, targets, *, eps: float):
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        scores = target_scores(_modified_logits(split, x, _epsilon_rule(eps)), targets)
-    return x * tape.gradient(scores, x)
+    _check_graph(split)
+    return relevance_pass(split, x, targets, eps).input_relevance
 
 
 def _deeplift_kernel(split, x, targets, baseline):
+    _check_graph(split)
     reference = tf.broadcast_to(baseline, tf.shape(x))
-    with tf.GradientTape() as tape:
-        tape.watch(x)
-        stacked = tf.concat([x, reference], axis=0)
-        logits = _modified_logits(split, stacked, _rescale_rule)
-        scores = target_scores(logits[: tf.shape(x)[0]], targets)
-    return (x - baseline) * tape.gradient(scores, x)
+    multipliers, source, source_reference = deeplift_pass(split, x, reference, targets)
+    return (source - source_reference) * multipliers
 
 
 def epsilon_lrp(
     model: keras.Model,
     x,
     targets=None,
-    eps: float = 1e-4,
+    eps: float = DEFAULT_EPSILON,
     batch_size: int = DEFAULT_BATCH_SIZE,
 ) -> tf.Tensor:
-    """Epsilon-LRP (Bach et al. 2015) in Ancona et al.'s modified-gradient form.
+    """Epsilon-LRP (Bach et al. 2015): the relevance of the input.
 
-        R_i = x_i * g_i,  g = dS_c/dx with f'(z) -> f(z) / (z + eps * sign(z))
+        R_in = a_in * J^T (R_out / (z + eps * sign(z))),  R_logits = S_c onehot(c)
 
-    at every elementwise nonlinearity (sign(0) = +1). For ReLU networks
-    f(z)/z = f'(z), so R equals gradient * input as eps -> 0.
+    at every affine map of the graph (sign(0) = +1), the rules of
+    `keras_attreg.relevance` elsewhere; inference mode. For ReLU networks R
+    equals gradient * input as eps -> 0. The same pass as `relevance_map`
+    (batched, traced, for arrays and datasets).
 
     Args:
         model: a functional or Sequential Keras model.
         x, targets, batch_size: as `saliency`.
-        eps: the stabiliser, > 0.
+        eps: the stabiliser, > 0 (default 0.01, as the FBI loss).
 
     Returns:
         A tensor of the shape of `x`.
@@ -200,12 +88,14 @@ def deeplift_rescale(
 ) -> tf.Tensor:
     """DeepLIFT with the Rescale rule (Shrikumar et al. 2017), Ancona's form.
 
-        R_i = (x_i - b_i) * g_i,
-        g = dS_c/dx with f'(z) -> (f(z) - f(z_ref)) / (z - z_ref)
+        R_i = (x_i - b_i) * m_i,
+        m = dS_c/dx with f'(z) -> (f(z) - f(z_ref)) / (z - z_ref)
 
     at every elementwise nonlinearity, z_ref being the unit's input on the
-    baseline b (f'(z) where |z - z_ref| < 1e-5). For chains of linear layers and
-    elementwise nonlinearities sum_i R_i = S_c(x) - S_c(b) (summation to delta).
+    baseline b (f'(z) where |z - z_ref| < 1e-5); linear maps keep their
+    Jacobian and sigmoid-type gates (`GateRule`) are held fixed. Walks the graph
+    with the relevance pass's rules. For graphs of linear maps and elementwise
+    nonlinearities sum_i R_i = S_c(x) - S_c(b) (summation to delta).
 
     Args:
         model: a functional or Sequential Keras model.

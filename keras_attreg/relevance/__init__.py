@@ -1,24 +1,33 @@
 """The relevance (LRP) pass: rules per layer type, one composite, BatchNorm folding.
 
-Used by the FBI loss (`keras_attreg.training.fbi`) and by epsilon-LRP
-attributions. Works on any functional or Sequential Keras model that is a
-linear chain of supported layers.
+Used by the FBI loss (`keras_attreg.training.fbi`) and by the epsilon-LRP and
+DeepLIFT attributions. Walks any functional or Sequential Keras model (residual
+and dense connections, nested models); a layer type of your own gets a rule with
+`register_rule`.
 """
 
-from keras_attreg.relevance.canonizers import batch_norm_fold, fold_batch_norm
-from keras_attreg.relevance.composites import Composite, epsilon_composite
+from keras_attreg.relevance.canonizers import batch_norm_fold, layer_norm_scale
+from keras_attreg.relevance.composites import (
+    Composite,
+    epsilon_composite,
+    register_rule,
+)
 from keras_attreg.relevance.propagation import (
     DEFAULT_EPSILON,
     LAYERS_IN_K,
     Relevance,
-    layer_chain,
+    deeplift_pass,
     relevance_map,
     relevance_pass,
 )
 from keras_attreg.relevance.rules import (
+    BatchNormRule,
+    EmbeddingRule,
     EpsilonRule,
+    GateRule,
     GradientRule,
     IdentityRule,
+    LayerNormRule,
     Propagation,
     Rule,
 )
@@ -26,17 +35,22 @@ from keras_attreg.relevance.rules import (
 __all__ = [
     "DEFAULT_EPSILON",
     "LAYERS_IN_K",
+    "BatchNormRule",
     "Composite",
+    "EmbeddingRule",
     "EpsilonRule",
+    "GateRule",
     "GradientRule",
     "IdentityRule",
+    "LayerNormRule",
     "Propagation",
     "Relevance",
     "Rule",
     "batch_norm_fold",
+    "deeplift_pass",
     "epsilon_composite",
-    "fold_batch_norm",
-    "layer_chain",
+    "layer_norm_scale",
+    "register_rule",
     "relevance_map",
     "relevance_pass",
 ]

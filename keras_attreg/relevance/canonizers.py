@@ -1,10 +1,15 @@
-"""Canonizer: BatchNormalization folded into the preceding Conv2D / Dense.
+"""Canonizer: BatchNormalization folded into the affine layer before it.
 
-The relevance pass must see one affine map per weighted layer, never a
-BatchNormalization on its own: `BN(W a + b)` is rewritten as `W' a + b'` with
+Where a BatchNormalization reads the output of a convolution or Dense layer
+without activation (and nothing else reads that output), the relevance pass
+sees one affine map: `BN(W a + b)` is rewritten as `W' a + b'` with
 `W' = W * scale`, `b' = b * scale + shift`. The model itself is not changed:
 the forward pass still calls the BatchNormalization layer (so its moving
-statistics update in training), and the rule scales its map by `scale`.
+statistics update in training), and the epsilon rule of the layer before it
+divides by the BatchNormalization's output and scales its map by `scale`.
+Elsewhere (DenseNet's BN-ReLU-Conv order) a BatchNormalization is its own
+affine epsilon layer. LayerNormalization gets the same diagonal form with its
+per-sample statistics held constant.
 """
 
 from __future__ import annotations
@@ -62,43 +67,59 @@ def batch_norm_fold(
     return tf.reshape(scale, shape), tf.reshape(shift, shape)
 
 
-def fold_batch_norm(layers: list) -> list[tuple]:
-    """Pairs each layer with the BatchNormalization folded into it.
+def layer_norm_scale(layer_norm, inputs: tf.Tensor) -> tf.Tensor:
+    """The per-sample scale of a LayerNormalization, statistics held constant.
 
-    Args:
-        layers: the model's layers, input to output.
+        LN(a) = scale * a + shift,  scale = gamma / sqrt(var(a) + eps_ln)
 
-    Returns:
-        A list of `(layer, batch_norm or None)`, BatchNormalization layers
-        removed from the chain.
+    (`rms_scaling`: gamma / sqrt(mean(a^2) + eps_ln)).
 
-    Raises:
-        ValueError: a BatchNormalization that does not directly follow a
-            Conv2D or Dense without activation (nothing affine to fold into),
-            or that uses batch renormalisation.
+    Example:
+
+    >>> ln = keras.layers.LayerNormalization()
+    >>> ln.build((None, 3))
+    >>> scale = layer_norm_scale(ln, tf.constant([[1.0, 2.0, 3.0]]))
+    >>> [round(float(v), 3) for v in scale[0]]
+    [1.225, 1.225, 1.225]
     """
-    folded = []
-    for layer in layers:
-        if not isinstance(layer, keras.layers.BatchNormalization):
-            folded.append((layer, None))
-            continue
-        previous, taken = folded[-1] if folded else (None, None)
-        if (
-            not isinstance(previous, FOLDABLE)
-            or taken is not None
-            or previous.activation is not keras.activations.linear
-            or layer.renorm
-        ):
-            after = (
-                f"after {previous.name!r} ({type(previous).__name__})"
-                if previous is not None
-                else "at the input"
-            )
-            raise ValueError(
-                f"Cannot fold BatchNormalization layer {layer.name!r} {after}: "
-                "the relevance pass folds a BatchNormalization (without renorm) "
-                "into the Conv2D or Dense layer right before it, which must have "
-                "no activation. Put the activation after the BatchNormalization."
-            )
-        folded[-1] = (previous, layer)
-    return folded
+    rank = inputs.shape.rank
+    axes = [a % rank for a in tf.nest.flatten(layer_norm.axis)]
+    if getattr(layer_norm, "rms_scaling", False):
+        variance = tf.reduce_mean(tf.square(inputs), axis=axes, keepdims=True)
+    else:
+        variance = tf.nn.moments(inputs, axes=axes, keepdims=True)[1]
+    scale = tf.math.rsqrt(variance + layer_norm.epsilon)
+    if layer_norm.scale or getattr(layer_norm, "rms_scaling", False):
+        shape = [1] * rank
+        for axis in axes:
+            shape[axis] = inputs.shape[axis]
+        scale = scale * tf.reshape(tf.cast(layer_norm.gamma, inputs.dtype), shape)
+    return scale
+
+
+FOLDABLE = (
+    keras.layers.Dense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+)
+"""Layers a following BatchNormalization is folded into (affine, with a kernel)."""
+
+
+def can_fold(layer, batch_norm) -> bool:
+    """Whether `batch_norm`, reading the output of `layer` (and nothing else
+    reading it), is folded into `layer`: an affine layer without activation
+    and a BatchNormalization without batch renormalisation."""
+    return (
+        isinstance(batch_norm, keras.layers.BatchNormalization)
+        and not batch_norm.renorm
+        and isinstance(layer, FOLDABLE)
+        and layer.activation is keras.activations.linear
+    )

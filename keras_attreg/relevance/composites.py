@@ -1,22 +1,33 @@
-"""Composite: the one registry mapping layer types to LRP rules."""
+"""Composite: the one registry mapping layer and operation types to LRP rules."""
 
 from __future__ import annotations
 
 import keras
 
+from keras_attreg._keras.graph import applications_layer_types, operation_types
 from keras_attreg.relevance.rules import (
+    BatchNormRule,
+    EmbeddingRule,
     EpsilonRule,
+    GateRule,
     GradientRule,
     IdentityRule,
+    LayerNormRule,
     Rule,
 )
+
+L = keras.layers
+
+_USER_RULES: list[tuple[type, Rule]] = []
 
 
 class Composite:
     """Maps layer types to rules; the first matching type wins.
 
+    Rules registered with `register_rule` come first, then the composite's own.
+
     Args:
-        rules: `{layer_type: rule}`, matched with `isinstance` in order.
+        rules: `[(layer_type, rule), ...]`, matched with `isinstance` in order.
 
     Example:
 
@@ -25,49 +36,160 @@ class Composite:
     'GradientRule'
     """
 
-    def __init__(self, rules: dict[type, Rule]):
-        self.rules = dict(rules)
+    def __init__(self, rules: list[tuple[type | tuple, Rule]]):
+        self.rules = list(rules)
 
-    def rule_for(self, layer) -> Rule:
-        """The rule of `layer`.
+    def rule_for(self, operation) -> Rule:
+        """The rule of `operation`.
 
         Raises:
-            ValueError: naming the layer and its type when no rule applies.
+            ValueError: naming the layer, its type and how to add a rule when
+                no rule applies.
         """
-        for layer_type, rule in self.rules.items():
-            if isinstance(layer, layer_type):
+        for layer_type, rule in [*_USER_RULES, *self.rules]:
+            if isinstance(operation, layer_type):
                 return rule
-        supported = ", ".join(sorted({t.__name__ for t in self.rules}))
         raise ValueError(
-            f"The relevance pass has no rule for layer {layer.name!r} of type "
-            f"{type(layer).__name__}. Supported layer types: {supported}, "
-            "BatchNormalization (folded into the Conv2D/Dense before it)."
+            "The relevance pass has no rule for layer "
+            f"{getattr(operation, 'name', operation)!r} of type "
+            f"{type(operation).__name__}. Give it one with "
+            "`keras_attreg.relevance.register_rule("
+            f"{type(operation).__name__}, rule)`, e.g. `IdentityRule()` for an "
+            "elementwise activation, `EpsilonRule(eps)` for an affine map, "
+            "`GradientRule()` for a reshape (see docs/relevance.md)."
         )
 
 
-def epsilon_composite(epsilon: float) -> Composite:
-    """The composite of epsilon-LRP and of the FBI loss.
+def register_rule(layer_type: type, rule: Rule) -> None:
+    """Gives every relevance pass a rule for `layer_type` (yours win).
 
-    - `EpsilonRule(epsilon)`: Conv2D, Dense (with their folded
-      BatchNormalization), AveragePooling2D, GlobalAveragePooling2D: the
-      affine layers.
-    - `GradientRule`: MaxPooling2D (winner takes all), Flatten, Reshape.
-    - `IdentityRule`: ReLU, Activation, Dropout.
+    Args:
+        layer_type: a Keras layer (or operation) class.
+        rule: a `Rule` instance, e.g. `IdentityRule()`.
+
+    Example:
+
+    >>> class Scale(keras.layers.Layer):
+    ...     def call(self, x):
+    ...         return 2.0 * x
+    >>> register_rule(Scale, EpsilonRule(1e-2))
+    >>> model = keras.Sequential([keras.Input((3,)), Scale(), keras.layers.Dense(2)])
+    >>> from keras_attreg.relevance import relevance_map
+    >>> relevance_map(model, tf.ones((1, 3)), [0]).shape
+    TensorShape([1, 3])
     """
+    if not (isinstance(layer_type, type) and isinstance(rule, Rule)):
+        raise ValueError(
+            "Invalid arguments for register_rule: expected a class and a "
+            f"`Rule` instance. Received: layer_type={layer_type!r}, rule={rule!r}"
+        )
+    _USER_RULES.insert(0, (layer_type, rule))
+
+
+def epsilon_composite(epsilon: float) -> Composite:
+    """The composite of epsilon-LRP, DeepLIFT and the FBI loss.
+
+    - `EpsilonRule(epsilon)`: Dense, convolutions of every kind (Conv1D/2D/3D,
+      transposed, depthwise, separable), average pooling (global too),
+      Add/Subtract/Average, Rescaling, Normalization, ConvNeXt's LayerScale,
+      arithmetic with constants.
+    - `BatchNormRule` / `LayerNormRule`: normalisations not folded (their
+      statistics held constant).
+    - `GradientRule`: max pooling (winner takes all), Flatten, Reshape,
+      Permute, padding, cropping, Concatenate, up-sampling, slices.
+    - `IdentityRule`: elementwise activations (as layers or operations),
+      Dropout and noise layers, ConvNeXt's StochasticDepth.
+    - `GateRule`: elementwise products (the sigmoid-type gate gets nothing).
+    - `EmbeddingRule`: the Embedding of token ids (relevance stops there).
+    """
+    ops = operation_types()
+    apps = applications_layer_types()
     affine = EpsilonRule(epsilon)
     routed = GradientRule()
     passed = IdentityRule()
     return Composite(
-        {
-            keras.layers.Conv2D: affine,
-            keras.layers.Dense: affine,
-            keras.layers.AveragePooling2D: affine,
-            keras.layers.GlobalAveragePooling2D: affine,
-            keras.layers.MaxPooling2D: routed,
-            keras.layers.Flatten: routed,
-            keras.layers.Reshape: routed,
-            keras.layers.ReLU: passed,
-            keras.layers.Activation: passed,
-            keras.layers.Dropout: passed,
-        }
+        [
+            (
+                (
+                    L.Dense,
+                    L.EinsumDense,
+                    L.Conv1D,
+                    L.Conv2D,
+                    L.Conv3D,
+                    L.Conv1DTranspose,
+                    L.Conv2DTranspose,
+                    L.Conv3DTranspose,
+                    L.DepthwiseConv1D,
+                    L.DepthwiseConv2D,
+                    L.SeparableConv1D,
+                    L.SeparableConv2D,
+                    L.AveragePooling1D,
+                    L.AveragePooling2D,
+                    L.AveragePooling3D,
+                    L.GlobalAveragePooling1D,
+                    L.GlobalAveragePooling2D,
+                    L.GlobalAveragePooling3D,
+                    L.Add,
+                    L.Subtract,
+                    L.Average,
+                    L.Rescaling,
+                    L.Normalization,
+                    *apps["scale"],
+                    *ops["affine"],
+                ),
+                affine,
+            ),
+            (L.BatchNormalization, BatchNormRule(epsilon)),
+            (L.LayerNormalization, LayerNormRule(epsilon)),
+            ((L.Multiply, *ops["product"]), GateRule(epsilon)),
+            (
+                (
+                    L.MaxPooling1D,
+                    L.MaxPooling2D,
+                    L.MaxPooling3D,
+                    L.GlobalMaxPooling1D,
+                    L.GlobalMaxPooling2D,
+                    L.GlobalMaxPooling3D,
+                    L.Flatten,
+                    L.Reshape,
+                    L.Permute,
+                    L.RepeatVector,
+                    L.ZeroPadding1D,
+                    L.ZeroPadding2D,
+                    L.ZeroPadding3D,
+                    L.Cropping1D,
+                    L.Cropping2D,
+                    L.Cropping3D,
+                    L.UpSampling1D,
+                    L.UpSampling2D,
+                    L.UpSampling3D,
+                    L.Concatenate,
+                    L.Identity,
+                    *ops["routing"],
+                ),
+                routed,
+            ),
+            (
+                (
+                    L.ReLU,
+                    L.LeakyReLU,
+                    L.ELU,
+                    L.PReLU,
+                    L.Activation,
+                    L.Softmax,
+                    L.Dropout,
+                    L.SpatialDropout1D,
+                    L.SpatialDropout2D,
+                    L.SpatialDropout3D,
+                    L.GaussianNoise,
+                    L.GaussianDropout,
+                    L.AlphaDropout,
+                    L.ActivityRegularization,
+                    *apps["identity"],
+                    *ops["elementwise"],
+                ),
+                passed,
+            ),
+            (L.Embedding, EmbeddingRule()),
+        ]
     )

@@ -14,31 +14,44 @@ elsewhere. Every step is differentiable with respect to the weights.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 
 import keras
 import tensorflow as tf
 
+from keras_attreg._keras.graph import graph_output, is_graph_model, producer, run_graph
 from keras_attreg._logits import (
     LogitSplit,
-    call_layer,
     check_targets,
-    graph_output,
-    is_graph_model,
     split_logits,
     target_scores,
 )
 from keras_attreg._validation import check_float
-from keras_attreg.relevance.canonizers import fold_batch_norm
+from keras_attreg.relevance.canonizers import batch_norm_fold, can_fold
 from keras_attreg.relevance.composites import epsilon_composite
+from keras_attreg.relevance.rules import AffinePropagation, Call, Propagation
 
 DEFAULT_EPSILON = 1e-2
-"""Default stabiliser eps of the z / epsilon rule (see the README)."""
+"""Default stabiliser eps of the z / epsilon rule (see docs/fbi.md)."""
 
-LAYERS_IN_K = (keras.layers.Conv2D, keras.layers.Dense)
-"""The layers i = 1..K of Eq. 3: the paper's f, a convolution or a fully
-connected layer (BatchNormalization folded in). Pooling, reshaping and
-activation layers carry no kernel w_i and are not counted."""
+LAYERS_IN_K = (
+    keras.layers.Dense,
+    keras.layers.EinsumDense,
+    keras.layers.Conv1D,
+    keras.layers.Conv2D,
+    keras.layers.Conv3D,
+    keras.layers.Conv1DTranspose,
+    keras.layers.Conv2DTranspose,
+    keras.layers.Conv3DTranspose,
+    keras.layers.DepthwiseConv1D,
+    keras.layers.DepthwiseConv2D,
+    keras.layers.SeparableConv1D,
+    keras.layers.SeparableConv2D,
+)
+"""The layers i = 1..K of Eq. 3: the paper's f, a layer with a kernel w_i
+(BatchNormalization folded in; a separable convolution counts once). Pooling,
+reshaping, merging, normalisation and activation layers are not counted."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,11 +61,12 @@ class Relevance:
     Attributes:
         outputs: the model's outputs (equal to `model(x, training)`).
         logits: the pre-softmax scores.
-        layers: the K counted layers (Conv2D, Dense), input to output.
-        forward_inputs: a+_{i-1}, the input of each counted layer.
-        backward_maps: a-_i, the relevance of that input (same shapes).
-        input_relevance: the relevance of the model input (shape of `x`),
-            the epsilon-LRP map.
+        layers: the K counted layers (with a kernel), in graph order.
+        forward_inputs: a+_{i-1}, the input tensor of each counted layer.
+        backward_maps: a-_i, the relevance of that tensor (the sum over all
+            its consumers; same shapes).
+        input_relevance: the relevance of the model input (shape of `x`), the
+            epsilon-LRP map; for token ids, of the Embedding output.
     """
 
     outputs: tf.Tensor
@@ -63,58 +77,157 @@ class Relevance:
     input_relevance: tf.Tensor
 
 
-def layer_chain(model: keras.Model) -> list:
-    """The layers of a linear-chain model, input to output, nested models
-    flattened.
+@dataclasses.dataclass
+class _Record:
+    call: Call
+    propagation: Propagation
+    outputs: list
 
-    Raises:
-        ValueError: for a subclassed model, or a layer with several inputs
-            (branches, residual connections).
-    """
-    if not is_graph_model(model):
-        raise ValueError(
-            "The relevance pass needs a functional or Sequential model (its "
-            f"layer graph). Received: the subclassed model {model.name!r} of "
-            f"type {type(model).__name__}"
+
+def _forward(model, x, composite, training):
+    """Runs the graph, each call through its rule; the records in graph order."""
+    records, producers = [], {}
+
+    def producer_of(tensor):
+        record = producers.get(tensor.ref())
+        return None if record is None else record.call
+
+    def run(operation, *args, **kwargs):
+        call = Call(operation, args, kwargs, training, producer_of)
+        propagation = composite.rule_for(operation).forward(call)
+        record = _Record(call, propagation, tf.nest.flatten(propagation.outputs))
+        records.append(record)
+        for tensor in record.outputs:
+            producers[tensor.ref()] = record
+        return propagation.outputs
+
+    outputs = run_graph(model, x, run)
+    return outputs, records, producers
+
+
+def _fold_batch_norms(records, producers, training):
+    """BatchNormalizations folded into the affine layer whose output only they
+    read (`can_fold`); the folded BatchNormalization passes relevance on."""
+    consumers = collections.Counter(
+        tensor.ref() for record in records for tensor in record.call.inputs
+    )
+    for record in records:
+        batch_norm = record.call.operation
+        if not isinstance(batch_norm, keras.layers.BatchNormalization):
+            continue
+        (tensor,) = record.call.inputs
+        before = producers.get(tensor.ref())
+        if (
+            before is None
+            or consumers[tensor.ref()] != 1
+            or not isinstance(before.propagation, AffinePropagation)
+            or not can_fold(before.call.operation, batch_norm)
+        ):
+            continue
+        scale = batch_norm_fold(batch_norm, tensor, training)[0]
+        before.propagation.fold(record.outputs[0], scale)
+        record.propagation = Propagation(
+            record.propagation.outputs,
+            record.propagation.outputs,
+            lambda relevances: list(relevances),
         )
-    tensor = graph_output(model)
-    layers = []
-    while True:
-        operation, node_index, _ = tensor._keras_history
-        if isinstance(operation, keras.layers.InputLayer):
-            return layers[::-1]
-        inputs = operation._inbound_nodes[node_index].input_tensors
-        if len(inputs) != 1:
-            raise ValueError(
-                "The relevance pass needs a linear chain of layers. Received: "
-                f"layer {operation.name!r} ({type(operation).__name__}) with "
-                f"{len(inputs)} inputs in model {model.name!r}"
-            )
-        if is_graph_model(operation):
-            layers.extend(layer_chain(operation)[::-1])
-        else:
-            layers.append(operation)
-        tensor = inputs[0]
 
 
-def _logit_end(split: LogitSplit, chain: list) -> tuple[int, bool]:
-    """Where the logit sits in `chain`, following the split's decision.
+def _propagate(records, seed, value, mode: str) -> dict:
+    """The backward sweep: `{tensor.ref(): what reaches it}` from `value` at
+    `seed`, each record's `mode` map ("backward": relevance; "multiplier":
+    DeepLIFT) in reverse graph order, summed over each tensor's consumers."""
+    reached = {seed.ref(): value}
+    for record in reversed(records):
+        upstream = [reached.get(tensor.ref()) for tensor in record.outputs]
+        if all(r is None for r in upstream):
+            continue
+        upstream = [
+            tf.zeros_like(tensor) if r is None else r
+            for tensor, r in zip(record.outputs, upstream, strict=True)
+        ]
+        downstream = getattr(record.propagation, mode)(upstream)
+        for tensor, r in zip(record.call.inputs, downstream, strict=True):
+            if r is None:
+                continue
+            key = tensor.ref()
+            reached[key] = r if key not in reached else reached[key] + r
+    return reached
+
+
+def _source(x, records):
+    """The tensor that attributions are given to: `x`, or for token ids the
+    output of the Embedding that reads them."""
+    if x.dtype.is_floating:
+        return x
+    for record in records:
+        if isinstance(record.call.operation, keras.layers.Embedding):
+            return record.outputs[0]
+    raise ValueError(
+        f"Invalid value for argument x: integer inputs (dtype {x.dtype.name}) "
+        "need a model with an Embedding layer, whose output is then the input "
+        "of the relevance pass. Received: a model without one; pass float "
+        "inputs instead."
+    )
+
+
+def deeplift_pass(split: LogitSplit, x, reference, targets) -> tuple:
+    """DeepLIFT-Rescale multipliers dS_c/da at the input (shape of `x`).
+
+    One inference forward pass over the batch stacked as `[x; reference]`,
+    then the multipliers of the same rules (`Propagation.multiplier`): each
+    elementwise nonlinearity's derivative replaced by (f(z) - f(z_ref)) /
+    (z - z_ref), linear maps by their Jacobian, gates held fixed.
 
     Returns:
-        `(n, pre_activation)`: the logit is the output of `chain[n - 1]`, or its
-        pre-activation when `pre_activation` (a last layer with a softmax
-        activation); `chain[n:]` is the head applied to the logit.
+        `(multipliers, source, source_reference)`: the multipliers at the
+        source tensor (`x`, or the Embedding output for token ids) and the
+        source on both halves.
     """
-    if split.mode == "named":
-        named = split.model.get_layer(split.logits_layer)
-        last = layer_chain(named)[-1] if is_graph_model(named) else named
-        return chain.index(last) + 1, False
+    stacked = tf.concat([x, reference], axis=0)
+    outputs, records, _ = _forward(
+        split.model, stacked, epsilon_composite(DEFAULT_EPSILON), False
+    )
+    logits, seed = _logit(split, records, outputs)
+    batch = tf.shape(x)[0]
+    start = tf.one_hot(targets, tf.shape(logits)[-1], dtype=seed.dtype)
+    start = tf.concat([start, tf.zeros_like(start)], axis=0)
+    reached = _propagate(records, seed, start, "multiplier")
+    source = _source(stacked, records)
+    found = reached.get(source.ref())
+    multipliers = tf.zeros_like(source) if found is None else found
+    return multipliers[:batch], source[:batch], source[batch:]
+
+
+def _last_call(records, operation):
+    for record in reversed(records):
+        if record.call.operation is operation:
+            return record
+    raise ValueError(f"Layer {operation.name!r} is not on the path to the output.")
+
+
+def _logit(split: LogitSplit, records, outputs):
+    """`(logits, seed)`: the logit tensor and the tensor its relevance is
+    given to (the same, or the output of a last layer whose activation is the
+    softmax, which passes relevance to its pre-activation unchanged)."""
     end = split
     while end.mode == "nested":
         end = end.inner
+    if end.mode == "identity":
+        logits = tf.nest.flatten(outputs)[0]
+        return logits, logits
+    if end.mode == "named":
+        layer = end.model.get_layer(end.logits_layer)
+        while is_graph_model(layer):
+            layer = producer(graph_output(layer))
+        logits = _last_call(records, layer).outputs[0]
+        return logits, logits
+    record = _last_call(records, end.last)
     if end.mode == "softmax_layer":
-        return len(chain) - 1, False
-    return len(chain), end.mode == "softmax_activation"
+        logits = record.call.inputs[0]
+        return logits, logits
+    record.propagation.activation = None  # the pass starts below the softmax
+    return record.propagation.pre_activation, record.outputs[0]
 
 
 def relevance_pass(
@@ -127,16 +240,20 @@ def relevance_pass(
     """Forward pass, then the relevance pass from the target logit to the input.
 
         R_logits = S_c * onehot(c)
+        R_a = sum over the consumers of a of what each sends back to a
         a-_i = a+_{i-1} * W_i^T (a-_{i+1} / (z_i + eps * sign(z_i)))
 
-    One rule per layer type (`epsilon_composite`), BatchNormalization folded
-    into the preceding Conv2D/Dense (`fold_batch_norm`). Works inside
-    `tf.function` and under an outer `tf.GradientTape` (gradients of any
-    function of the maps flow into the weights).
+    Walks any functional or Sequential graph (nested models included) in
+    reverse topological order, one rule per operation (`epsilon_composite`
+    and the rules given with `register_rule`), BatchNormalization folded into
+    the affine layer before it where it can be. Works inside `tf.function`
+    and under an outer `tf.GradientTape` (gradients of any function of the
+    maps flow into the weights).
 
     Args:
         split: the model split into logits and outputs (`split_logits`).
-        x: float input batch.
+        x: the input batch (float; or token ids for a model with an
+            Embedding, whose output is then the input of the pass).
         targets: int class indices c, shape `(batch,)` (not checked here).
         eps: the stabiliser of the epsilon rule (validated by the callers).
         training: forwarded to the layers (BatchNormalization, Dropout).
@@ -144,41 +261,29 @@ def relevance_pass(
     Returns:
         A `Relevance` with the per-layer forward inputs and backward maps.
     """
-    chain = layer_chain(split.model)
-    end, pre_activation = _logit_end(split, chain)
-    composite = epsilon_composite(eps)
-    steps = [
-        (layer, batch_norm, composite.rule_for(layer))
-        for layer, batch_norm in fold_batch_norm(chain[:end])
-    ]
-    activations, propagations = [], []
-    h = x
-    for layer, batch_norm, rule in steps:
-        activations.append(h)
-        propagations.append(rule.forward(layer, h, training, batch_norm))
-        h = propagations[-1].outputs
-    logits = propagations[-1].pre_activation if pre_activation else h
-    for layer in chain[end:]:
-        h = call_layer(layer, h, training)
+    outputs, records, producers = _forward(
+        split.model, x, epsilon_composite(eps), training
+    )
+    _fold_batch_norms(records, producers, training)
+    logits, seed = _logit(split, records, outputs)
+    start = tf.one_hot(targets, tf.shape(logits)[-1], dtype=seed.dtype)
+    scores = tf.cast(target_scores(logits, targets), seed.dtype)
+    relevance = _propagate(records, seed, start * scores[:, None], "backward")
 
-    relevance = tf.one_hot(targets, tf.shape(logits)[-1], dtype=logits.dtype)
-    relevance = relevance * target_scores(logits, targets)[:, None]
-    forward_inputs, backward_maps, layers = [], [], []
-    for (layer, _, _), a, propagation in zip(
-        reversed(steps), reversed(activations), reversed(propagations), strict=True
-    ):
-        relevance = propagation.backward(relevance)
-        if isinstance(layer, LAYERS_IN_K):
-            layers.append(layer)
-            forward_inputs.append(a)
-            backward_maps.append(relevance)
+    def relevance_of(tensor):
+        found = relevance.get(tensor.ref())
+        return tf.zeros_like(tensor) if found is None else found
+
+    counted = [
+        record for record in records if isinstance(record.call.operation, LAYERS_IN_K)
+    ]
     return Relevance(
-        outputs=h,
+        outputs=tf.nest.flatten(outputs)[0],
         logits=logits,
-        layers=layers[::-1],
-        forward_inputs=forward_inputs[::-1],
-        backward_maps=backward_maps[::-1],
-        input_relevance=relevance,
+        layers=[record.call.operation for record in counted],
+        forward_inputs=[record.call.inputs[0] for record in counted],
+        backward_maps=[relevance_of(record.call.inputs[0]) for record in counted],
+        input_relevance=relevance_of(_source(x, records)),
     )
 
 
@@ -199,10 +304,10 @@ def relevance_map(
     biases absorb the rest.
 
     Args:
-        model: a functional or Sequential Keras model, a linear chain of the
-            layers listed in `epsilon_composite` (and BatchNormalization after
-            a Conv2D/Dense). It may end in a softmax: the pass starts at the
-            logit.
+        model: a functional or Sequential Keras model (any graph: residual,
+            dense, nested models) of the layers listed in `epsilon_composite`
+            or given a rule with `register_rule`. It may end in a softmax:
+            the pass starts at the logit.
         x: float input batch.
         targets: class indices, shape `(batch,)`.
         eps: the stabiliser eps >= 0.
@@ -222,8 +327,13 @@ def relevance_map(
     TensorShape([1, 3])
     """
     eps = check_float("eps", eps, low=0.0)
-    layer_chain(model)  # a clear error for models the pass cannot walk
     split = split_logits(model, logits_layer)
+    if not is_graph_model(split.model):
+        raise ValueError(
+            "The relevance pass needs a functional or Sequential model (its "
+            f"layer graph). Received: the subclassed model {split.model.name!r} "
+            f"of type {type(split.model).__name__}"
+        )
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         x = tf.cast(x, model.compute_dtype)

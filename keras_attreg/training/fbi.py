@@ -18,14 +18,18 @@ class FBILoss(AttributionRegularizer):
         L_FBI = (1/K) * sum_{i=1..K} L1(a+_{i-1}, a-_i)                    (3)
         L     = (1 - lambda) * L_TSK + lambda * L_FBI                      (4)
 
-    a+_{i-1} is the forward input of the i-th Conv2D/Dense layer (a+_0 the
-    image), a-_i its relevance from the epsilon-LRP pass that starts at the
-    true-class logit S_c. L1 is the mean absolute difference over the units of
-    the layer, per sample; the wrapper averages it over the batch. The two
-    maps are compared as they are: a-_i = a+_{i-1} * c with c a dimensionless
-    ratio, so they share the units of a+_{i-1}. K counts the Conv2D and Dense
-    layers (BatchNormalization folded in). The whole term is differentiable:
-    gradients flow through the relevance pass into the weights.
+    a+_{i-1} is the input tensor of the i-th layer with a kernel (a+_0 the
+    image, or the Embedding output of a token-id model), a-_i its relevance
+    from the epsilon-LRP pass that starts at the true-class logit S_c and walks
+    the model's graph (residual and dense connections: the relevance of a
+    tensor is the sum over its consumers, so two layers reading one tensor see
+    the same a-_i). L1 is the mean absolute difference over the units of the
+    tensor, per sample; the wrapper averages it over the batch. The two maps
+    are compared as they are: a-_i = a+_{i-1} * c with c a dimensionless ratio,
+    so they share the units of a+_{i-1}. K counts the layers with a kernel
+    (Dense, convolutions of every kind; BatchNormalization folded in). The
+    whole term is differentiable: gradients flow through the relevance pass
+    into the weights.
 
     `weight` (the `DelayedActivation` switch, 1 without the callback) scales
     lambda: `L = (1 - weight*lambda) * L_TSK + weight*lambda * L_FBI`. The
@@ -52,9 +56,10 @@ class FBILoss(AttributionRegularizer):
         result = relevance_pass(split, x, targets, self.eps, training=training)
         if not any(layer.trainable for layer in result.layers):
             raise ValueError(
-                "FBILoss needs at least one trainable "
-                f"{' or '.join(t.__name__ for t in LAYERS_IN_K)} layer (the K "
-                f"layers of Eq. 3). Received: model {split.model.name!r} with "
+                "FBILoss needs at least one trainable layer with a kernel (the K "
+                "layers of Eq. 3: "
+                f"{', '.join(t.__name__ for t in LAYERS_IN_K)}). "
+                f"Received: model {split.model.name!r} with "
                 f"counted layers {[layer.name for layer in result.layers]}"
             )
         per_layer = [
