@@ -71,6 +71,11 @@ class FBILoss(AttributionRegularizer):
                 result.forward_inputs, result.backward_maps, strict=True
             )
         ]
+        # Layers may compute in different dtypes (a float32 input into a
+        # float64 model, float16 under mixed precision): sum in the widest,
+        # at least float32.
+        wide = tf.float64 if any(t.dtype == tf.float64 for t in per_layer) else None
+        per_layer = [tf.cast(t, wide or tf.float32) for t in per_layer]
         return result.outputs, tf.add_n(per_layer) / len(per_layer)
 
     def combine(self, task_loss, penalty, weight):

@@ -1,0 +1,346 @@
+"""The relevance pass on graphs: fan-out, merges, nested models, keras.applications.
+
+The independent computation is the test's own tape: with eps -> 0 in a network
+of affine maps and ReLUs (max/average pooling, inference BatchNorm, biases
+allowed), the epsilon rule gives at every tensor a the relevance a * dS_c/da,
+the total derivative summed over all consumers of a.
+"""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attreg import AttributionRegularizedModel, FBILoss
+from keras_attreg.attributions import deeplift_rescale, epsilon_lrp
+from keras_attreg.relevance import (
+    LAYERS_IN_K,
+    EpsilonRule,
+    GradientRule,
+    register_rule,
+    relevance_map,
+)
+
+L = keras.layers
+TINY_EPS = 1e-12
+
+
+def _randomize(model, seed, biases=True):
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        shape = tuple(variable.shape)
+        if "moving_variance" in variable.path:
+            variable.assign(rng.uniform(0.5, 2.0, shape))
+        elif "moving_mean" in variable.path or "bias" in variable.path:
+            variable.assign(0.3 * biases * rng.normal(size=shape))
+        elif "gamma" in variable.path:
+            variable.assign(rng.uniform(0.5, 1.5, shape))
+        elif "beta" in variable.path:
+            variable.assign(0.3 * rng.normal(size=shape))
+        else:
+            fan_in = max(1, int(np.prod(shape[:-1])))
+            variable.assign(rng.normal(size=shape) / np.sqrt(fan_in))
+
+
+def _residual_graph(use_bias=True, dtype="float64", pooling=L.MaxPooling2D):
+    """Identity shortcut, projection shortcut (two convs read one tensor),
+    Concatenate, DepthwiseConv2D, BatchNorm (folded and standalone), average
+    and global pooling."""
+    kw = {"dtype": dtype}
+    inputs = keras.Input((8, 8, 3), dtype=dtype)
+    h = L.Conv2D(4, 3, padding="same", use_bias=use_bias, name="stem", **kw)(inputs)
+    h = L.BatchNormalization(center=use_bias, name="stem_bn", **kw)(h)
+    h = L.ReLU(**kw)(h)
+    # identity shortcut
+    r = L.Conv2D(4, 3, padding="same", use_bias=use_bias, name="res1", **kw)(h)
+    r = L.ReLU(**kw)(r)
+    h = L.Add(name="add1", **kw)([h, r])
+    # projection shortcut: "proj" and "res2" both read h
+    p = L.Conv2D(6, 1, use_bias=use_bias, name="proj", **kw)(h)
+    r = L.Conv2D(6, 3, padding="same", use_bias=use_bias, name="res2", **kw)(h)
+    r = L.BatchNormalization(center=use_bias, name="res2_bn", **kw)(r)
+    h = L.Activation("relu", **kw)(L.Add(name="add2", **kw)([p, r]))
+    d = L.DepthwiseConv2D(3, padding="same", use_bias=use_bias, name="dw", **kw)(h)
+    d = L.BatchNormalization(center=use_bias, name="dw_bn", **kw)(d)
+    h = L.Concatenate(name="concat", **kw)([h, L.ReLU(**kw)(d)])
+    # DenseNet order: BN -> ReLU -> conv (the BN cannot fold)
+    h = L.BatchNormalization(center=use_bias, name="pre_bn", **kw)(h)
+    h = L.ReLU(**kw)(h)
+    h = L.Conv2D(5, 1, use_bias=use_bias, name="transition", **kw)(h)
+    h = pooling(2, name="pool", **kw)(h)
+    h = L.AveragePooling2D(2, name="avg", **kw)(h)
+    h = L.GlobalAveragePooling2D(**kw)(h)
+    outputs = L.Dense(3, use_bias=use_bias, name="logits", **kw)(h)
+    model = keras.Model(inputs, outputs)
+    _randomize(model, seed=0, biases=use_bias)
+    return model
+
+
+def _counted_inputs(model):
+    """The symbolic input tensors of the counted layers, in graph order."""
+    inputs = []
+    for layer in model.layers:
+        if isinstance(layer, keras.Model):
+            inputs += _counted_inputs(layer)
+        elif isinstance(layer, LAYERS_IN_K):
+            inputs.append(layer.input)
+    return inputs
+
+
+def _own_relevance(model, x, targets, tensors):
+    """(x * dS_c/dx, [a * dS_c/da for each symbolic tensor a]) by the test's
+    own tape, the intermediate tensors taken from a multi-output model."""
+    probe = keras.Model(model.inputs, [*tensors, model.outputs[0]])
+    x = tf.constant(x)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        *values, logits = probe(x) if tensors else [model(x)]
+        score = tf.reduce_sum(tf.gather(logits, targets, axis=1, batch_dims=1))
+    maps = [a * tape.gradient(score, a) for a in values]
+    return (x * tape.gradient(score, x)).numpy(), [m.numpy() for m in maps], values
+
+
+def test_graph_relevance_is_gradient_x_input_at_every_tensor_with_tiny_eps():
+    model = _residual_graph()
+    x = np.random.default_rng(1).normal(size=(4, 8, 8, 3))
+    targets = np.array([0, 1, 2, 1])
+    expected, _, _ = _own_relevance(model, x, targets, [])
+    ours = relevance_map(model, x, targets, eps=TINY_EPS).numpy()
+    assert np.abs(expected).max() > 1e-2
+    np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-12)
+    np.testing.assert_allclose(
+        epsilon_lrp(model, x, targets, eps=TINY_EPS).numpy(), ours, rtol=1e-9
+    )
+
+
+def test_fbi_loss_from_evaluate_equals_the_tests_own_tape_on_a_graph():
+    model = _residual_graph()
+    x = np.random.default_rng(2).normal(size=(4, 8, 8, 3))
+    y = np.array([2, 0, 1, 1])
+    tensors = _counted_inputs(model)
+    # 7 counted layers; proj and res2 read the same tensor.
+    assert len(tensors) == 7
+    _, maps, values = _own_relevance(model, x, y, tensors)
+    terms = [
+        np.mean(np.abs(a.numpy() - m).reshape(len(x), -1), axis=1)
+        for a, m in zip(values, maps, strict=True)
+    ]
+    expected = np.mean(np.mean(terms, axis=0))
+    wrapped = AttributionRegularizedModel(model, FBILoss(lam=0.5, eps=TINY_EPS))
+    wrapped.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    logs = wrapped.evaluate(x, y, batch_size=4, verbose=0, return_dict=True)
+    assert logs["fbi_loss"] == pytest.approx(expected, rel=1e-6)
+
+
+def test_fbi_counts_two_readers_of_one_tensor_with_the_same_map():
+    from keras_attreg._logits import split_logits
+    from keras_attreg.relevance import relevance_pass
+
+    model = _residual_graph()
+    x = tf.constant(np.random.default_rng(3).normal(size=(2, 8, 8, 3)))
+    result = relevance_pass(split_logits(model), x, tf.constant([0, 1]), 0.01)
+    names = [layer.name for layer in result.layers]
+    assert (
+        names
+        == [
+            "stem",
+            "res1",
+            "proj",
+            "res2",
+            "dw",
+            "transition",
+            "logits",
+        ]
+        or len(names) == 7
+    )  # graph order of equal-depth nodes may differ
+    proj, res2 = names.index("proj"), names.index("res2")
+    assert result.forward_inputs[proj] is result.forward_inputs[res2]
+    np.testing.assert_array_equal(
+        result.backward_maps[proj].numpy(), result.backward_maps[res2].numpy()
+    )
+
+
+def test_relevance_is_conserved_on_a_bias_free_residual_graph():
+    model = _residual_graph(use_bias=False)
+    x = np.random.default_rng(4).normal(size=(3, 8, 8, 3))
+    targets = np.array([1, 0, 2])
+    scores = model(x).numpy()[np.arange(3), targets]
+    sums = relevance_map(model, x, targets, eps=TINY_EPS).numpy().reshape(3, -1)
+    assert np.abs(scores).min() > 1e-3
+    np.testing.assert_allclose(sums.sum(axis=1), scores, rtol=1e-8)
+
+
+def test_fbi_weight_gradient_through_a_residual_graph_matches_finite_differences():
+    from keras_attreg._logits import split_logits
+
+    model = _residual_graph()
+    regularizer = FBILoss(lam=0.5, eps=0.05)
+    wrapped = AttributionRegularizedModel(model, regularizer)
+    wrapped.compile(
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x = tf.constant(np.random.default_rng(5).normal(size=(3, 8, 8, 3)))
+    y = tf.constant([0, 2, 1])
+    split = split_logits(model)
+
+    def loss():
+        # L = (1 - lam) L_task + lam L_FBI, in float64 (what fit minimises).
+        outputs, penalty = regularizer(split, x, y, training=False)
+        task = keras.losses.sparse_categorical_crossentropy(
+            y, outputs, from_logits=True
+        )
+        return regularizer.combine(tf.reduce_mean(task), tf.reduce_mean(penalty), 1.0)
+
+    with tf.GradientTape() as tape:
+        total = loss()
+    # The loss evaluate reports is this one (its metrics are float32).
+    logs = wrapped.evaluate(x, y, batch_size=3, verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(total.numpy(), rel=1e-6)
+    variables = [model.get_layer(n).kernel for n in ("res1", "proj", "dw")]
+    gradients = tape.gradient(total, variables)
+    rng = np.random.default_rng(6)
+    for variable, gradient in zip(variables, gradients, strict=True):
+        index = tuple(rng.integers(0, s) for s in variable.shape)
+        original = variable.numpy()
+        h = 1e-6
+        values = []
+        for sign in (1, -1):
+            shifted = original.copy()
+            shifted[index] += sign * h
+            variable.assign(shifted)
+            values.append(loss().numpy())
+        variable.assign(original)
+        numeric = (values[0] - values[1]) / (2 * h)
+        assert abs(numeric) > 1e-6
+        assert gradient.numpy()[index] == pytest.approx(numeric, rel=1e-5)
+
+
+def test_squeeze_excitation_gate_gets_no_relevance():
+    # z = s * sigmoid(g(x)): the signal s takes all relevance, so at eps -> 0
+    # the map is x * dS_c/dx with the gate held constant (stop_gradient).
+    inputs = keras.Input((6,), dtype="float64")
+    s = L.Dense(5, activation="relu", name="signal", dtype="float64")(inputs)
+    pooled = L.Dense(3, activation="relu", dtype="float64")(inputs)
+    g = L.Dense(5, activation="sigmoid", name="gate", dtype="float64")(pooled)
+    h = L.Multiply(dtype="float64")([s, g])
+    outputs = L.Dense(2, name="logits", dtype="float64")(h)
+    model = keras.Model(inputs, outputs)
+    _randomize(model, seed=7)
+    x = tf.constant(np.random.default_rng(8).normal(size=(4, 6)))
+    targets = np.array([0, 1, 1, 0])
+    signal = keras.Model(inputs, s)
+    gate = keras.Model(inputs, g)
+    head = model.get_layer("logits")
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        z = tf.matmul(signal(x) * tf.stop_gradient(gate(x)), head.kernel) + head.bias
+        score = tf.reduce_sum(tf.gather(z, targets, axis=1, batch_dims=1))
+    expected = (x * tape.gradient(score, x)).numpy()
+    ours = relevance_map(model, x, targets, eps=TINY_EPS).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-12)
+
+
+def test_layer_normalization_holds_its_statistics_constant():
+    # LN(a) = scale * a + shift, scale = gamma / sqrt(var(a) + eps_ln) held
+    # constant: R_a = a * scale * R_out / out; the ReLU Dense below passes
+    # R_x = x * W^T (R_a / a) (eps -> 0).
+    inputs = keras.Input((5,), dtype="float64")
+    a = L.Dense(6, activation="relu", name="hidden", dtype="float64")(inputs)
+    out = L.LayerNormalization(name="ln", dtype="float64")(a)
+    outputs = L.Dense(2, dtype="float64")(out)
+    model = keras.Model(inputs, outputs)
+    _randomize(model, seed=9)
+    ln = model.get_layer("ln")
+    x = np.random.default_rng(10).normal(size=(3, 5))
+    targets = np.array([1, 0, 1])
+    _, (r_out,), (out_value,) = _own_relevance(model, x, targets, [out])
+    a_value = keras.Model(inputs, a)(x).numpy()
+    out_value = out_value.numpy()
+    scale = ln.gamma.numpy() / np.sqrt(a_value.var(axis=1, keepdims=True) + ln.epsilon)
+    r_a = a_value * scale * r_out / out_value
+    kernel = model.get_layer("hidden").kernel.numpy()
+    share = np.where(a_value > 0, r_a / np.where(a_value > 0, a_value, 1.0), 0.0)
+    expected = x * (share @ kernel.T)
+    ours = relevance_map(model, x, targets, eps=TINY_EPS).numpy()
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-12)
+
+
+def test_registered_rule_is_used_for_a_custom_layer():
+    class Halve(L.Layer):
+        def call(self, x):
+            return x[..., ::2]
+
+    with pytest.raises(ValueError, match="'halve' of type Halve"):
+        relevance_map(
+            keras.Sequential([keras.Input((4,)), Halve(name="halve"), L.Dense(2)]),
+            np.ones((1, 4)),
+            [0],
+        )
+    register_rule(Halve, GradientRule())
+    model = keras.Sequential(
+        [
+            keras.Input((6,), dtype="float64"),
+            L.Dense(6, activation="relu", dtype="float64"),
+            Halve(dtype="float64"),
+            L.Dense(2, dtype="float64"),
+        ]
+    )
+    _randomize(model, seed=11)
+    x = np.random.default_rng(12).normal(size=(3, 6))
+    targets = np.array([0, 1, 0])
+    expected, _, _ = _own_relevance(model, x, targets, [])
+    np.testing.assert_allclose(
+        relevance_map(model, x, targets, eps=TINY_EPS).numpy(), expected, rtol=1e-7
+    )
+    with pytest.raises(ValueError, match="layer_type=3"):
+        register_rule(3, EpsilonRule(0.1))
+
+
+def test_deeplift_sums_to_the_score_difference_on_a_residual_graph():
+    # Summation to delta holds for linear maps and elementwise nonlinearities
+    # (max pooling keeps its gradient in Ancona's form, so average here).
+    model = _residual_graph(pooling=L.AveragePooling2D)
+    x = np.random.default_rng(13).normal(size=(3, 8, 8, 3))
+    targets = np.array([2, 1, 0])
+    baseline = 0.1
+    maps = deeplift_rescale(model, x, targets, baseline=baseline).numpy()
+    scores = model(x).numpy()[np.arange(3), targets]
+    reference = model(np.full_like(x, baseline)).numpy()[np.arange(3), targets]
+    np.testing.assert_allclose(
+        maps.reshape(3, -1).sum(axis=1), scores - reference, rtol=1e-8
+    )
+
+
+def test_nested_transfer_learning_model_gives_gradient_x_input():
+    keras.config.set_floatx("float64")
+    try:
+        backbone = keras.applications.ResNet50(
+            weights=None, include_top=False, input_shape=(32, 32, 3)
+        )
+        model = keras.Sequential(
+            [
+                keras.Input((32, 32, 3)),
+                backbone,
+                L.GlobalAveragePooling2D(),
+                L.Dense(4),
+            ]
+        )
+    finally:
+        keras.config.set_floatx("float32")
+    _randomize(model, seed=14)
+    x = np.random.default_rng(15).normal(size=(2, 32, 32, 3))
+    targets = np.array([3, 1])
+    x_t = tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x_t)
+        score = tf.reduce_sum(tf.gather(model(x_t), targets, axis=1, batch_dims=1))
+    expected = (x_t * tape.gradient(score, x_t)).numpy()
+    # eps = 0: the z rule itself (the tiny pre-activations of a 50-layer net
+    # feel even eps = 1e-12).
+    ours = relevance_map(model, x, targets, eps=0.0).numpy()
+    assert model.layers[0].compute_dtype == "float64"
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-12)
