@@ -26,6 +26,7 @@ from keras_attreg._keras.graph import (
     graph_output,
     is_graph_model,
     linear_call,
+    producer,
 )
 
 _FIX_HINT = (
@@ -78,7 +79,7 @@ class LogitSplit:
             self.mode = "named"
             self.trunk = keras.Model(_inputs(model), [layer.output, output])
             return
-        last = output._keras_history.operation
+        last = producer(output)
         if isinstance(last, keras.layers.Softmax) or (
             isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)
         ):
