@@ -316,6 +316,7 @@ def test_deeplift_sums_to_the_score_difference_on_a_residual_graph():
 
 def test_nested_transfer_learning_model_gives_gradient_x_input():
     keras.config.set_floatx("float64")
+    keras.config.set_dtype_policy("float64")
     try:
         backbone = keras.applications.ResNet50(
             weights=None, include_top=False, input_shape=(32, 32, 3)
@@ -330,6 +331,7 @@ def test_nested_transfer_learning_model_gives_gradient_x_input():
         )
     finally:
         keras.config.set_floatx("float32")
+        keras.config.set_dtype_policy("float32")
     _randomize(model, seed=14)
     x = np.random.default_rng(15).normal(size=(2, 32, 32, 3))
     targets = np.array([3, 1])

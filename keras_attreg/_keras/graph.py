@@ -104,7 +104,9 @@ def run_graph(model: keras.Model, inputs, call_fn: Callable):
             f"known). Received: the subclassed model {model.name!r} of type "
             f"{type(model).__name__}"
         )
-    return model._run_through_graph(inputs, call_fn=dispatch)
+    return model._run_through_graph(
+        inputs, operation_fn=lambda operation: operation, call_fn=dispatch
+    )
 
 
 def is_tensor(value) -> bool:

@@ -46,6 +46,12 @@ def batch_norm_fold(
     >>> scale.shape
     TensorShape([1, 3])
     """
+    if training and getattr(batch_norm, "renorm", False):
+        raise ValueError(
+            f"BatchNormalization layer {batch_norm.name!r} uses batch "
+            "renormalisation, whose training-mode affine form the relevance pass "
+            "does not model. Received: renorm=True"
+        )
     rank = inputs.shape.rank
     axis = batch_norm.axis % rank
     shape = [1] * rank
@@ -119,7 +125,7 @@ def can_fold(layer, batch_norm) -> bool:
     and a BatchNormalization without batch renormalisation."""
     return (
         isinstance(batch_norm, keras.layers.BatchNormalization)
-        and not batch_norm.renorm
+        and not getattr(batch_norm, "renorm", False)
         and isinstance(layer, FOLDABLE)
         and layer.activation is keras.activations.linear
     )
