@@ -33,6 +33,21 @@ def _is_softmax(fn) -> bool:
     return fn is keras.activations.softmax or getattr(fn, "__name__", "") == "softmax"
 
 
+def unwrap(model):
+    """The model that attributions, metrics and analyses work on.
+
+    A model with an `attributed_model` attribute (a training wrapper such as
+    `AttributionRegularizedModel`, whose `attributed_model` is its base model)
+    stands for that model: every public function and callback that takes a
+    model passes it through `unwrap` first, so the wrapper and its base model
+    give the same numbers. Any other model is returned as it is. The check is
+    by attribute, so attributions, relevance and evaluation need not import
+    training.
+    """
+    inner = getattr(model, "attributed_model", None)
+    return model if inner is None else inner
+
+
 def is_graph_model(model) -> bool:
     """True for functional and Sequential models (their layer graph is known)."""
     return isinstance(model, (Functional, keras.Sequential))

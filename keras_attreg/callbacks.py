@@ -17,7 +17,7 @@ import tensorflow as tf
 from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
 from keras_attreg import attributions as attribution_methods
-from keras_attreg._logits import check_targets, labels_to_targets, split_logits
+from keras_attreg._logits import check_targets, labels_to_targets, split_logits, unwrap
 from keras_attreg._validation import check_int
 from keras_attreg.evaluation import sensitivity_n
 from keras_attreg.plotting import map_image, plot_attribution_maps
@@ -222,7 +222,7 @@ class AttributionMonitor(keras.callbacks.Callback):
     @property
     def _scored_model(self) -> keras.Model:
         """The model whose logit is attributed (the wrapper's base model)."""
-        return getattr(self.model, "base_model", self.model)
+        return unwrap(self.model)
 
     def on_train_begin(self, logs=None):
         if self.log_dir is not None:

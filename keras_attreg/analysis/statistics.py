@@ -23,7 +23,7 @@ import numpy as np
 import scipy.stats
 import tensorflow as tf
 
-from keras_attreg._logits import call_layer
+from keras_attreg._logits import call_layer, unwrap
 from keras_attreg._validation import check_int
 from keras_attreg.relevance import layer_chain
 
@@ -92,7 +92,8 @@ def layer_activations(
     """The rectified activations of each convolution layer, in inference mode.
 
     Args:
-        model: a functional or Sequential model (a linear chain of layers).
+        model: a functional or Sequential model (a linear chain of layers),
+            or an `AttributionRegularizedModel` around one.
         x: inputs, shape `(samples, H, W, C)`.
         layers: names of Conv2D layers (default: all, input to output).
         batch_size: samples per forward pass.
@@ -107,6 +108,7 @@ def layer_activations(
     >>> {name: a.shape for name, a in acts.items()}
     {'conv1': (16, 26, 26, 4), 'conv2': (16, 11, 11, 8)}
     """
+    model = unwrap(model)
     batch_size = check_int("batch_size", batch_size, low=1)
     observed = _observed_layers(model, layers)
     chain = layer_chain(model)

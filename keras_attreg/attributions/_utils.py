@@ -21,6 +21,7 @@ from keras_attreg._logits import (
     check_targets,
     labels_to_targets,
     split_logits,
+    unwrap,
 )
 from keras_attreg._validation import check_int
 
@@ -144,7 +145,7 @@ def attribute(
     """Runs `kernel` over the batches of `(x, targets)` and concatenates.
 
     Args:
-        model: a Keras model.
+        model: a Keras model (a training wrapper stands for its base model).
         x, targets: see `batches`.
         kernel: `kernel(split, x, targets, *tensors, **static)`, traced once.
         batch_size: the largest number of samples per kernel call.
@@ -159,6 +160,7 @@ def attribute(
         run-time assertions).
     """
     batch_size = check_int("batch_size", batch_size, low=1)
+    model = unwrap(model)
     split = split_logits(model)
     function = traced(model, kernel, **static)
     if not tf.executing_eagerly():

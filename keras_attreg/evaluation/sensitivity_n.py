@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg._logits import check_targets, split_logits, target_scores
+from keras_attreg._logits import check_targets, split_logits, target_scores, unwrap
 from keras_attreg._validation import check_choice, check_int
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
@@ -268,7 +268,9 @@ def sensitivity_n(
     undefined correlation: they are counted in `undefined`, not averaged in.
 
     Args:
-        model: a Keras model; S_c is its pre-softmax logit of class c.
+        model: a Keras model; S_c is its pre-softmax logit of class c. An
+            `AttributionRegularizedModel` stands for its base model (which
+            is also what a callable `attributions` receives).
         data: `(x, targets)` arrays, or a `tf.data.Dataset` of `(x, targets)`
             batches (targets as class indices or one-hot).
         attributions: an array aligned with `x`, or a method
@@ -296,6 +298,7 @@ def sensitivity_n(
         ((3,), (32, 3))
         >>> result.plot("sensitivity_n.png")
     """
+    model = unwrap(model)
     num_subsets = check_int("num_subsets", num_subsets, low=2)
     features = check_choice("features", features, ("pixel", "element"))
     seed = check_int("seed", seed)

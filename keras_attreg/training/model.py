@@ -99,6 +99,15 @@ class AttributionRegularizedModel(keras.Model):
             self.skipped_batches = keras.metrics.Sum(name="skipped_batches")
         self.built = True
 
+    @property
+    def attributed_model(self) -> keras.Model:
+        """The base model: what attributions, metrics and analyses explain.
+
+        Every `keras_attreg` function or callback given this wrapper works on
+        `attributed_model` instead (same numbers as passing the base model).
+        """
+        return self.base_model
+
     def call(self, inputs, training=None):
         return self.base_model(inputs, training=training)
 
