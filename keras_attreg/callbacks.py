@@ -180,7 +180,7 @@ class AttributionMonitor(keras.callbacks.Callback):
                 "images of shape (samples, height, width[, channels]). "
                 f"Received: x_val with shape {x_val.shape}"
             )
-        targets = labels_to_targets(np.asarray(y_val)).numpy()
+        targets = labels_to_targets(np.asarray(y_val), "y_val").numpy()
         if targets.shape != (x_val.shape[0],):
             raise ValueError(
                 "Invalid value for argument y_val: expected one label per sample "
