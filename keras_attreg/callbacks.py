@@ -19,17 +19,12 @@ from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 from keras_attreg import attributions as attribution_methods
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits, unwrap
 from keras_attreg._validation import check_int
+from keras_attreg.attributions._utils import method_name
 from keras_attreg.evaluation import sensitivity_n
 from keras_attreg.plotting import map_image, plot_attribution_maps
 from keras_attreg.training.callbacks import DelayedActivation
 
 __all__ = ["AttributionMonitor", "DelayedActivation"]
-
-
-def _method_name(method: Callable) -> str:
-    return getattr(method, "__name__", None) or getattr(
-        getattr(method, "func", None), "__name__", type(method).__name__
-    )
 
 
 def _resolve_methods(methods) -> dict[str, Callable]:
@@ -41,7 +36,7 @@ def _resolve_methods(methods) -> dict[str, Callable]:
         if isinstance(method, str) and method in attribution_methods.__all__:
             name, method = method, getattr(attribution_methods, method)
         elif callable(method):
-            name = _method_name(method)
+            name = method_name(method)
         else:
             raise ValueError(
                 "Invalid value for argument methods: expected names among "

@@ -31,6 +31,14 @@ _EMPTY = "Invalid value for argument x: expected at least one sample. Received: 
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def method_name(method: Callable) -> str:
+    """The name of an attribution method: its `__name__`, that of the function
+    of a `functools.partial`, else its type's name."""
+    return getattr(method, "__name__", None) or getattr(
+        getattr(method, "func", None), "__name__", type(method).__name__
+    )
+
+
 def float_input(x) -> tf.Tensor:
     """`x` as a float tensor (kept in float64 when given so, else floatx)."""
     x = tf.convert_to_tensor(x)
