@@ -11,8 +11,8 @@ blocks run in order in one namespace:
 
 A page may build on its own earlier blocks, never on another page. The
 snippets are cheap by design (the MNIST digits embedded in the package, a few
-hundred samples or a few epochs), which keeps this file at about a minute on
-two CPU cores; write new ones the same way. Blocks of other languages (```bash)
+hundred samples or a few epochs), which keeps this file at about a minute and a
+half of CPU time; write new ones the same way. Blocks of other languages (```bash)
 are commands: they are not run, but every `python <file>.py` they name must
 exist, and the README's test command must be the one `.ci/run` runs.
 
@@ -60,10 +60,13 @@ def run_page(path: pathlib.Path) -> None:
             test = doctest.DocTestParser().get_doctest(
                 code, namespace, f"{path.name}:{line}", str(path), line - 1
             )
-            if runner.run(test, clear_globs=False).failed:
+            failed = runner.run(test, clear_globs=False).failed
+            namespace.update(test.globs)  # the doctest ran on a copy
+            if failed:
                 raise AssertionError(f"{path.name}: the pycon block at line {line}")
 
 
+@pytest.mark.slow  # one process per page: about a minute of CPU in all
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_page_runs_as_written(page, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
