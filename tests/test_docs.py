@@ -27,6 +27,7 @@ import pathlib
 import re
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -103,4 +104,7 @@ def test_readme_test_command_is_what_ci_runs():
 
 
 if __name__ == "__main__":
-    run_page(pathlib.Path(sys.argv[1]))
+    page = pathlib.Path(sys.argv[1]).resolve()
+    if pathlib.Path.cwd() == ROOT:  # by hand: keep the files it writes out of the repo
+        os.chdir(tempfile.mkdtemp(prefix="test_docs_"))
+    run_page(page)
