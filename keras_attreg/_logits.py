@@ -19,6 +19,7 @@ from __future__ import annotations
 import weakref
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_attreg._keras.graph import (
@@ -38,6 +39,21 @@ _FIX_HINT = (
 
 def _is_softmax(fn) -> bool:
     return fn is keras.activations.softmax or getattr(fn, "__name__", "") == "softmax"
+
+
+def unwrap(model):
+    """The model that attributions, metrics and analyses work on.
+
+    A model with an `attributed_model` attribute (a training wrapper such as
+    `AttributionRegularizedModel`, whose `attributed_model` is its base model)
+    stands for that model: every public function and callback that takes a
+    model passes it through `unwrap` first, so the wrapper and its base model
+    give the same numbers. Any other model is returned as it is. The check is
+    by attribute, so attributions, relevance and evaluation need not import
+    training.
+    """
+    inner = getattr(model, "attributed_model", None)
+    return model if inner is None else inner
 
 
 def _inputs(model: keras.Model):
@@ -170,8 +186,12 @@ def split_logits(model: keras.Model, logits_layer: str | None = None) -> LogitSp
     return per_model[key]
 
 
-def labels_to_targets(y, num_classes: int | None = None) -> tf.Tensor:
-    """Converts sparse (B,), (B, 1) or one-hot (B, C) labels to int32 indices."""
+def labels_to_targets(y, name: str = "targets") -> tf.Tensor:
+    """Converts sparse (B,), (B, 1) or one-hot (B, C) labels to int32 indices.
+
+    Sparse float labels must hold whole numbers (never truncated): a
+    `ValueError` naming `name` on eager values, a run-time assertion in graphs.
+    """
     y = tf.convert_to_tensor(y)
     rank = y.shape.rank
     if rank == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
@@ -181,9 +201,39 @@ def labels_to_targets(y, num_classes: int | None = None) -> tf.Tensor:
     elif rank != 1:
         raise ValueError(
             "Labels must be class indices of shape (batch,) or (batch, 1), or "
-            f"one-hot of shape (batch, classes). Received: y with shape {y.shape}"
+            f"one-hot of shape (batch, classes). Received: {name} with shape "
+            f"{y.shape}"
+        )
+    if y.dtype.is_floating:
+        y = _require(
+            tf.reduce_all(tf.equal(y, tf.round(y))),
+            f"Invalid value for argument {name}: expected whole-number class "
+            "indices (a fractional label is never truncated).",
+            name,
+            y,
+            lambda values: (
+                f"fractional values {values[values != np.round(values)][:8]}"
+            ),
         )
     return tf.cast(y, tf.int32)
+
+
+def _require(ok, message: str, name: str, values: tf.Tensor, offending) -> tf.Tensor:
+    """`values`, once `ok` holds: checked now on eager values (`ValueError`
+    ending with `offending(values)`, a numpy function), by a run-time assertion
+    in graphs (`tf.errors.InvalidArgumentError` with the same message and the
+    first values received)."""
+    if tf.executing_eagerly():
+        if not bool(ok):
+            raise ValueError(
+                f"{message} Received: {name} with {offending(values.numpy())}"
+            )
+        return values
+    received = tf.strings.format(
+        f"{message} Received: {name}={{}}", values, summarize=8
+    )
+    with tf.control_dependencies([tf.debugging.Assert(ok, [received])]):
+        return tf.identity(values)
 
 
 def check_targets(targets: tf.Tensor, num_classes: int, name: str = "targets"):
@@ -192,26 +242,17 @@ def check_targets(targets: tf.Tensor, num_classes: int, name: str = "targets"):
     Raises `ValueError` on eager values; adds a run-time assertion in graphs
     (where it raises `tf.errors.InvalidArgumentError` with the same message).
     """
-    message = (
-        f"Invalid value for argument {name}: expected class indices in "
-        f"[0, {num_classes})."
-    )
-    if tf.executing_eagerly():
-        values = targets.numpy()
-        if values.size and (values.min() < 0 or values.max() >= num_classes):
-            raise ValueError(
-                f"{message} Received: {name} with min {values.min()} and "
-                f"max {values.max()}"
-            )
-        return targets
     in_range = tf.logical_and(
         tf.reduce_all(targets >= 0), tf.reduce_all(targets < num_classes)
     )
-    received = tf.strings.format(
-        f"{message} Received: {name}={{}}", targets, summarize=8
+    return _require(
+        in_range,
+        f"Invalid value for argument {name}: expected class indices in "
+        f"[0, {num_classes}).",
+        name,
+        targets,
+        lambda values: f"min {values.min()} and max {values.max()}",
     )
-    with tf.control_dependencies([tf.debugging.Assert(in_range, [received])]):
-        return tf.identity(targets)
 
 
 def target_scores(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:

@@ -17,6 +17,9 @@ def check_float(
 ) -> float:
     """Returns `value` as a float after checking it is finite and in range.
 
+    Only numbers are accepted: a string such as `"0.1"` is refused, as Keras
+    refuses it.
+
     Raises:
         ValueError: naming the argument and the value received.
     """
@@ -30,7 +33,7 @@ def check_float(
         f"Invalid value for argument {name}: expected {expected}. "
         f"Received: {name}={value!r}"
     )
-    if isinstance(value, bool):
+    if isinstance(value, (bool, str, bytes)):
         raise ValueError(message)
     try:
         number = float(value)

@@ -17,19 +17,14 @@ import tensorflow as tf
 from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
 from keras_attreg import attributions as attribution_methods
-from keras_attreg._logits import check_targets, labels_to_targets, split_logits
+from keras_attreg._logits import check_targets, labels_to_targets, split_logits, unwrap
 from keras_attreg._validation import check_int
+from keras_attreg.attributions._utils import method_name
 from keras_attreg.evaluation import sensitivity_n
 from keras_attreg.plotting import map_image, plot_attribution_maps
 from keras_attreg.training.callbacks import DelayedActivation
 
 __all__ = ["AttributionMonitor", "DelayedActivation"]
-
-
-def _method_name(method: Callable) -> str:
-    return getattr(method, "__name__", None) or getattr(
-        getattr(method, "func", None), "__name__", type(method).__name__
-    )
 
 
 def _resolve_methods(methods) -> dict[str, Callable]:
@@ -41,7 +36,7 @@ def _resolve_methods(methods) -> dict[str, Callable]:
         if isinstance(method, str) and method in attribution_methods.__all__:
             name, method = method, getattr(attribution_methods, method)
         elif callable(method):
-            name = _method_name(method)
+            name = method_name(method)
         else:
             raise ValueError(
                 "Invalid value for argument methods: expected names among "
@@ -180,7 +175,7 @@ class AttributionMonitor(keras.callbacks.Callback):
                 "images of shape (samples, height, width[, channels]). "
                 f"Received: x_val with shape {x_val.shape}"
             )
-        targets = labels_to_targets(np.asarray(y_val)).numpy()
+        targets = labels_to_targets(np.asarray(y_val), "y_val").numpy()
         if targets.shape != (x_val.shape[0],):
             raise ValueError(
                 "Invalid value for argument y_val: expected one label per sample "
@@ -222,7 +217,7 @@ class AttributionMonitor(keras.callbacks.Callback):
     @property
     def _scored_model(self) -> keras.Model:
         """The model whose logit is attributed (the wrapper's base model)."""
-        return getattr(self.model, "base_model", self.model)
+        return unwrap(self.model)
 
     def on_train_begin(self, logs=None):
         if self.log_dir is not None:

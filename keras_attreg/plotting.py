@@ -80,34 +80,62 @@ def plot_attribution_maps(
     figure.savefig(path, dpi=100)
 
 
-def plot_sensitivity_n(results: Mapping[str, object], path) -> None:
-    """Sensitivity-n curves (mean correlation against n, log-scaled n).
+def plot_sensitivity_n(results, path) -> Figure:
+    """Sensitivity-n curves in one figure: mean correlation against n (log n).
+
+    Each curve is the mean over samples, drawn with a band of one standard
+    error across samples (mean +- std / sqrt(samples), over the samples whose
+    correlation is defined) when the result holds per-sample values.
 
     Args:
-        results: label -> result with `n_values`, `correlation` and `absolute`
-            (a `SensitivityNResult`).
-        path: output file.
+        results: a sequence of `SensitivityNResult`s, each labelled with its
+            `label` (the method's name), or a mapping label -> result. A
+            result is any object with `n_values`, `correlation` and `absolute`
+            (a band needs `standard_error()`).
+        path: output file (the format follows the suffix, e.g. ".png").
+
+    Returns:
+        The `matplotlib.figure.Figure`.
 
     Example:
         >>> from keras_attreg.attributions import gradient_x_input, saliency
         >>> from keras_attreg.evaluation import sensitivity_n
         >>> data = (x_test[:4], y_test[:4])
-        >>> results = {m.__name__: sensitivity_n(model, data, m, n_values=[1, 10],
-        ...                                      num_subsets=8, verbose=0)
-        ...            for m in (gradient_x_input, saliency)}
-        >>> plot_sensitivity_n(results, "sn.png")
+        >>> results = [sensitivity_n(model, data, m, n_values=[1, 10],
+        ...                          num_subsets=8, verbose=0)
+        ...            for m in (gradient_x_input, saliency)]
+        >>> figure = plot_sensitivity_n(results, "sn.png")
+        >>> figure.axes[0].get_legend_handles_labels()[1]
+        ['gradient_x_input', 'saliency']
     """
+    if isinstance(results, Mapping):
+        results = results.items()
+    else:
+        results = [(result.label, result) for result in results]
     figure = Figure(figsize=(5, 3.5))
     ax = figure.subplots()
     absolute = False
-    for label, result in results.items():
-        ax.plot(result.n_values, result.correlation, marker="o", ms=3, label=label)
+    for label, result in results:
+        (line,) = ax.plot(
+            result.n_values, result.correlation, marker="o", ms=3, label=label
+        )
+        if hasattr(result, "standard_error"):
+            error = result.standard_error()
+            ax.fill_between(
+                result.n_values,
+                result.correlation - error,
+                result.correlation + error,
+                color=line.get_color(),
+                alpha=0.2,
+                linewidth=0,
+            )
         absolute = absolute or result.absolute
     ax.set_xscale("log")
     ax.set_xlabel("n (features removed)")
     ax.set_ylabel("mean |Pearson|" if absolute else "mean Pearson correlation")
-    ax.set_title("Sensitivity-n")
+    ax.set_title("Sensitivity-n (bands: ±1 standard error)", fontsize=10)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)
     figure.tight_layout()
     figure.savefig(path, dpi=100)
+    return figure

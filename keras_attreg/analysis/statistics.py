@@ -24,6 +24,7 @@ import scipy.stats
 import tensorflow as tf
 
 from keras_attreg._keras.graph import run_graph, takes_training
+from keras_attreg._logits import unwrap
 from keras_attreg._validation import check_int
 from keras_attreg.relevance import LAYERS_IN_K
 
@@ -109,7 +110,7 @@ def layer_activations(
 
     Args:
         model: a functional or Sequential model (any graph, nested models
-            included).
+            included), or an `AttributionRegularizedModel` around one.
         x: inputs, shape `(samples, ...)`.
         layers: names of convolution layers (default: all, in graph order).
         batch_size: samples per forward pass.
@@ -124,6 +125,7 @@ def layer_activations(
     >>> {name: a.shape for name, a in acts.items()}
     {'conv1': (16, 26, 26, 4), 'conv2': (16, 11, 11, 8)}
     """
+    model = unwrap(model)
     batch_size = check_int("batch_size", batch_size, low=1)
     x = np.asarray(x)
     collected = None

@@ -21,6 +21,7 @@ from keras_attreg._logits import (
     check_targets,
     labels_to_targets,
     split_logits,
+    unwrap,
 )
 from keras_attreg._validation import check_int
 
@@ -28,6 +29,14 @@ DEFAULT_BATCH_SIZE = 256
 
 _EMPTY = "Invalid value for argument x: expected at least one sample. Received: no data"
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def method_name(method: Callable) -> str:
+    """The name of an attribution method: its `__name__`, that of the function
+    of a `functools.partial`, else its type's name."""
+    return getattr(method, "__name__", None) or getattr(
+        getattr(method, "func", None), "__name__", type(method).__name__
+    )
 
 
 def float_input(x) -> tf.Tensor:
@@ -38,10 +47,31 @@ def float_input(x) -> tf.Tensor:
     return x
 
 
+def finite_input(x) -> tf.Tensor:
+    """`float_input(x)`, after checking it holds no NaN or Inf.
+
+    A non-finite input would give a map that looks finite (a gradient can
+    be finite where the input is not), so it is refused at the boundary.
+    """
+    x = float_input(x)
+    finite = tf.math.is_finite(x)
+    if not bool(tf.reduce_all(finite)):
+        first = tf.where(tf.logical_not(finite))[0].numpy().tolist()
+        count = int(tf.size(x)) - int(tf.math.count_nonzero(finite))
+        raise ValueError(
+            "Invalid value for argument x: expected finite inputs (no NaN or "
+            f"Inf). Received: x with {count} non-finite values, the first at "
+            f"index {tuple(first)}"
+        )
+    return x
+
+
 def batches(
     x, targets, batch_size: int, name: str = "targets"
 ) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
     """Yields `(x, targets)` batches of at most `batch_size` samples.
+
+    Inputs holding NaN or Inf and fractional labels raise a `ValueError`.
 
     Args:
         x: array or tensor of inputs, or a `tf.data.Dataset` of `(x, labels)`
@@ -58,7 +88,7 @@ def batches(
             )
         empty = True
         for x_batch, y_batch in x:
-            x_batch, t_batch = float_input(x_batch), labels_to_targets(y_batch)
+            x_batch, t_batch = finite_input(x_batch), labels_to_targets(y_batch, name)
             empty = empty and int(x_batch.shape[0]) == 0
             for start in range(0, int(x_batch.shape[0]), batch_size):
                 yield (
@@ -73,7 +103,7 @@ def batches(
             f"Invalid value for argument {name}: expected class indices, one per "
             f"sample. Received: {name}=None"
         )
-    x, targets = float_input(x), labels_to_targets(targets)
+    x, targets = finite_input(x), labels_to_targets(targets, name)
     if x.shape.rank < 2 or targets.shape[0] != x.shape[0]:
         raise ValueError(
             f"Invalid value for argument {name}: expected one class index per "
@@ -144,7 +174,7 @@ def attribute(
     """Runs `kernel` over the batches of `(x, targets)` and concatenates.
 
     Args:
-        model: a Keras model.
+        model: a Keras model (a training wrapper stands for its base model).
         x, targets: see `batches`.
         kernel: `kernel(split, x, targets, *tensors, **static)`, traced once.
         batch_size: the largest number of samples per kernel call.
@@ -159,6 +189,7 @@ def attribute(
         run-time assertions).
     """
     batch_size = check_int("batch_size", batch_size, low=1)
+    model = unwrap(model)
     split = split_logits(model)
     function = traced(model, kernel, **static)
     if not tf.executing_eagerly():

@@ -11,7 +11,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from keras_attreg._logits import check_targets, input_gradient, split_logits
+from keras_attreg._logits import check_targets, input_gradient, split_logits, unwrap
 from keras_attreg._validation import check_float, check_int
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
@@ -61,7 +61,8 @@ def saliency(
     """Saliency map of Simonyan et al. (2014): R_i = |dS_c(x)/dx_i|.
 
     Args:
-        model: a Keras model (a final softmax is skipped: S_c is the logit).
+        model: a Keras model (a final softmax is skipped: S_c is the logit),
+            or an `AttributionRegularizedModel` (its base model is used).
         x: inputs (array or tensor), or a `tf.data.Dataset` of
             `(x, labels)` batches.
         targets: class index c of each sample (or one-hot labels); None when
@@ -222,6 +223,7 @@ def smoothgrad(
     Example:
         >>> maps = smoothgrad(model, x_test[:8], y_test[:8], method=gradient_x_input)
     """
+    model = unwrap(model)
     samples = check_int("samples", samples, low=1)
     noise = check_float("noise", noise, low=0.0)
     seed = check_int("seed", seed)

@@ -20,6 +20,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_attreg._logits import unwrap
 from keras_attreg._validation import check_float, check_int
 from keras_attreg.attributions._utils import DEFAULT_BATCH_SIZE, float_input, traced
 
@@ -92,7 +93,8 @@ def zero_pixel_probe(
     batches of `batch_size` model inputs.
 
     Args:
-        model: a Keras model (its softmax, if any, is left out).
+        model: a Keras model (its softmax, if any, is left out), or an
+            `AttributionRegularizedModel` (its base model is used).
         x: samples, `(n, H, W, C)` or `(n, features)`.
         zero_value: the value that marks an empty pixel.
         one_value: the value a probed pixel is set to.
@@ -110,6 +112,7 @@ def zero_pixel_probe(
         >>> summary["samples"], summary["probes"] == int((x_test[:8] == zero).sum())
         (8, True)
     """
+    model = unwrap(model)
     zero_value = check_float("zero_value", zero_value)
     one_value = check_float("one_value", one_value)
     atol = check_float("atol", atol, low=0.0)

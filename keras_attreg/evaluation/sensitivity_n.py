@@ -28,7 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg._logits import check_targets, split_logits, target_scores
+from keras_attreg._logits import check_targets, split_logits, target_scores, unwrap
 from keras_attreg._validation import check_choice, check_int
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
@@ -36,12 +36,14 @@ from keras_attreg.attributions._utils import (
     batches,
     float_input,
     for_each_chunk,
+    method_name,
     traced,
 )
 
 # A correlation is undefined when R_n or S_n is constant over the subsets:
 # std <= _CONSTANT_TOLERANCE * max|value| (float32 inputs, float64 statistics).
 _CONSTANT_TOLERANCE = 1e-6
+_PRECOMPUTED = "precomputed maps"
 
 
 @dataclasses.dataclass
@@ -56,6 +58,8 @@ class SensitivityNResult:
             undefined (R_n or S_n constant over the subsets).
         undefined: number of samples with an undefined correlation, per n.
         absolute: whether |Pearson| was used.
+        label: the name of the attributions (the method's name, or the label
+            given to `sensitivity_n`), used by `plot` and `to_dict`.
     """
 
     n_values: np.ndarray
@@ -63,6 +67,22 @@ class SensitivityNResult:
     per_sample: np.ndarray
     undefined: np.ndarray
     absolute: bool
+    label: str = _PRECOMPUTED
+
+    def standard_error(self) -> np.ndarray:
+        """Standard error of `correlation` across samples, per n, shape (K,).
+
+            SE_n = std(r_n, ddof=1) / sqrt(m_n)
+
+        over the m_n samples whose correlation is defined (NaN where m_n < 2).
+        """
+        defined = ~np.isnan(self.per_sample)
+        count = defined.sum(axis=0)
+        values = np.where(defined, self.per_sample, 0.0)
+        mean = values.sum(axis=0) / np.maximum(count, 1)
+        squares = (np.where(defined, values - mean, 0.0) ** 2).sum(axis=0)
+        variance = squares / np.maximum(count - 1, 1)
+        return np.where(count > 1, np.sqrt(variance / np.maximum(count, 1)), np.nan)
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary (NaN written as None)."""
@@ -74,15 +94,26 @@ class SensitivityNResult:
             "n_values": [int(n) for n in self.n_values],
             "correlation": listed(self.correlation),
             "undefined": [int(u) for u in self.undefined],
+            "standard_error": listed(self.standard_error()),
             "num_samples": int(self.per_sample.shape[0]),
             "absolute": bool(self.absolute),
+            "label": self.label,
         }
 
-    def plot(self, path, label: str = "attributions") -> None:
-        """Writes the curve to an image file (see `plot_sensitivity_n`)."""
+    def plot(self, path, *others: SensitivityNResult, label: str | None = None):
+        """Writes this curve, and `others` for comparison, to one image file.
+
+        Each curve is labelled with its result's `label` (`label` renames this
+        one) and drawn with a band of one standard error across samples (see
+        `plot_sensitivity_n`).
+
+        Returns:
+            The `matplotlib.figure.Figure`.
+        """
         from keras_attreg.plotting import plot_sensitivity_n
 
-        plot_sensitivity_n({label: self}, path)
+        this = self if label is None else dataclasses.replace(self, label=label)
+        return plot_sensitivity_n([this, *others], path)
 
 
 def num_features(sample_shape, features: str) -> int:
@@ -256,6 +287,7 @@ def sensitivity_n(
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
     verbose: int = 1,
+    label: str | None = None,
 ) -> SensitivityNResult:
     """Sensitivity-n of attributions (Ancona et al. 2018, Sec. 4).
 
@@ -268,7 +300,9 @@ def sensitivity_n(
     undefined correlation: they are counted in `undefined`, not averaged in.
 
     Args:
-        model: a Keras model; S_c is its pre-softmax logit of class c.
+        model: a Keras model; S_c is its pre-softmax logit of class c. An
+            `AttributionRegularizedModel` stands for its base model (which
+            is also what a callable `attributions` receives).
         data: `(x, targets)` arrays, or a `tf.data.Dataset` of `(x, targets)`
             batches (targets as class indices or one-hot).
         attributions: an array aligned with `x`, or a method
@@ -284,6 +318,8 @@ def sensitivity_n(
         seed: seed of the subsets.
         batch_size: samples per traced call and model inputs per forward pass.
         verbose: 1 shows a progress bar, 0 is silent.
+        label: the name of the attributions in plots; default: the method's
+            name (`attributions.__name__`), or "precomputed maps" for an array.
 
     Returns:
         A `SensitivityNResult`.
@@ -294,12 +330,20 @@ def sensitivity_n(
         ...                        n_values=[1, 10, 100], num_subsets=16, verbose=0)
         >>> result.correlation.shape, result.per_sample.shape
         ((3,), (32, 3))
-        >>> result.plot("sensitivity_n.png")
+        >>> result.label
+        'gradient_x_input'
+        >>> figure = result.plot("sensitivity_n.png")
     """
+    model = unwrap(model)
     num_subsets = check_int("num_subsets", num_subsets, low=2)
     features = check_choice("features", features, ("pixel", "element"))
     seed = check_int("seed", seed)
     batch_size = check_int("batch_size", batch_size, low=1)
+    if label is not None and not isinstance(label, str):
+        raise ValueError(
+            f"Invalid value for argument label: expected a string. Received: "
+            f"label={label!r}"
+        )
     x, targets, sample_shape = _unpack(data)
     count = num_features(sample_shape, features)
     n_values = _check_n_values(n_values, count, features)
@@ -347,6 +391,8 @@ def sensitivity_n(
             f"of data ({offset} samples). Received: attributions with shape "
             f"{attributions.shape}"
         )
+    if label is None:
+        label = _PRECOMPUTED if method is None else method_name(method)
     per_sample = tf.concat(rows, axis=0).numpy()
     if absolute:
         per_sample = np.abs(per_sample)
@@ -360,6 +406,7 @@ def sensitivity_n(
         per_sample=per_sample,
         undefined=undefined,
         absolute=bool(absolute),
+        label=label,
     )
 
 

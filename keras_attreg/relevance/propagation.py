@@ -26,6 +26,7 @@ from keras_attreg._logits import (
     check_targets,
     split_logits,
     target_scores,
+    unwrap,
 )
 from keras_attreg._validation import check_float
 from keras_attreg.relevance.canonizers import batch_norm_fold, can_fold
@@ -306,7 +307,8 @@ def relevance_map(
     Args:
         model: a functional or Sequential Keras model (any graph: residual,
             dense, nested models) of the layers listed in `epsilon_composite`
-            or given a rule with `register_rule`. It may end in a softmax:
+            or given a rule with `register_rule`, or an
+            `AttributionRegularizedModel` around one. It may end in a softmax:
             the pass starts at the logit.
         x: float input batch.
         targets: class indices, shape `(batch,)`.
@@ -327,7 +329,7 @@ def relevance_map(
     TensorShape([1, 3])
     """
     eps = check_float("eps", eps, low=0.0)
-    split = split_logits(model, logits_layer)
+    split = split_logits(unwrap(model), logits_layer)
     if not is_graph_model(split.model):
         raise ValueError(
             "The relevance pass needs a functional or Sequential model (its "

@@ -94,3 +94,28 @@ class DelayedActivation(keras.callbacks.Callback):
             "mode": self.mode,
             "ramp_epochs": self.ramp_epochs,
         }
+
+
+class _RequireBatches(keras.callbacks.Callback):
+    """Stops `fit` with a `ValueError` after an epoch that saw no batch.
+
+    A `tf.data` pipeline of unknown cardinality can turn out empty only when
+    it runs (e.g. a `filter` that drops every element); Keras would then end
+    `fit` with an empty history, having trained nothing. Added by
+    `AttributionRegularizedModel.fit`, never by hand.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.batches:
+            raise ValueError(
+                "Invalid value for argument x: expected data that yields at "
+                f"least one batch per epoch. Received: x yielded no batch in "
+                f"epoch {epoch + 1} (an empty pipeline, e.g. a `filter` that "
+                "drops every element)."
+            )

@@ -8,7 +8,7 @@ import tensorflow as tf
 
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
 from keras_attreg._validation import check_choice
-from keras_attreg.training.callbacks import DelayedActivation
+from keras_attreg.training.callbacks import DelayedActivation, _RequireBatches
 from keras_attreg.training.regularizers import AttributionRegularizer
 
 
@@ -99,6 +99,15 @@ class AttributionRegularizedModel(keras.Model):
             self.skipped_batches = keras.metrics.Sum(name="skipped_batches")
         self.built = True
 
+    @property
+    def attributed_model(self) -> keras.Model:
+        """The base model: what attributions, metrics and analyses explain.
+
+        Every `keras_attreg` function or callback given this wrapper works on
+        `attributed_model` instead (same numbers as passing the base model).
+        """
+        return self.base_model
+
     def call(self, inputs, training=None):
         return self.base_model(inputs, training=training)
 
@@ -110,7 +119,7 @@ class AttributionRegularizedModel(keras.Model):
         if not x.dtype.is_floating:
             x = tf.cast(x, self.compute_dtype)
         classes = self._split.num_classes(x.shape)
-        targets = check_targets(labels_to_targets(y), classes, name="y")
+        targets = check_targets(labels_to_targets(y, "y"), classes, name="y")
         return x, y, sample_weight, targets
 
     def _check_rank(self, shape):
@@ -287,20 +296,25 @@ class AttributionRegularizedModel(keras.Model):
             )
         if isinstance(y, (np.ndarray, tf.Tensor)) and len(y):
             classes = self._split.num_classes(np.shape(x))
-            check_targets(labels_to_targets(y), classes, name="y")
+            check_targets(labels_to_targets(y, "y"), classes, name="y")
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """`keras.Model.fit`, with the data checked first.
 
         `DelayedActivation` callbacks are moved to the front of `callbacks`, so
         that each epoch's switch decision is taken before any other callback
-        (e.g. `BackupAndRestore`) saves the epoch.
+        (e.g. `BackupAndRestore`) saves the epoch. Only a `_RequireBatches`
+        goes before them: an epoch that saw no batch (a pipeline empty at run
+        time) stops `fit` with a `ValueError`.
         """
         self._check_data(x, y)
-        if kwargs.get("callbacks"):
-            kwargs["callbacks"] = sorted(
-                kwargs["callbacks"], key=lambda c: not isinstance(c, DelayedActivation)
-            )
+        kwargs["callbacks"] = [
+            _RequireBatches(),
+            *sorted(
+                kwargs.get("callbacks") or (),
+                key=lambda c: not isinstance(c, DelayedActivation),
+            ),
+        ]
         try:
             return super().fit(x, y, *args, **kwargs)
         except tf.errors.InvalidArgumentError as error:

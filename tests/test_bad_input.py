@@ -1,0 +1,146 @@
+"""Bad input that used to pass silently: each now stops with a `ValueError`
+naming the argument and what was received."""
+
+import functools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_attreg as kar
+from keras_attreg import attributions as attr
+
+RNG = np.random.default_rng(5)
+
+
+def _compiled():
+    base = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    model = kar.AttributionRegularizedModel(base, kar.L1GradientPenalty(1e-2))
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    return base, model
+
+
+def _data(samples=8):
+    x = RNG.normal(size=(samples, 4)).astype("float32")
+    return x, (np.arange(samples) % 3).astype("float32")
+
+
+def test_fit_refuses_fractional_labels_in_arrays():
+    _, model = _compiled()
+    x, y = _data()
+    with pytest.raises(ValueError, match=r"argument y: .*whole-number.*0\.5"):
+        model.fit(x, y + 0.5, verbose=0)
+
+
+def test_fit_refuses_fractional_labels_in_a_dataset():
+    _, model = _compiled()
+    x, y = _data()
+    data = tf.data.Dataset.from_tensor_slices((x, y + 0.5)).batch(4)
+    with pytest.raises(ValueError, match=r"argument y: .*whole-number.*y=\[0\.5"):
+        model.fit(data, verbose=0)
+
+
+def test_whole_number_float_labels_train_as_integer_labels():
+    x, y = _data()
+    results = []
+    for labels in (y, y.astype("int64")):
+        keras.utils.set_random_seed(0)
+        base, model = _compiled()
+        model.fit(x, labels, batch_size=4, epochs=2, verbose=0)
+        results.append(base.get_weights())
+    for float_weights, int_weights in zip(*results, strict=True):
+        np.testing.assert_array_equal(float_weights, int_weights)
+
+
+def test_attributions_refuse_fractional_targets():
+    base, _ = _compiled()
+    x, y = _data()
+    with pytest.raises(
+        ValueError, match=r"argument targets: .*values \[0\.25 0\.25 0\.25\]"
+    ):
+        attr.saliency(base, x, np.where(y == 1, 0.25, y))
+    with pytest.raises(ValueError, match="argument y_val"):
+        kar.callbacks.AttributionMonitor(
+            np.zeros((2, 5, 5)), [0.5, 1.0], output_dir="unused"
+        )
+
+
+@pytest.mark.parametrize(
+    "make, name",
+    [
+        (lambda: kar.L1GradientPenalty(alpha="0.1"), "alpha"),
+        (lambda: kar.FBILoss(lam="0.1"), "lam"),
+        (lambda: kar.FBILoss(eps=b"0.01"), "eps"),
+        (lambda: kar.DelayedActivation(threshold="0.7"), "threshold"),
+        (lambda: attr.smoothgrad(None, np.zeros((1, 4)), [0], noise="0.1"), "noise"),
+    ],
+)
+def test_number_arguments_refuse_strings(make, name):
+    with pytest.raises(
+        ValueError, match=rf"Invalid value for argument {name}: .* Received: {name}="
+    ):
+        make()
+
+
+def test_fit_stops_after_an_epoch_in_which_the_pipeline_was_empty():
+    base, model = _compiled()
+    x, y = _data()
+    empty = (
+        tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda _, label: label > 5)
+    ).batch(4)
+    assert int(empty.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    before = base.get_weights()
+    with pytest.raises(ValueError, match=r"argument x: .*no batch in epoch 1"):
+        model.fit(empty, epochs=3, validation_data=(x, y), verbose=0)
+    for old, new in zip(before, base.get_weights(), strict=True):
+        np.testing.assert_array_equal(old, new)
+
+
+def test_a_pipeline_of_unknown_size_that_yields_batches_trains():
+    base, model = _compiled()
+    x, y = _data()
+    kept = tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda _, label: label < 2)
+    before = base.get_weights()[0]
+    history = model.fit(kept.batch(4), epochs=2, verbose=0)
+    assert len(history.history["loss"]) == 2
+    assert not np.array_equal(before, base.get_weights()[0])
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize(
+    "method",
+    [
+        attr.saliency,
+        attr.gradient_x_input,
+        functools.partial(attr.integrated_gradients, steps=4),
+        functools.partial(attr.smoothgrad, samples=2),
+        attr.epsilon_lrp,
+        functools.partial(attr.occlusion, patch_size=2),
+    ],
+    ids=lambda m: getattr(m, "__name__", None) or m.func.__name__,
+)
+def test_attributions_refuse_non_finite_inputs(method, bad):
+    base, _ = _compiled()
+    x, y = _data(3)
+    x[1, 2] = bad
+    with pytest.raises(
+        ValueError, match=r"argument x: .*Received: x with 1 non-finite .*\(1, 2\)"
+    ):
+        method(base, x, y)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(2)
+    with pytest.raises(ValueError, match="argument x"):
+        method(base, data)
+
+
+def test_sensitivity_n_refuses_non_finite_inputs():
+    base, _ = _compiled()
+    x, y = _data(3)
+    x[0, 0] = np.nan
+    with pytest.raises(ValueError, match="argument x: expected finite inputs"):
+        kar.evaluation.sensitivity_n(
+            base, (x, y), np.ones_like(x), n_values=[1], num_subsets=4, verbose=0
+        )
