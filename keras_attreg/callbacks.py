@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
 from keras_attreg import attributions as attribution_methods
+from keras_attreg._keras.distribute import mean_over_workers
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
 from keras_attreg._validation import check_int
 from keras_attreg.evaluation import sensitivity_n
@@ -117,6 +118,9 @@ class AttributionMonitor(keras.callbacks.Callback):
     in `log_dir` (step = epoch index), and/or one PNG grid per epoch in
     `output_dir` (`maps_epoch_<epoch + 1>.png`, inputs in the first column,
     as grey channel means when they have neither 1, 3 nor 4 channels).
+    Under `MultiWorkerMirroredStrategy` every worker computes the maps and
+    scalars, each scalar is the mean over the workers (one all-reduce, so
+    `history` is the same on every worker) and the chief alone writes.
     Optional scalars, in `log_dir` and in `history` (and in
     `output_dir/scalars.json`):
 
@@ -224,7 +228,14 @@ class AttributionMonitor(keras.callbacks.Callback):
         """The model whose logit is attributed (the wrapper's base model)."""
         return getattr(self.model, "base_model", self.model)
 
+    @property
+    def _writes(self) -> bool:
+        """False on the non-chief workers of a multi-worker run."""
+        return self.model.distribute_strategy.extended.should_checkpoint
+
     def on_train_begin(self, logs=None):
+        if not self._writes:
+            return
         if self.log_dir is not None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.output_dir is not None:
@@ -238,16 +249,22 @@ class AttributionMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        if not self.model.distribute_strategy.extended.should_checkpoint:
-            return  # a non-chief worker of a multi-worker run: the chief logs
         model = self._scored_model
         maps = {
             name: np.asarray(method(model, self.x_val, self.targets))
             for name, method in self.methods.items()
         }
         scalars = self._scalars(model, maps)
+        if scalars:
+            # The same history on every worker: the mean of their scalars.
+            means = mean_over_workers(
+                self.model.distribute_strategy, list(scalars.values())
+            )
+            scalars = dict(zip(scalars, means.tolist(), strict=True))
         for tag, value in scalars.items():
             self.history.setdefault(tag, []).append((epoch, value))
+        if not self._writes:
+            return
         if self._writer is not None:
             with self._writer.as_default():
                 for name, values in maps.items():

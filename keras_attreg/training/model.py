@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_attreg._keras.distribute import MultiWorkerFitMixin
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
 from keras_attreg._validation import check_choice
 from keras_attreg.training.callbacks import DelayedActivation
@@ -23,7 +24,7 @@ def _replica_scale(value: tf.Tensor) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
-class AttributionRegularizedModel(keras.Model):
+class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
     """Wraps a Keras classifier and trains it with an attribution regulariser.
 
     The training step nests two `tf.GradientTape`s: the inner one gives what the
