@@ -37,6 +37,11 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
     `Softmax` layer, `Activation("softmax")` or a layer with
     `activation="softmax"`) are handled; otherwise name the logit layer.
 
+    Under `tf.distribute` strategies (`MirroredStrategy`,
+    `MultiWorkerMirroredStrategy` on several machines) the task loss and the
+    penalty are averaged over the global batch; `fit` and `evaluate` need no
+    code beyond the strategy (docs/multi_worker.md).
+
     Args:
         base_model: a built Keras model with one output (class scores).
         regularizer: an `AttributionRegularizer`, e.g. `L1GradientPenalty`.
