@@ -211,9 +211,10 @@ def _launch(jobs, root, name):
     """Runs one process per job, all at once, bounded by TIMEOUT_S.
 
     Returns each process's exit status and output. Every process is started in
-    its own process group, killed with its group if it is still running.
+    its own process group, killed with its group if it is still running; a
+    launch that outlives TIMEOUT_S fails the test with the outputs.
     """
-    processes, logs = [], []
+    processes, logs, timed_out = [], [], False
     try:
         for number, job in enumerate(jobs):
             env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
@@ -234,6 +235,8 @@ def _launch(jobs, root, name):
         deadline = time.monotonic() + TIMEOUT_S
         for process in processes:
             process.wait(timeout=max(deadline - time.monotonic(), 1))
+    except subprocess.TimeoutExpired:
+        timed_out = True
     finally:
         for process in processes:
             if process.poll() is None:
@@ -241,10 +244,12 @@ def _launch(jobs, root, name):
                 process.wait()
         for log in logs:
             log.close()
-    return [
+    outcomes = [
         (process.returncode, (root / f"{name}-{number}.log").read_text()[-3000:])
         for number, process in enumerate(processes)
     ]
+    assert not timed_out, f"{name}: still running after {TIMEOUT_S} s: {outcomes}"
+    return outcomes
 
 
 def _assert_succeeded(outcomes):
