@@ -118,9 +118,6 @@ class AttributionMonitor(keras.callbacks.Callback):
     in `log_dir` (step = epoch index), and/or one PNG grid per epoch in
     `output_dir` (`maps_epoch_<epoch + 1>.png`, inputs in the first column,
     as grey channel means when they have neither 1, 3 nor 4 channels).
-    Under `MultiWorkerMirroredStrategy` every worker computes the maps and
-    scalars, each scalar is the mean over the workers (one all-reduce, so
-    `history` is the same on every worker) and the chief alone writes.
     Optional scalars, in `log_dir` and in `history` (and in
     `output_dir/scalars.json`):
 
@@ -128,6 +125,10 @@ class AttributionMonitor(keras.callbacks.Callback):
       ||dS_c(x)/dx||_1, the quantity the L1 gradient penalty lowers;
     - `attributions/sensitivity_n/<method>/n=<n>`: Sensitivity-n (Ancona et
       al. 2018) of each method at each n of `sensitivity_n_values`.
+
+    Under `MultiWorkerMirroredStrategy` every worker computes the maps and
+    scalars, each scalar is the mean over the workers (one all-reduce, so
+    `history` is the same on every worker) and the chief alone writes.
 
     Args:
         x_val: a fixed batch of images, shape (samples, H, W[, C]).

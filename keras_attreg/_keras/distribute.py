@@ -18,7 +18,7 @@ from the local replica's values, and each step returns its logs with a leading
 axis of length 1, which the `axis=0` mean then averages over the replicas (the
 mean of the replicas' metric results, as Keras computes it for one worker).
 Both step aside for Keras releases from `FIXED_IN` on, and outside multi-worker
-runs. `tests/test_keras_internals.py` checks the internals relied on here.
+runs. `tests/test_keras_distribute.py` checks the internals relied on here.
 """
 
 from __future__ import annotations
