@@ -17,6 +17,7 @@ import tensorflow as tf
 from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
 from keras_attreg import attributions as attribution_methods
+from keras_attreg._keras.distribute import mean_over_workers
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits, unwrap
 from keras_attreg._validation import check_int
 from keras_attreg.attributions._utils import method_name
@@ -120,6 +121,10 @@ class AttributionMonitor(keras.callbacks.Callback):
     - `attributions/sensitivity_n/<method>/n=<n>`: Sensitivity-n (Ancona et
       al. 2018) of each method at each n of `sensitivity_n_values`.
 
+    Under `MultiWorkerMirroredStrategy` every worker computes the maps and
+    scalars, each scalar is the mean over the workers (one all-reduce, so
+    `history` is the same on every worker) and the chief alone writes.
+
     Args:
         x_val: a fixed batch of images, shape (samples, H, W[, C]).
         y_val: their classes (indices, or one-hot labels).
@@ -219,7 +224,14 @@ class AttributionMonitor(keras.callbacks.Callback):
         """The model whose logit is attributed (the wrapper's base model)."""
         return unwrap(self.model)
 
+    @property
+    def _writes(self) -> bool:
+        """False on the non-chief workers of a multi-worker run."""
+        return self.model.distribute_strategy.extended.should_checkpoint
+
     def on_train_begin(self, logs=None):
+        if not self._writes:
+            return
         if self.log_dir is not None:
             self._writer = tf.summary.create_file_writer(self.log_dir)
         if self.output_dir is not None:
@@ -233,16 +245,22 @@ class AttributionMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        if not self.model.distribute_strategy.extended.should_checkpoint:
-            return  # a non-chief worker of a multi-worker run: the chief logs
         model = self._scored_model
         maps = {
             name: np.asarray(method(model, self.x_val, self.targets))
             for name, method in self.methods.items()
         }
         scalars = self._scalars(model, maps)
+        if scalars:
+            # The same history on every worker: the mean of their scalars.
+            means = mean_over_workers(
+                self.model.distribute_strategy, list(scalars.values())
+            )
+            scalars = dict(zip(scalars, means.tolist(), strict=True))
         for tag, value in scalars.items():
             self.history.setdefault(tag, []).append((epoch, value))
+        if not self._writes:
+            return
         if self._writer is not None:
             with self._writer.as_default():
                 for name, values in maps.items():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import keras
 
+from keras_attreg._keras.distribute import mean_over_workers
 from keras_attreg._validation import check_choice, check_float, check_int
 
 
@@ -18,7 +19,10 @@ class DelayedActivation(keras.callbacks.Callback):
     that follows the first epoch whose `monitor` passed `threshold` (strictly
     above for `mode="max"`, strictly below for `mode="min"`). Once on, it stays
     on. The start epoch is the wrapper's `regularizer_start_epoch` variable, so
-    the state is saved with the model (`.keras`, `BackupAndRestore`).
+    the state is saved with the model (`.keras`, `BackupAndRestore`). Under
+    `MultiWorkerMirroredStrategy` the value compared is the mean over the
+    workers of their `monitor` values (one all-reduce), so every worker takes
+    the same decision.
 
     Args:
         monitor: the log key to watch, e.g. `"val_accuracy"`.
@@ -81,6 +85,8 @@ class DelayedActivation(keras.callbacks.Callback):
                 f"epoch logs (available: {sorted(logs or {})}). Pass validation "
                 "data to `fit` for a `val_` metric."
             )
+        # One decision for all workers: the mean of their values.
+        value = float(mean_over_workers(self.model.distribute_strategy, value))
         passed = (
             value > self.threshold if self.mode == "max" else value < self.threshold
         )

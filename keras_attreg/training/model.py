@@ -6,6 +6,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_attreg._keras.distribute import MultiWorkerFitMixin
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
 from keras_attreg._validation import check_choice
 from keras_attreg.training.callbacks import DelayedActivation, _RequireBatches
@@ -23,7 +24,7 @@ def _replica_scale(value: tf.Tensor) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
-class AttributionRegularizedModel(keras.Model):
+class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
     """Wraps a Keras classifier and trains it with an attribution regulariser.
 
     The training step nests two `tf.GradientTape`s: the inner one gives what the
@@ -35,6 +36,11 @@ class AttributionRegularizedModel(keras.Model):
     The logit S_c is the pre-softmax score: models ending in a softmax (a
     `Softmax` layer, `Activation("softmax")` or a layer with
     `activation="softmax"`) are handled; otherwise name the logit layer.
+
+    Under `tf.distribute` strategies (`MirroredStrategy`,
+    `MultiWorkerMirroredStrategy` on several machines) the task loss and the
+    penalty are averaged over the global batch; `fit` and `evaluate` need no
+    code beyond the strategy (docs/multi_worker.md).
 
     Args:
         base_model: a built Keras model with one output (class scores).
