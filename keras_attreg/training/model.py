@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_attreg._keras.batchnorm import exact_batch_statistics
 from keras_attreg._keras.steps import compiled_step
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
 from keras_attreg._validation import check_choice, check_int
@@ -60,6 +62,12 @@ class AttributionRegularizedModel(keras.Model):
     sequence of steps. The logged `loss` is the mean of the losses of the
     steps taken (on a regularised step with `every=k`, the one with weight x k);
     `evaluate` always computes the exact regularised loss (weight x 1).
+
+    In the regularised step, BatchNormalization layers in training mode take
+    their batch variance with the gradient through the batch mean kept (Keras
+    stops it, which is exact for first derivatives only), so the weight
+    gradient of an input-gradient penalty is exact; forward values are
+    Keras's own.
 
     The logit S_c is the pre-softmax score: models ending in a softmax (a
     `Softmax` layer, `Activation("softmax")` or a layer with
@@ -278,7 +286,14 @@ class AttributionRegularizedModel(keras.Model):
         weight = self.regularizer_weight * self.every if regularized else None
         if self.nonfinite == "skip":
             state = [tf.identity(v) for v in self.non_trainable_variables]
-        with tf.GradientTape() as tape:
+        # Exact second derivatives through BatchNormalization's batch
+        # statistics (see `keras_attreg._keras.batchnorm`).
+        statistics = (
+            exact_batch_statistics(self.base_model)
+            if regularized
+            else contextlib.nullcontext()
+        )
+        with tf.GradientTape() as tape, statistics:
             y_pred, task, penalty, total = self._step_losses(
                 x, y, sample_weight, targets, True, weight
             )
