@@ -3,6 +3,9 @@
 Prints a table of median step times and their ratio to the plain step, and
 writes the figures as JSON. Ratios, not absolute times, are the result: all
 steps run on the same model, batch and machine, interleaved round by round.
+Each step is timed twice: wall clock, and the CPU time of the process (all
+its threads), which moves less than the wall clock when other processes load
+the machine.
 Models: a CIFAR-sized CNN with and without BatchNorm (`cnn_bn`, `cnn`) and a
 CIFAR ResNet with BatchNorm (`resnet`, ResNet-20 by default). Rows `bare_plain`
 / `bare_l1` are hand-written `tf.function` steps (no wrapper, no `fit`
@@ -186,21 +189,26 @@ def time_steps(args, name: str, x, y) -> dict:
         except ValueError as error:
             failed[label] = str(error).splitlines()[0]
             del steps[label]
-    times = {label: [] for label in steps}
+    times = {label: ([], []) for label in steps}
     for _ in range(args.rounds):
         for label, step in steps.items():
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             count = step()
-            times[label].append((time.perf_counter() - start) / count)
-    medians = {label: float(np.median(t)) for label, t in times.items()}
-    rows = {
-        label: {
-            "median_ms": 1e3 * median,
-            "ratio_to_plain": median
-            / medians["bare_plain" if label.startswith("bare") else "plain"],
-        }
-        for label, median in medians.items()
+            times[label][0].append((time.perf_counter() - wall) / count)
+            times[label][1].append((time.process_time() - cpu) / count)
+    medians = {
+        label: (float(np.median(wall)), float(np.median(cpu)))
+        for label, (wall, cpu) in times.items()
     }
+    rows = {}
+    for label, (wall, cpu) in medians.items():
+        reference = medians["bare_plain" if label.startswith("bare") else "plain"]
+        rows[label] = {
+            "median_ms": 1e3 * wall,
+            "ratio_to_plain": wall / reference[0],
+            "cpu_ms": 1e3 * cpu,
+            "cpu_ratio_to_plain": cpu / reference[1],
+        }
     rows.update({label: {"not_available": reason} for label, reason in failed.items()})
     return rows
 
@@ -228,13 +236,15 @@ def main() -> None:
     for name in args.models.split(","):
         tables[name] = time_steps(args, name, x, y)
         print(f"\n{name}, batch {args.batch_size}")
-        print(f"{'step':<14}{'median ms':>12}{'x plain':>10}")
+        print(f"{'step':<14}{'wall ms':>10}{'x plain':>9}{'CPU ms':>10}{'x plain':>9}")
         for label, row in tables[name].items():
             if "not_available" in row:
-                print(f"{label:<14}{'n/a':>12}{'n/a':>10}  {row['not_available']}")
+                print(f"{label:<14}{'n/a':>10}{'n/a':>9}  {row['not_available']}")
             else:
-                ms, ratio = row["median_ms"], row["ratio_to_plain"]
-                print(f"{label:<14}{ms:>12.2f}{ratio:>10.2f}")
+                print(
+                    f"{label:<14}{row['median_ms']:>10.2f}{row['ratio_to_plain']:>9.2f}"
+                    f"{row['cpu_ms']:>10.2f}{row['cpu_ratio_to_plain']:>9.2f}"
+                )
     result = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, "
         f"{tf.config.list_physical_devices('GPU') or 'no GPU'}",
