@@ -4,7 +4,7 @@ Runs a few `train_on_batch` steps of each step kind under the TensorFlow
 profiler and reads the host trace it writes (`*.xplane.pb`): each TensorFlow
 op kernel is an event named `op_name:OpType` (oneDNN kernels
 `_MklNativeOpType`, counted as `OpType`); an event's self time is its
-duration minus that of the events nested in it on the same thread. Prints,
+duration minus that of the op events nested in it. Prints,
 per step kind, the op types with the most self time per step and their share
 of the kind's total op time, and writes JSON.
 
@@ -28,37 +28,48 @@ from tensorflow.tsl.profiler.protobuf import xplane_pb2
 import keras_attreg as kar
 
 
+def _op_type(name: str) -> str | None:
+    """`OpType` of an op kernel event `op_name:OpType`, else None."""
+    if ":" not in name or "::" in name:
+        return None
+    # oneDNN kernels are registered as e.g. `_MklNativeConv2D`; a function
+    # call (`EagerLocalExecute: __inference_...`) is no op.
+    op = name.rsplit(":", 1)[1].removeprefix("_MklNative").removeprefix("_")
+    return op if op.isidentifier() and not op.startswith("_") else None
+
+
 def op_self_times(path: str) -> dict[str, float]:
-    """Self time in ms of each op type in the host plane of one trace file."""
+    """Self time in ms of each op type in the host plane of one trace file.
+
+    An op's self time is its duration minus that of the op events nested in
+    it (e.g. the ops of a called function); other nested events (the
+    `ParallelFor` shards an op runs on its own thread) stay part of the op.
+    """
     space = xplane_pb2.XSpace()
     with open(path, "rb") as f:
         space.ParseFromString(f.read())
-    totals = collections.Counter()
+    ops = collections.Counter()
     for plane in space.planes:
         if plane.name != "/host:CPU":
             continue
-        names = {key: meta.name for key, meta in plane.event_metadata.items()}
+        types = {key: _op_type(meta.name) for key, meta in plane.event_metadata.items()}
         for line in plane.lines:
             events = sorted(line.events, key=lambda e: (e.offset_ps, -e.duration_ps))
-            stack = []  # [end, name, self time] of the open events
+            stack = []  # [end, op type, self time] of the open op events
             for event in events:
+                op = types.get(event.metadata_id)
+                if op is None:
+                    continue
                 while stack and stack[-1][0] <= event.offset_ps:
-                    _, name, own = stack.pop()
-                    totals[name] += own
+                    _, done, own = stack.pop()
+                    ops[done] += own / 1e9
                 if stack:
                     stack[-1][2] -= event.duration_ps
-                name = names.get(event.metadata_id, "")
                 stack.append(
-                    [event.offset_ps + event.duration_ps, name, event.duration_ps]
+                    [event.offset_ps + event.duration_ps, op, event.duration_ps]
                 )
-            for _, name, own in stack:
-                totals[name] += own
-    ops = collections.Counter()
-    for name, picoseconds in totals.items():
-        if ":" in name and "::" not in name:
-            # oneDNN kernels are registered as e.g. `_MklNativeConv2D`.
-            op = name.rsplit(":", 1)[1].removeprefix("_MklNative").removeprefix("_")
-            ops[op] += picoseconds / 1e9
+            for _, done, own in stack:
+                ops[done] += own / 1e9
     return dict(ops)
 
 
