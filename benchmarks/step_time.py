@@ -3,9 +3,16 @@
 Prints a table of median step times and their ratio to the plain step, and
 writes the figures as JSON. Ratios, not absolute times, are the result: all
 steps run on the same model, batch and machine, interleaved round by round.
-Rows `bare_plain` / `bare_l1` are hand-written `tf.function` steps (no
-wrapper, no `fit` machinery) on the same model; their ratio is what the nested
-tapes cost in TensorFlow itself.
+Each step is timed twice: wall clock, and the CPU time of the process (all
+its threads), which moves less than the wall clock when other processes load
+the machine.
+Models: a CIFAR-sized CNN with and without BatchNorm (`cnn_bn`, `cnn`) and a
+CIFAR ResNet with BatchNorm (`resnet`, ResNet-20 by default). Rows `bare_plain`
+/ `bare_l1` are hand-written `tf.function` steps (no wrapper, no `fit`
+machinery) on the same model; their ratio is what the nested tapes cost in
+TensorFlow itself. `l1_off` is the wrapper while `DelayedActivation` holds the
+regulariser off; `*_every4` the lazy regularisation of `every=4`, per step
+averaged over its period.
 
     python benchmarks/step_time.py --output outputs/step_time.json
 """
@@ -13,7 +20,6 @@ tapes cost in TensorFlow itself.
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import os
 import platform
@@ -26,7 +32,7 @@ import tensorflow as tf
 import keras_attreg as kar
 
 
-def make_base(width: int, batchnorm: bool, seed: int) -> keras.Model:
+def make_cnn(width: int, batchnorm: bool, seed: int) -> keras.Model:
     """A CIFAR-sized CNN, with or without BatchNormalization after each conv."""
     keras.utils.set_random_seed(seed)
     layers = [keras.Input((32, 32, 3))]
@@ -37,6 +43,38 @@ def make_base(width: int, batchnorm: bool, seed: int) -> keras.Model:
         layers += [keras.layers.ReLU(), keras.layers.MaxPooling2D()]
     layers += [keras.layers.Flatten(), keras.layers.Dense(10)]
     return keras.Sequential(layers)
+
+
+def make_resnet(blocks: int, seed: int) -> keras.Model:
+    """A CIFAR ResNet (He et al. 2016, Sec. 4.2): 6 * blocks + 2 layers, widths
+    16/32/64, BatchNormalization after every conv, 1x1 projection shortcuts
+    where the shape changes; `blocks=3` is ResNet-20."""
+    keras.utils.set_random_seed(seed)
+    layers = keras.layers
+
+    def conv_bn(x, filters, kernel, strides):
+        x = layers.Conv2D(filters, kernel, strides, padding="same", use_bias=False)(x)
+        return layers.BatchNormalization()(x)
+
+    inputs = keras.Input((32, 32, 3))
+    x = layers.ReLU()(conv_bn(inputs, 16, 3, 1))
+    for stage, filters in enumerate((16, 32, 64)):
+        for block in range(blocks):
+            strides = 2 if stage > 0 and block == 0 else 1
+            y = layers.ReLU()(conv_bn(x, filters, 3, strides))
+            y = conv_bn(y, filters, 3, 1)
+            if strides != 1 or x.shape[-1] != filters:
+                x = conv_bn(x, filters, 1, strides)
+            x = layers.ReLU()(layers.Add()([x, y]))
+    x = layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, layers.Dense(10)(x))
+
+
+def make_base(name: str, args) -> keras.Model:
+    """Model `name` (`cnn_bn`, `cnn` or `resnet`), seeded identically."""
+    if name == "resnet":
+        return make_resnet(args.resnet_blocks, 0)
+    return make_cnn(args.width, name == "cnn_bn", 0)
 
 
 def regularizers() -> dict:
@@ -85,40 +123,94 @@ def bare_step(base: keras.Model, alpha: float | None):
     return step
 
 
-def time_steps(args, batchnorm: bool, x, y) -> dict:
-    """Median step time of each step kind, interleaved round by round.
+def wrapper_steps(args, name: str, x, y) -> dict:
+    """Steps of `AttributionRegularizedModel` on model `name`; each runs its
+    training steps and returns how many it ran.
+
+    `l1_off` is the L1 wrapper with its switch variable at 0, as
+    `DelayedActivation` holds it before the threshold; `*_every{k}` runs the k
+    consecutive steps of one period of `every=k` (one regularised, k - 1
+    plain).
+    """
+    variants = [(label, r, 1, False) for label, r in regularizers().items()]
+    variants.append(("l1_off", kar.L1GradientPenalty(1e-3), 1, True))
+    variants += [
+        (f"{label}_every{args.every}", regularizers()[label], args.every, False)
+        for label in ("l1", "fbi")
+    ]
+    steps = {}
+    for label, regularizer, every, off in variants:
+        model = kar.AttributionRegularizedModel(
+            make_base(name, args), regularizer, every=every
+        )
+        compile_step(model)
+        if off:
+            model.regularizer_weight.assign(0.0)
+
+        def step(model=model, every=every):
+            for _ in range(every):
+                model.train_on_batch(x, y)
+            return every
+
+        steps[label] = step
+    return steps
+
+
+def time_steps(args, name: str, x, y) -> dict:
+    """Median time per training step of each step kind, interleaved round by
+    round.
 
     Keras steps (`train_on_batch`) are compared with the plain Keras step,
-    the bare `tf.function` steps with the bare plain step.
+    the bare `tf.function` steps with the bare plain step. A step kind that
+    raises `ValueError` when first run (e.g. FBI on a graph the relevance
+    pass does not handle) is reported as not available, with the reason.
     """
-    plain = compile_step(make_base(args.width, batchnorm, 0))
-    steps = {"plain": lambda: plain.train_on_batch(x, y)}
-    for name, regularizer in regularizers().items():
-        base = make_base(args.width, batchnorm, 0)
-        model = compile_step(kar.AttributionRegularizedModel(base, regularizer))
-        steps[name] = functools.partial(model.train_on_batch, x, y)
+    plain = compile_step(make_base(name, args))
+
+    def plain_step():
+        plain.train_on_batch(x, y)
+        return 1
+
+    steps = {"plain": plain_step, **wrapper_steps(args, name, x, y)}
     x_tensor, y_tensor = tf.constant(x), tf.constant(y)
-    for name, alpha in (("bare_plain", None), ("bare_l1", 1e-3)):
-        step = bare_step(make_base(args.width, batchnorm, 0), alpha)
-        steps[name] = functools.partial(lambda s: s(x_tensor, y_tensor).numpy(), step)
-    for step in steps.values():
-        for _ in range(3):
-            step()
-    times = {name: [] for name in steps}
+    for label, alpha in (("bare_plain", None), ("bare_l1", 1e-3)):
+        bare = bare_step(make_base(name, args), alpha)
+
+        def step(bare=bare):
+            bare(x_tensor, y_tensor).numpy()
+            return 1
+
+        steps[label] = step
+    failed = {}
+    for label, step in list(steps.items()):
+        try:
+            for _ in range(3):
+                step()
+        except ValueError as error:
+            failed[label] = str(error).splitlines()[0]
+            del steps[label]
+    times = {label: ([], []) for label in steps}
     for _ in range(args.rounds):
-        for name, step in steps.items():
-            start = time.perf_counter()
-            step()
-            times[name].append(time.perf_counter() - start)
-    medians = {name: float(np.median(t)) for name, t in times.items()}
-    return {
-        name: {
-            "median_ms": 1e3 * median,
-            "ratio_to_plain": median
-            / medians["bare_plain" if name.startswith("bare") else "plain"],
-        }
-        for name, median in medians.items()
+        for label, step in steps.items():
+            wall, cpu = time.perf_counter(), time.process_time()
+            count = step()
+            times[label][0].append((time.perf_counter() - wall) / count)
+            times[label][1].append((time.process_time() - cpu) / count)
+    medians = {
+        label: (float(np.median(wall)), float(np.median(cpu)))
+        for label, (wall, cpu) in times.items()
     }
+    rows = {}
+    for label, (wall, cpu) in medians.items():
+        reference = medians["bare_plain" if label.startswith("bare") else "plain"]
+        rows[label] = {
+            "median_ms": 1e3 * wall,
+            "ratio_to_plain": wall / reference[0],
+            "cpu_ms": 1e3 * cpu,
+            "cpu_ratio_to_plain": cpu / reference[1],
+        }
+    rows.update({label: {"not_available": reason} for label, reason in failed.items()})
+    return rows
 
 
 def main() -> None:
@@ -126,6 +218,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--width", type=int, default=32)
     parser.add_argument("--rounds", type=int, default=30)
+    parser.add_argument(
+        "--models",
+        default="cnn_bn,cnn,resnet",
+        help="comma-separated: cnn_bn (CNN with BatchNorm), cnn (without), "
+        "resnet (CIFAR ResNet with BatchNorm)",
+    )
+    parser.add_argument("--resnet-blocks", type=int, default=3, help="3: ResNet-20")
+    parser.add_argument("--every", type=int, default=4, help="k of the every=k rows")
     parser.add_argument("--output", default="outputs/step_time.json")
     args = parser.parse_args()
 
@@ -133,19 +233,26 @@ def main() -> None:
     x = rng.normal(size=(args.batch_size, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, args.batch_size)
     tables = {}
-    for batchnorm in (True, False):
-        label = "batchnorm" if batchnorm else "no_batchnorm"
-        tables[label] = time_steps(args, batchnorm, x, y)
-        print(f"\n{label} CNN, batch {args.batch_size}, width {args.width}")
-        print(f"{'step':<10}{'median ms':>12}{'x plain':>10}")
-        for name, row in tables[label].items():
-            print(f"{name:<10}{row['median_ms']:>12.2f}{row['ratio_to_plain']:>10.2f}")
+    for name in args.models.split(","):
+        tables[name] = time_steps(args, name, x, y)
+        print(f"\n{name}, batch {args.batch_size}")
+        print(f"{'step':<14}{'wall ms':>10}{'x plain':>9}{'CPU ms':>10}{'x plain':>9}")
+        for label, row in tables[name].items():
+            if "not_available" in row:
+                print(f"{label:<14}{'n/a':>10}{'n/a':>9}  {row['not_available']}")
+            else:
+                print(
+                    f"{label:<14}{row['median_ms']:>10.2f}{row['ratio_to_plain']:>9.2f}"
+                    f"{row['cpu_ms']:>10.2f}{row['cpu_ratio_to_plain']:>9.2f}"
+                )
     result = {
         "machine": f"{platform.machine()} {os.cpu_count()} cores, "
         f"{tf.config.list_physical_devices('GPU') or 'no GPU'}",
+        "load_average_at_end": os.getloadavg(),
         "tensorflow": tf.__version__,
         "batch_size": args.batch_size,
         "width": args.width,
+        "resnet_blocks": args.resnet_blocks,
         "rounds": args.rounds,
         "steps": tables,
     }

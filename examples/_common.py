@@ -72,6 +72,7 @@ def train(
     callbacks=(),
     learning_rate: float = 1e-3,
     verbose: int = 2,
+    every: int = 1,
 ) -> tuple[keras.Model, dict]:
     """Trains `base` (wrapped when a regulariser is given), resuming if stopped.
 
@@ -85,6 +86,8 @@ def train(
         callbacks: extra Keras callbacks (e.g. `kar.DelayedActivation`).
         learning_rate: Adam's learning rate.
         verbose: `fit` verbosity (2: one line per epoch).
+        every: the regularised step on every `every`-th batch only (lazy
+            regularisation, `AttributionRegularizedModel(every=...)`).
 
     Returns:
         `(base, logs)`: the trained base model and the final epoch's logs plus
@@ -96,7 +99,7 @@ def train(
     model = (
         base
         if regularizer is None
-        else kar.AttributionRegularizedModel(base, regularizer=regularizer)
+        else kar.AttributionRegularizedModel(base, regularizer=regularizer, every=every)
     )
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),

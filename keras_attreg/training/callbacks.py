@@ -14,7 +14,7 @@ class DelayedActivation(keras.callbacks.Callback):
 
     The FBI paper (Yoo et al., CVPR-W 2019) switches its loss on once the
     validation accuracy exceeds 70%. The switch is the wrapper's
-    `regularizer_weight` variable (no retracing): 0 before, then
+    `regularizer_weight` variable: 0 before, then
     `min(1, (epoch - start + 1) / (ramp_epochs + 1))` from the epoch `start`
     that follows the first epoch whose `monitor` passed `threshold` (strictly
     above for `mode="max"`, strictly below for `mode="min"`). Once on, it stays
@@ -22,7 +22,9 @@ class DelayedActivation(keras.callbacks.Callback):
     the state is saved with the model (`.keras`, `BackupAndRestore`). Under
     `MultiWorkerMirroredStrategy` the value compared is the mean over the
     workers of their `monitor` values (one all-reduce), so every worker takes
-    the same decision.
+    the same decision. While the weight is 0, `fit` runs the wrapper's plain
+    step (the cost of a plain Keras step, no penalty computed or logged); the
+    regularised step is compiled when the switch first turns on.
 
     Args:
         monitor: the log key to watch, e.g. `"val_accuracy"`.

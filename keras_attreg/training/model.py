@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
+
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_attreg._keras.batchnorm import exact_batch_statistics
 from keras_attreg._keras.distribute import MultiWorkerFitMixin
+from keras_attreg._keras.steps import compiled_step
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
-from keras_attreg._validation import check_choice
+from keras_attreg._validation import check_choice, check_int
 from keras_attreg.training.callbacks import DelayedActivation, _RequireBatches
 from keras_attreg.training.regularizers import AttributionRegularizer
 
@@ -23,6 +28,14 @@ def _replica_scale(value: tf.Tensor) -> tf.Tensor:
     return value / replicas if replicas > 1 else value
 
 
+class _PenaltyMean(keras.metrics.Mean):
+    """Mean of the penalty over the batches where it was computed; NaN (no
+    value) when none was, e.g. while `DelayedActivation` holds it off."""
+
+    def result(self):
+        return tf.where(self.count > 0, super().result(), float("nan"))
+
+
 @keras.saving.register_keras_serializable(package="keras_attreg")
 class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
     """Wraps a Keras classifier and trains it with an attribution regulariser.
@@ -31,7 +44,31 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
     regulariser needs from the forward pass (e.g. dS_c(x)/dx, the input gradient
     of the true-class logit), the outer one differentiates the total loss
     `regularizer.combine(task_loss, penalty, weight)` with respect to the weights.
-    The penalty is logged under `regularizer.name` in `fit` and `evaluate` logs.
+    The penalty is logged under `regularizer.name` in `fit` and `evaluate` logs,
+    averaged over the batches where it was computed.
+
+    While `DelayedActivation` holds the regulariser off (`regularizer_weight`
+    0), `fit` runs a separately compiled plain step (task loss only, the cost
+    of a plain Keras step) and the penalty is not computed: its training log
+    is NaN for an epoch without a regularised batch (validation logs always
+    carry it). With `every=k`, the regularised step runs on every k-th
+    optimizer step (`optimizer.iterations % k == 0`, the first step included)
+    with the regulariser's weight multiplied by k, plain steps in between
+    ("lazy regularisation", Karras et al., StyleGAN2, 2020): over a period of
+    k steps the penalty enters with its exact average weight (for `FBILoss`,
+    whose weight also scales the task loss by 1 - weight * lambda, keep
+    k * lambda well below 1). Both choices are read
+    from saved state (the switch variable and the optimizer's step counter),
+    so a `.keras` reload or a `BackupAndRestore` resume continues the same
+    sequence of steps. The logged `loss` is the mean of the losses of the
+    steps taken (on a regularised step with `every=k`, the one with weight x k);
+    `evaluate` always computes the exact regularised loss (weight x 1).
+
+    In the regularised step, BatchNormalization layers in training mode take
+    their batch variance with the gradient through the batch mean kept (Keras
+    stops it, which is exact for first derivatives only), so the weight
+    gradient of an input-gradient penalty is exact; forward values are
+    Keras's own.
 
     The logit S_c is the pre-softmax score: models ending in a softmax (a
     `Softmax` layer, `Activation("softmax")` or a layer with
@@ -52,6 +89,10 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
             stops `fit` with a `FloatingPointError` naming the step and the
             term; `"skip"` leaves the weights and BatchNorm statistics as they
             were and counts the batch in the `skipped_batches` log.
+        every: run the regularised step on every `every`-th optimizer step
+            only, with the regulariser weight times `every`, and plain steps
+            in between (1, the default: every step is regularised). Needs
+            `steps_per_execution=1` when above 1.
         **kwargs: passed to `keras.Model` (e.g. `name`).
 
     Example:
@@ -65,6 +106,14 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
     >>> history = model.fit(np.ones((8, 4)), np.zeros(8), verbose=0)
     >>> sorted(history.history)
     ['attribution_penalty', 'loss']
+
+    Lazy regularisation: the penalised step on every 4th batch only, its
+    weight x 4, plain steps in between.
+
+    >>> lazy = kar.AttributionRegularizedModel(
+    ...     base, regularizer=kar.L1GradientPenalty(alpha=1e-3), every=4)
+    >>> lazy.get_config()["every"]
+    4
     """
 
     def __init__(
@@ -73,6 +122,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         regularizer: AttributionRegularizer,
         logits_layer: str | None = None,
         nonfinite: str = "raise",
+        every: int = 1,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -86,6 +136,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         self.regularizer = regularizer
         self.logits_layer = logits_layer
         self.nonfinite = check_choice("nonfinite", nonfinite, ("raise", "skip"))
+        self.every = check_int("every", every, low=1)
         self._split = split_logits(base_model, logits_layer)
         # Switch of the regulariser, driven by `DelayedActivation`: the weight in
         # [0, 1] and the epoch from which it is on (-1: not yet). Variables, so
@@ -100,7 +151,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
             trainable=False,
             name="regularizer_start_epoch",
         )
-        self.penalty_tracker = keras.metrics.Mean(name=regularizer.name)
+        self.penalty_tracker = _PenaltyMean(name=regularizer.name)
         if self.nonfinite == "skip":
             self.skipped_batches = keras.metrics.Sum(name="skipped_batches")
         self.built = True
@@ -147,31 +198,38 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
             per_sample = per_sample * weights
         return _replica_scale(tf.reduce_mean(per_sample))
 
-    def _regularized_losses(self, x, y, sample_weight, targets, training):
+    def _step_losses(self, x, y, sample_weight, targets, training, weight):
         """Outputs, task loss, batch penalty and total loss of one batch.
 
-        The penalty is computed even while `DelayedActivation` holds its weight
-        at 0 (it is logged). Skipping it with a `tf.cond` on the weight was
-        measured slower overall: the conditional costs about 20% of the
-        regularised step and left the switched-off step at 1.4x a plain one.
+        `weight` is the regulariser weight the penalty enters the total with;
+        `None` gives the plain step: the model's own forward pass, no penalty
+        (`None`), the task loss as total.
         """
-        y_pred, per_sample = self.regularizer(self._split, x, targets, training)
+        # `targets` carries the labels' range check: it runs before the loss.
+        with tf.control_dependencies([targets]):
+            x = tf.identity(x)
+        if weight is None:
+            y_pred = self(x, training=training)
+        else:
+            y_pred, per_sample = self.regularizer(self._split, x, targets, training)
         task = self._compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
-        per_sample = tf.cast(per_sample, "float32")
-        penalty = self._penalty(per_sample, sample_weight)
-        total = self.regularizer.combine(task, penalty, self.regularizer_weight)
+        if weight is None:
+            return y_pred, task, None, task
+        penalty = self._penalty(tf.cast(per_sample, "float32"), sample_weight)
+        total = self.regularizer.combine(task, penalty, weight)
         return y_pred, task, penalty, total
 
     def _update_metrics(self, x, y, sample_weight, y_pred, penalty, total, ok=True):
-        """Updates the trackers; a skipped batch (`ok` false) counts for nothing."""
+        """Updates the trackers; a skipped batch (`ok` false) counts for nothing,
+        nor does a batch without a penalty (`None`) in the penalty's mean."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         batch = tf.cast(tf.shape(x)[0], "float32") * tf.cast(ok, "float32")
-        for tracker, value in (
-            (self._loss_tracker, total),
-            (self.penalty_tracker, penalty),
-        ):
+        trackers = [(self._loss_tracker, total)]
+        if penalty is not None:
+            trackers.append((self.penalty_tracker, penalty))
+        for tracker, value in trackers:
             value = tf.where(ok, tf.cast(value, "float32") * replicas, 0.0)
             tracker.update_state(value, sample_weight=batch)
         if ok is not True:
@@ -194,14 +252,17 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
             return tf.identity(x)
 
     def _finite_terms(self, x, task, penalty, gradients):
-        """True when every term of the step is finite; raises in "raise" mode."""
+        """True when every term of the step is finite; raises in "raise" mode.
+
+        `penalty` is `None` on a plain step."""
         terms = {
             "inputs (x)": tf.reduce_all(tf.math.is_finite(x)),
             "task loss": tf.reduce_all(tf.math.is_finite(task)),
-            f"penalty ({self.regularizer.name})": tf.reduce_all(
-                tf.math.is_finite(penalty)
-            ),
         }
+        if penalty is not None:
+            terms[f"penalty ({self.regularizer.name})"] = tf.reduce_all(
+                tf.math.is_finite(penalty)
+            )
         if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             # With loss scaling, overflowing gradients are expected: the
             # optimizer skips those steps and lowers the scale itself.
@@ -228,14 +289,28 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         )
         return tf.debugging.Assert(ok, [message])
 
-    def train_step(self, data):
+    def train_step(self, data, regularized: bool = True):
+        """One training step: regularised (the default), or plain
+        (`regularized=False`: task loss only, no penalty computed).
+
+        `fit` and `train_on_batch` run each kind compiled on its own, as
+        `make_train_function` picks.
+        """
         x, y, sample_weight, targets = self._prepare(data)
         x = self._finite_inputs(x)
+        weight = self.regularizer_weight * self.every if regularized else None
         if self.nonfinite == "skip":
             state = [tf.identity(v) for v in self.non_trainable_variables]
-        with tf.GradientTape() as tape:
-            y_pred, task, penalty, total = self._regularized_losses(
-                x, y, sample_weight, targets, True
+        # Exact second derivatives through BatchNormalization's batch
+        # statistics (see `keras_attreg._keras.batchnorm`).
+        statistics = (
+            exact_batch_statistics(self.base_model)
+            if regularized
+            else contextlib.nullcontext()
+        )
+        with tf.GradientTape() as tape, statistics:
+            y_pred, task, penalty, total = self._step_losses(
+                x, y, sample_weight, targets, True, weight
             )
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
@@ -265,10 +340,48 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight, targets = self._prepare(data)
-        y_pred, _, penalty, total = self._regularized_losses(
-            x, y, sample_weight, targets, False
+        y_pred, _, penalty, total = self._step_losses(
+            x, y, sample_weight, targets, False, self.regularizer_weight
         )
         return self._update_metrics(x, y, sample_weight, y_pred, penalty, total)
+
+    def make_train_function(self, force: bool = False):
+        """The train function of `fit` and `train_on_batch`.
+
+        It holds two compiled steps, the regularised `train_step` and the plain
+        one, each compiled at its first use, and runs on each call the one
+        `_regularizes_next` picks from saved state. The plain step costs what
+        a plain Keras step costs.
+        """
+        if self.train_function is not None and not force:
+            return self.train_function
+        if self.every > 1 and self.steps_per_execution > 1:
+            raise ValueError(
+                "Invalid value for argument steps_per_execution: "
+                f"AttributionRegularizedModel(every={self.every}) chooses the "
+                "step kind per batch and needs steps_per_execution=1. "
+                f"Received: steps_per_execution={self.steps_per_execution}"
+            )
+        steps = {}
+
+        def train_function(iterator):
+            regularized = self._regularizes_next()
+            if regularized not in steps:
+                step = functools.partial(self.train_step, regularized=regularized)
+                steps[regularized] = compiled_step(self, step)
+            return steps[regularized](iterator)
+
+        self.train_function = train_function
+        return train_function
+
+    def _regularizes_next(self) -> bool:
+        """Whether the next step is regularised: the switch is on and, with
+        `every=k`, the optimizer's step counter is a multiple of k."""
+        if float(self.regularizer_weight.numpy()) == 0.0:
+            return False
+        return (
+            self.every == 1 or int(self.optimizer.iterations.numpy()) % self.every == 0
+        )
 
     @staticmethod
     def _reraise(error: tf.errors.InvalidArgumentError):
@@ -352,6 +465,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
                 "regularizer": keras.saving.serialize_keras_object(self.regularizer),
                 "logits_layer": self.logits_layer,
                 "nonfinite": self.nonfinite,
+                "every": self.every,
             }
         )
         return config
