@@ -212,6 +212,10 @@ class LogitSplit:
         del indices
         return self
 
+    def fix_padding(self, delta):
+        """`delta` (a change of the input), as is: images have no padding."""
+        return delta
+
     @property
     def tokens(self) -> TokenSplit | None:
         """The `TokenSplit` of a model on token ids, None for other models.
@@ -341,6 +345,11 @@ class TokenSplit:
     def padding(self) -> tf.Tensor:
         """True at the padding positions (token id 0), shape (batch, seq_len)."""
         return tf.equal(self.ids, 0)
+
+    def fix_padding(self, delta):
+        """`delta`, a change of e (batch, seq_len, dim), zeroed at padding:
+        padding is not a feature, so baselines and noise never move it."""
+        return tf.where(self.padding()[..., None], tf.zeros_like(delta), delta)
 
     def __call__(self, e, training: bool = False):
         """Returns `(logits, outputs)` of the bound ids with Embedding output e."""

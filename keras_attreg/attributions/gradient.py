@@ -46,13 +46,15 @@ def _gradient_x_input_kernel(split, x, targets):
 def _integrated_gradients_kernel(
     split, x, targets, baseline, *, steps: int, chunk: int
 ):
-    delta = x - baseline
+    delta = split.fix_padding(x - baseline)
     per_sample = [-1] + [1] * (x.shape.rank - 1)
 
     def accumulate(total, indices):
         sample = indices // steps
         alpha = (tf.cast(indices % steps, x.dtype) + 0.5) / steps
-        points = baseline + tf.reshape(alpha, per_sample) * tf.gather(delta, sample)
+        points = tf.gather(x, sample) - tf.reshape(1 - alpha, per_sample) * tf.gather(
+            delta, sample
+        )
         gradient = input_gradient(
             split.rows(sample), points, tf.gather(targets, sample)
         )[1]
@@ -149,7 +151,8 @@ def integrated_gradients(
     Args:
         model, x, targets, embedding_layer: as `saliency`.
         baseline: b, a scalar or an array of one sample's shape (for token
-            ids: of e's sample shape (seq_len, dim); 0 is the zero embedding).
+            ids: of e's sample shape (seq_len, dim); 0 is the zero embedding;
+            padding positions keep their embedding, b_t = e_t there).
         steps: m, the number of gradient evaluations per sample.
         batch_size: the largest number of inputs per model call (interpolation
             points of several samples share a call), which bounds memory.
@@ -187,9 +190,10 @@ def _noisy_average(model, x, targets, key, noise, *, method, samples: int):
     spread = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
     sigma = tf.reshape(noise * spread, [-1] + [1] * len(axes))
     copies = tf.repeat(x, samples, axis=0)
-    noisy = copies + tf.repeat(sigma, samples, axis=0) * tf.random.stateless_normal(
-        tf.shape(copies), seed=key, dtype=copies.dtype
-    )
+    draws = tf.random.stateless_normal(tf.shape(copies), seed=key, dtype=copies.dtype)
+    if isinstance(model, TokenSplit):
+        draws = model.fix_padding(draws)
+    noisy = copies + tf.repeat(sigma, samples, axis=0) * draws
     maps = tf.convert_to_tensor(
         method(model, noisy, tf.repeat(targets, samples, axis=0))
     )
@@ -256,7 +260,8 @@ def smoothgrad(
     noise generation and averaging in one traced function per batch; any other
     callable is called eagerly on the noisy batch. Both give the same maps.
     For token ids the noise is added to e (its range taken over the sample's
-    embedding output) and M must be a built-in method.
+    embedding output), never to padding positions, and M must be a built-in
+    method.
 
     Args:
         model, x, targets, embedding_layer: as `saliency`.

@@ -70,11 +70,12 @@ def _patch_masks(x: tf.Tensor, patch_size, stride, tokens: bool) -> tf.Tensor:
 def _occlusion_kernel(split, x, targets, baseline, masks, *, chunk: int):
     num_patches = tf.shape(masks)[0]
     scores = target_scores(split.logits(x), targets)
+    removal = split.fix_padding(x - baseline)
 
     def measure(drops, indices):
         sample = indices // num_patches
         mask = tf.gather(masks, indices % num_patches)
-        occluded = tf.gather(x, sample) * (1 - mask) + baseline * mask
+        occluded = tf.gather(x, sample) - mask * tf.gather(removal, sample)
         hidden = target_scores(
             split.rows(sample).logits(occluded), tf.gather(targets, sample)
         )
