@@ -261,7 +261,7 @@ def parse():
     defaults = {
         "epochs": 2 if quick else 3,
         "alphas": [0.01] if quick else [0.003, 0.03],
-        "lstm_seeds": args.seeds[:1],
+        "lstm_seeds": args.seeds,
     }
     for key, value in defaults.items():
         if getattr(args, key) is None:
@@ -270,8 +270,8 @@ def parse():
     args.vocabulary_size = 5000 if quick else 10000
     args.train_reviews = 1000 if quick else 8000
     args.test_reviews = 500 if quick else 2000
-    args.eval_reviews = 16 if quick else 64
-    args.subsets = 10 if quick else 50
+    args.eval_reviews = 16 if quick else 48
+    args.subsets = 10 if quick else 32
     if quick:
         args.seeds = args.seeds[:1]
     return args

@@ -451,7 +451,8 @@ def input_gradient(split: LogitSplit, x, targets, training: bool = False):
     """Forward pass plus dS_c(x)/dx, kept differentiable for an outer tape.
 
     For token ids `x` (a model with an Embedding, see `model_input`) the
-    gradient is dS_c/de at the Embedding output e.
+    gradient is dS_c/de at the Embedding output e, 0 at padding positions
+    (token id 0: padding is not a feature, so no method or penalty counts it).
 
     Returns:
         `(outputs, gradient)` with `gradient` of the shape of `x` (of e for
@@ -468,5 +469,5 @@ def input_gradient(split: LogitSplit, x, targets, training: bool = False):
         scale = FLOAT16_GRADIENT_SCALE if scores.dtype == tf.float16 else 1.0
         if scale != 1.0:
             scores = scores * tf.constant(scale, scores.dtype)
-    gradient = tape.gradient(scores, x)
+    gradient = split.fix_padding(tape.gradient(scores, x))
     return outputs, gradient / scale if scale != 1.0 else gradient

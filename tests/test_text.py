@@ -359,8 +359,9 @@ def test_sensitivity_n_over_tokens_from_a_dataset_and_independent_of_batch_size(
     ids=["relu_cnn", "smooth_cnn", "lstm"],
 )
 def test_l1_penalty_sgd_step_on_a_text_model_equals_own_step(build, reaches_embedding):
-    """The penalty's gradient reaches the embedding weights where dS_c/de
-    depends on e (not for ReLU + max pooling: dS_c/de is piecewise constant)."""
+    """Penalty sum_{t real, d} |dS_c/de_{t,d}| (padding left out). Its gradient
+    reaches the embedding weights where dS_c/de depends on e (not for ReLU +
+    max pooling: dS_c/de is piecewise constant)."""
     base = build()
     ids, y = _ids(6)
     alpha, rate = 0.3, 0.1
@@ -374,7 +375,7 @@ def test_l1_penalty_sgd_step_on_a_text_model_equals_own_step(build, reaches_embe
                 inner.watch(e)
                 logits = _own_logits(base, ids, e)
                 scores = tf.gather(logits, y, batch_dims=1)
-            gradient = inner.gradient(scores, e)
+            gradient = inner.gradient(scores, e) * (ids != 0)[..., None]
             loss = tf.reduce_mean(
                 keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
             ) + weight * tf.reduce_mean(tf.reduce_sum(tf.abs(gradient), [1, 2]))
@@ -394,3 +395,60 @@ def test_l1_penalty_sgd_step_on_a_text_model_equals_own_step(build, reaches_embe
     for variable, value in zip(variables, expected, strict=True):
         # The wrapper reduces the penalty in float32 (its loss dtype).
         np.testing.assert_allclose(variable.numpy(), value, rtol=1e-6, atol=1e-9)
+
+
+# AttributionMonitor on a text model -------------------------------------------
+
+
+def test_monitor_logs_token_heatmaps_of_the_own_tape_maps(tmp_path):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    from keras_attreg.plotting import token_heatmap_figure
+
+    base = _text_cnn(smooth=True, dtype="float32")
+    ids, y = _ids(8)
+    vocabulary = [f"w{i}" for i in range(VOCABULARY)]
+    weights_at_end = []
+    snapshot = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: weights_at_end.append(base.get_weights())
+    )
+    monitor = kar.callbacks.AttributionMonitor(
+        ids[:3],
+        y[:3],
+        methods=("gradient_x_input",),
+        log_dir=str(tmp_path / "logs"),
+        output_dir=str(tmp_path / "png"),
+        vocabulary=vocabulary,
+    )
+    model = kar.AttributionRegularizedModel(base, kar.L1GradientPenalty(0.1))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(ids, y, epochs=2, batch_size=4, verbose=0, callbacks=[snapshot, monitor])
+    images, scalars = {}, {}
+    for path in (tmp_path / "logs").glob("events.out.tfevents.*"):
+        for event in tf.compat.v1.train.summary_iterator(str(path)):
+            for value in event.summary.value:
+                tensor = tf.make_ndarray(value.tensor)
+                if value.tag == "attributions/tokens":
+                    images[event.step] = tf.io.decode_png(tensor[2]).numpy()
+                else:
+                    scalars[(value.tag, event.step)] = float(tensor)
+    assert sorted(images) == [0, 1]
+    assert (tmp_path / "png" / "tokens_epoch_2.png").exists()
+    base.set_weights(weights_at_end[-1])
+    e, gradient = _own_gradient(base, ids[:3], y[:3])
+    real = ids[:3] != 0
+    words = [[vocabulary[t] for t in row[keep]] for row, keep in zip(ids[:3], real)]
+    maps = [(e * gradient).sum(-1)[i][real[i]] for i in range(3)]
+    canvas = FigureCanvasAgg(token_heatmap_figure(words, {"gradient_x_input": maps}))
+    canvas.draw()
+    expected = np.asarray(canvas.buffer_rgba())[..., :3]
+    assert images[1].shape == expected.shape
+    assert np.abs(images[1].astype(int) - expected.astype(int)).max() <= 1
+    np.testing.assert_allclose(
+        scalars[("attributions/mean_l1_input_gradient", 1)],
+        np.abs(gradient[real]).sum() / 3,
+        rtol=1e-5,
+    )
