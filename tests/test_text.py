@@ -452,3 +452,140 @@ def test_monitor_logs_token_heatmaps_of_the_own_tape_maps(tmp_path):
         np.abs(gradient[real]).sum() / 3,
         rtol=1e-5,
     )
+
+
+# IMDB loader -----------------------------------------------------------------
+
+
+def _own_ids(text: bytes, vocabulary, length):
+    """The test's own vectorisation: lower-case, <br /> to space, punctuation
+    out, split on whitespace, ids from the vocabulary (1 when unknown), padded."""
+    import re
+    import string
+
+    words = re.sub(r"<br\s*/?>", " ", text.decode().lower())
+    words = words.translate(str.maketrans("", "", string.punctuation)).split()
+    index = {word: i for i, word in enumerate(vocabulary)}
+    ids = [index.get(word, 1) for word in words][:length]
+    return np.array(ids + [0] * (length - len(ids)))
+
+
+def _raw(data_dir, split, count):
+    spec = {
+        "text": tf.io.FixedLenFeature([], tf.string),
+        "label": tf.io.FixedLenFeature([], tf.int64),
+    }
+    records = tf.data.TFRecordDataset(
+        str(data_dir / f"imdb_reviews-{split}.tfrecord.gz"), compression_type="GZIP"
+    ).take(count)
+    parsed = [tf.io.parse_single_example(r, spec) for r in records]
+    return [p["text"].numpy() for p in parsed], [int(p["label"]) for p in parsed]
+
+
+def test_load_imdb_vectorises_like_an_own_tokenizer_with_a_train_vocabulary(data_dir):
+    train, vectorizer = kar.datasets.load_imdb(
+        "train", data_dir=data_dir, limit=5, adapt_limit=300, sequence_length=40
+    )
+    test, same = kar.datasets.load_imdb(
+        "test",
+        data_dir=data_dir,
+        limit=6,
+        adapt_limit=300,
+        sequence_length=40,
+        batch_size=4,
+    )
+    vocabulary = vectorizer.get_vocabulary()
+    assert same.get_vocabulary() == vocabulary  # adapted on train, not test
+    texts, labels = _raw(data_dir, "train", 5)
+    assert vocabulary[:2] == ["", "[UNK]"]
+    assert "br" not in vocabulary  # <br /> is frequent in the reviews
+    for (ids, label), text, expected_label in zip(train, texts, labels, strict=False):
+        np.testing.assert_array_equal(ids, _own_ids(text, vocabulary, 40))
+        assert int(label) == expected_label
+    test_texts, test_labels = _raw(data_dir, "test", 6)
+    ids, labels = (np.concatenate(a) for a in zip(*[(x, y) for x, y in test]))
+    assert ids.shape == (6, 40) and ids.dtype == np.int64
+    np.testing.assert_array_equal(labels, test_labels)
+    np.testing.assert_array_equal(
+        ids, np.stack([_own_ids(t, vocabulary, 40) for t in test_texts])
+    )
+
+
+def test_load_imdb_vocabulary_is_the_most_frequent_training_words(data_dir):
+    import collections
+    import re
+    import string
+
+    _, vectorizer = kar.datasets.load_imdb(
+        "test", data_dir=data_dir, adapt_limit=200, vocabulary_size=50
+    )
+    texts, _ = _raw(data_dir, "train", 200)
+    counts = collections.Counter()
+    for text in texts:
+        words = re.sub(r"<br\s*/?>", " ", text.decode().lower())
+        counts.update(words.translate(str.maketrans("", "", string.punctuation)).split())
+    words = [str(w) for w in vectorizer.get_vocabulary()[2:]]
+    assert len(words) == 48
+    # Most frequent first (ties in any order), and no word left out is more
+    # frequent than one kept.
+    kept = [counts[w] for w in words]
+    assert kept == sorted(kept, reverse=True)
+    assert max(c for w, c in counts.items() if w not in words) <= min(kept)
+
+
+def test_load_imdb_reuses_a_given_vectorizer_and_rejects_bad_arguments(data_dir):
+    _, vectorizer = kar.datasets.load_imdb(
+        "train", data_dir=data_dir, limit=2, adapt_limit=100, sequence_length=12
+    )
+    test, returned = kar.datasets.load_imdb(
+        "test", data_dir=data_dir, limit=2, vectorizer=vectorizer
+    )
+    assert returned is vectorizer
+    assert next(iter(test))[0].shape == (12,)
+    with pytest.raises(ValueError, match="vectorizer.*TextVectorization"):
+        kar.datasets.load_imdb("test", data_dir=data_dir, vectorizer="words")
+    with pytest.raises(ValueError, match="sequence_length"):
+        kar.datasets.load_imdb("test", data_dir=data_dir, sequence_length=0)
+    with pytest.raises(ValueError, match="split"):
+        kar.datasets.load_imdb("unsup", data_dir=data_dir)
+
+
+def test_load_imdb_from_tfds_vectorises_the_mocked_reviews(tmp_path):
+    import tensorflow_datasets as tfds
+
+    with tfds.testing.mock_data(num_examples=7):
+        raw = tfds.load(
+            "imdb_reviews",
+            split="test",
+            as_supervised=True,
+            data_dir=str(tmp_path),
+            download=False,
+        )
+        texts, labels = zip(*[(t.numpy(), int(y)) for t, y in raw], strict=True)
+        dataset, vectorizer = kar.datasets.load_imdb(
+            "test", data_dir=tmp_path, source="tfds", sequence_length=16, batch_size=3
+        )
+        ids, ours = (np.concatenate(a) for a in zip(*[(x, y) for x, y in dataset]))
+    vocabulary = vectorizer.get_vocabulary()
+    assert len(vocabulary) > 2
+    np.testing.assert_array_equal(ours, labels)
+    np.testing.assert_array_equal(
+        ids, np.stack([_own_ids(t, vocabulary, 16) for t in texts])
+    )
+
+
+def test_vectorizer_in_front_of_a_text_model_serves_raw_strings(data_dir, tmp_path):
+    _, vectorizer = kar.datasets.load_imdb(
+        "train", data_dir=data_dir, adapt_limit=100, sequence_length=LENGTH,
+        vocabulary_size=VOCABULARY,
+    )
+    model = _text_cnn(dtype="float32")
+    strings = keras.Input((), dtype="string")
+    serving = keras.Model(strings, model(vectorizer(strings)))
+    texts = tf.constant(["A great film!<br />Loved it.", "the worst"])
+    expected = model(vectorizer(texts)).numpy()
+    np.testing.assert_allclose(serving(texts).numpy(), expected, rtol=1e-6)
+    path = str(tmp_path / "serving.keras")
+    serving.save(path)
+    loaded = keras.saving.load_model(path)
+    np.testing.assert_allclose(loaded(texts).numpy(), expected, rtol=1e-6)
