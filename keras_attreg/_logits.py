@@ -258,9 +258,7 @@ def _consumes_model_input(layer, models) -> bool:
         source = layer.input
     except (AttributeError, ValueError):
         return True  # shared between graphs: its input is ambiguous
-    return any(
-        source is tensor for model in models for tensor in (model.inputs or ())
-    )
+    return any(source is tensor for model in models for tensor in (model.inputs or ()))
 
 
 def find_embedding(model: keras.Model, embedding_layer: str | None = None):

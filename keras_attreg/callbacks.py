@@ -292,7 +292,8 @@ class AttributionMonitor(keras.callbacks.Callback):
         """Token heatmaps (TensorBoard image and PNG) and the scalars."""
         words = [
             [
-                self.vocabulary[t] if self.vocabulary and t < len(self.vocabulary)
+                self.vocabulary[t]
+                if self.vocabulary and t < len(self.vocabulary)
                 else str(t)
                 for t in row[row != 0]
             ]

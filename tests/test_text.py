@@ -40,9 +40,9 @@ def _text_cnn(softmax=False, dtype="float64", smooth=False):
     tanh and average pooling when `smooth`)."""
     inputs = keras.Input((LENGTH,), dtype="int32")
     h = keras.layers.Embedding(VOCABULARY, DIM, dtype=dtype, name="embedding")(inputs)
-    h = keras.layers.Conv1D(
-        6, 3, activation="tanh" if smooth else "relu", dtype=dtype
-    )(h)
+    h = keras.layers.Conv1D(6, 3, activation="tanh" if smooth else "relu", dtype=dtype)(
+        h
+    )
     pooling = (
         keras.layers.GlobalAveragePooling1D
         if smooth
@@ -377,10 +377,15 @@ def test_l1_penalty_sgd_step_on_a_text_model_equals_own_step(build, reaches_embe
                 scores = tf.gather(logits, y, batch_dims=1)
             gradient = inner.gradient(scores, e) * (ids != 0)[..., None]
             loss = tf.reduce_mean(
-                keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+                keras.losses.sparse_categorical_crossentropy(
+                    y, logits, from_logits=True
+                )
             ) + weight * tf.reduce_mean(tf.reduce_sum(tf.abs(gradient), [1, 2]))
         grads = tape.gradient(loss, variables)
-        return [w - rate * tf.convert_to_tensor(g).numpy() for w, g in zip(before, grads)]
+        return [
+            w - rate * tf.convert_to_tensor(g).numpy()
+            for w, g in zip(before, grads, strict=True)
+        ]
 
     expected, plain = own_step(alpha), own_step(0.0)
     embedding = [i for i, v in enumerate(variables) if v.path.endswith("embeddings")]
@@ -440,7 +445,10 @@ def test_monitor_logs_token_heatmaps_of_the_own_tape_maps(tmp_path):
     base.set_weights(weights_at_end[-1])
     e, gradient = _own_gradient(base, ids[:3], y[:3])
     real = ids[:3] != 0
-    words = [[vocabulary[t] for t in row[keep]] for row, keep in zip(ids[:3], real)]
+    words = [
+        [vocabulary[t] for t in row[keep]]
+        for row, keep in zip(ids[:3], real, strict=True)
+    ]
     maps = [(e * gradient).sum(-1)[i][real[i]] for i in range(3)]
     canvas = FigureCanvasAgg(token_heatmap_figure(words, {"gradient_x_input": maps}))
     canvas.draw()
@@ -468,6 +476,12 @@ def _own_ids(text: bytes, vocabulary, length):
     index = {word: i for i, word in enumerate(vocabulary)}
     ids = [index.get(word, 1) for word in words][:length]
     return np.array(ids + [0] * (length - len(ids)))
+
+
+def _stack(dataset):
+    """A batched dataset of (ids, labels) as two arrays."""
+    pairs = [(x.numpy(), y.numpy()) for x, y in dataset]
+    return tuple(np.concatenate(a) for a in zip(*pairs, strict=True))
 
 
 def _raw(data_dir, split, count):
@@ -503,7 +517,7 @@ def test_load_imdb_vectorises_like_an_own_tokenizer_with_a_train_vocabulary(data
         np.testing.assert_array_equal(ids, _own_ids(text, vocabulary, 40))
         assert int(label) == expected_label
     test_texts, test_labels = _raw(data_dir, "test", 6)
-    ids, labels = (np.concatenate(a) for a in zip(*[(x, y) for x, y in test]))
+    ids, labels = _stack(test)
     assert ids.shape == (6, 40) and ids.dtype == np.int64
     np.testing.assert_array_equal(labels, test_labels)
     np.testing.assert_array_equal(
@@ -523,7 +537,9 @@ def test_load_imdb_vocabulary_is_the_most_frequent_training_words(data_dir):
     counts = collections.Counter()
     for text in texts:
         words = re.sub(r"<br\s*/?>", " ", text.decode().lower())
-        counts.update(words.translate(str.maketrans("", "", string.punctuation)).split())
+        counts.update(
+            words.translate(str.maketrans("", "", string.punctuation)).split()
+        )
     words = [str(w) for w in vectorizer.get_vocabulary()[2:]]
     assert len(words) == 48
     # Most frequent first (ties in any order), and no word left out is more
@@ -565,7 +581,7 @@ def test_load_imdb_from_tfds_vectorises_the_mocked_reviews(tmp_path):
         dataset, vectorizer = kar.datasets.load_imdb(
             "test", data_dir=tmp_path, source="tfds", sequence_length=16, batch_size=3
         )
-        ids, ours = (np.concatenate(a) for a in zip(*[(x, y) for x, y in dataset]))
+        ids, ours = _stack(dataset)
     vocabulary = vectorizer.get_vocabulary()
     assert len(vocabulary) > 2
     np.testing.assert_array_equal(ours, labels)
@@ -576,7 +592,10 @@ def test_load_imdb_from_tfds_vectorises_the_mocked_reviews(tmp_path):
 
 def test_vectorizer_in_front_of_a_text_model_serves_raw_strings(data_dir, tmp_path):
     _, vectorizer = kar.datasets.load_imdb(
-        "train", data_dir=data_dir, adapt_limit=100, sequence_length=LENGTH,
+        "train",
+        data_dir=data_dir,
+        adapt_limit=100,
+        sequence_length=LENGTH,
         vocabulary_size=VOCABULARY,
     )
     model = _text_cnn(dtype="float32")
@@ -589,3 +608,55 @@ def test_vectorizer_in_front_of_a_text_model_serves_raw_strings(data_dir, tmp_pa
     serving.save(path)
     loaded = keras.saving.load_model(path)
     np.testing.assert_allclose(loaded(texts).numpy(), expected, rtol=1e-6)
+
+
+@pytest.mark.slow
+def test_text_cnn_on_real_imdb_learns_and_gradient_x_input_beats_saliency(data_dir):
+    keras.utils.set_random_seed(0)
+    train, vectorizer = kar.datasets.load_imdb(
+        "train",
+        data_dir=data_dir,
+        limit=8000,
+        adapt_limit=8000,
+        vocabulary_size=8000,
+        sequence_length=200,
+        batch_size=64,
+        shuffle=True,
+        seed=0,
+    )
+    test, _ = kar.datasets.load_imdb(
+        "test", data_dir=data_dir, vectorizer=vectorizer, limit=1000, batch_size=250
+    )
+    inputs = keras.Input((200,), dtype="int32")
+    h = keras.layers.Embedding(8000, 32)(inputs)
+    h = keras.layers.Conv1D(64, 5, activation="relu")(h)
+    h = keras.layers.Dropout(0.5)(keras.layers.GlobalMaxPooling1D()(h))
+    model = keras.Model(inputs, keras.layers.Dense(2)(h))
+    model.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    model.fit(train, epochs=3, verbose=0)
+    assert model.evaluate(test, verbose=0)[1] > 0.8
+    options = {"n_values": [1, 4, 16], "num_subsets": 16, "verbose": 0}
+    reviews = test.unbatch().take(24).batch(24)
+    gxi = sensitivity_n(model, reviews, "gradient_x_input", **options)
+    plain = sensitivity_n(model, reviews, "saliency", **options)
+    assert np.all(gxi.correlation > plain.correlation + 0.2)
+
+
+@pytest.mark.slow
+def test_docs_text_tour_runs(data_dir, tmp_path, monkeypatch):
+    import doctest
+    import pathlib
+
+    monkeypatch.chdir(tmp_path)
+    path = pathlib.Path(__file__).resolve().parents[1] / "docs" / "text.md"
+    result = doctest.testfile(
+        str(path),
+        module_relative=False,
+        globs={"data_dir": str(data_dir)},
+        optionflags=doctest.ELLIPSIS,
+    )
+    assert result.attempted > 20 and result.failed == 0

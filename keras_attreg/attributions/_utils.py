@@ -256,7 +256,9 @@ def attribute(
     """
     batch_size = check_int("batch_size", batch_size, low=1)
     if isinstance(model, TokenSplit):
-        return _attribute_embedded(model, x, targets, kernel, batch_size, tensors, static)
+        return _attribute_embedded(
+            model, x, targets, kernel, batch_size, tensors, static
+        )
     split = split_logits(model, embedding_layer=embedding_layer)
     function = traced(model, kernel, embedding_layer, per_token, **static)
     tokens = split.tokens is not None
@@ -269,7 +271,11 @@ def attribute(
             part = function(tf.gather(x, indices), tf.gather(targets, indices), *extra)
             return tf.tensor_scatter_nd_update(maps, indices[:, None], part)
 
-        initial = tf.zeros(tf.shape(x), keras.backend.floatx()) if tokens else tf.zeros_like(x)
+        initial = (
+            tf.zeros(tf.shape(x), keras.backend.floatx())
+            if tokens
+            else tf.zeros_like(x)
+        )
         return for_each_chunk(tf.shape(x)[0], batch_size, run, initial)
     outputs, extra, classes = [], None, None
     for x_batch, t_batch in batches(x, targets, batch_size, tokens=tokens):

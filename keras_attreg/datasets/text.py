@@ -152,7 +152,9 @@ def load_imdb(
             data_dir,
             check_int("vocabulary_size", vocabulary_size, low=3),
             check_int("sequence_length", sequence_length, low=1),
-            None if adapt_limit is None else check_int("adapt_limit", adapt_limit, low=1),
+            None
+            if adapt_limit is None
+            else check_int("adapt_limit", adapt_limit, low=1),
         )
     elif not isinstance(vectorizer, keras.layers.TextVectorization):
         raise ValueError(

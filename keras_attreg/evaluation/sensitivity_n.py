@@ -470,9 +470,7 @@ def sensitivity_n(
         check_targets(t_batch, classes)
         ids = tf.range(offset, offset + size)
         dtype = base.dtype
-        rows.append(
-            kernel(x_batch, tf.cast(maps, dtype), t_batch, ids, base, *tensors)
-        )
+        rows.append(kernel(x_batch, tf.cast(maps, dtype), t_batch, ids, base, *tensors))
         if tokens:
             lengths.append(np.count_nonzero(x_batch.numpy(), axis=1))
         offset += size
