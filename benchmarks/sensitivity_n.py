@@ -135,6 +135,27 @@ def batched_forward(model, inputs: int, batch_size: int):
     return run, calls * batch_size
 
 
+def against_forward(model, x, y, maps, n_values, args) -> tuple[float, float]:
+    """Rates (inputs/s) of Sensitivity-n and of the plain batched forward on
+    the same number of inputs, timed in alternation."""
+    inputs = len(x) * len(n_values) * args.num_subsets
+    run_forward, forward_inputs = batched_forward(model, inputs, args.batch_size)
+    seconds, forward_seconds = paired(
+        lambda: sensitivity_n(
+            model,
+            (x, y),
+            maps,
+            n_values=n_values,
+            num_subsets=args.num_subsets,
+            batch_size=args.batch_size,
+            verbose=0,
+        ),
+        run_forward,
+        args.rounds,
+    )
+    return inputs / seconds, forward_inputs / forward_seconds
+
+
 def loop_rate(model, x, y, n_values, num_subsets: int) -> float:
     """Inputs per second of a straightforward loop: one model call per subset."""
     forward = tf.function(lambda x: model(x, training=False))
@@ -211,22 +232,7 @@ def main() -> None:
     per_sample = len(n_values) * args.num_subsets
     batch = args.batch_size
 
-    run_forward, inputs = batched_forward(model, len(x) * per_sample, batch)
-    seconds, forward_seconds = paired(
-        lambda: sensitivity_n(
-            model,
-            (x, y),
-            maps,
-            n_values=n_values,
-            num_subsets=args.num_subsets,
-            batch_size=batch,
-            verbose=0,
-        ),
-        run_forward,
-        args.rounds,
-    )
-    ours = len(x) * per_sample / seconds
-    forward = inputs / forward_seconds
+    ours, forward = against_forward(model, x, y, maps, n_values, args)
     loop = loop_rate(model, x, y, n_values, args.num_subsets)
     quantus = quantus_rate(model, x, y, maps, args.num_subsets)
 
@@ -258,25 +264,9 @@ def main() -> None:
     ids, labels = token_ids(args.samples, text_model)
     token_maps = gradient_x_input(text_model, ids, labels).numpy()
     text_n = [n for n in n_values if n <= 50]
-    text_per_sample = len(text_n) * args.num_subsets
-    run_text_forward, text_inputs = batched_forward(
-        text_model, len(ids) * text_per_sample, batch
+    text_ours, text_forward = against_forward(
+        text_model, ids, labels, token_maps, text_n, args
     )
-    text_seconds, text_forward_seconds = paired(
-        lambda: sensitivity_n(
-            text_model,
-            (ids, labels),
-            token_maps,
-            n_values=text_n,
-            num_subsets=args.num_subsets,
-            batch_size=batch,
-            verbose=0,
-        ),
-        run_text_forward,
-        args.rounds,
-    )
-    text_ours = len(ids) * text_per_sample / text_seconds
-    text_forward = text_inputs / text_forward_seconds
 
     rows = [
         ("sensitivity_n (ours)", "forward/s", ours, ours / forward),

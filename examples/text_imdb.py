@@ -145,11 +145,15 @@ def main() -> None:
     report = {"setup": vars(args), "runs": {}}
     heatmaps = {}
     for seed in args.seeds:
-        runs = {}
-        builders = {"text_cnn": text_cnn}
+        plan = [("text_cnn", text_cnn, None)]
         if seed in args.lstm_seeds:
-            builders["text_lstm"] = text_lstm
-        for name, build in builders.items():
+            plan.append(("text_lstm", text_lstm, None))
+        plan += [
+            (f"text_cnn_l1_{alpha:g}", text_cnn, kar.L1GradientPenalty(alpha))
+            for alpha in args.alphas
+        ]
+        runs = {}
+        for name, build, regularizer in plan:
             model, logs = train(
                 build(vocabulary, length, seed),
                 f"{name}_seed{seed}",
@@ -157,49 +161,25 @@ def main() -> None:
                 train_ds,
                 test_ds,
                 args.epochs,
+                regularizer=regularizer,
                 verbose=args.verbose,
             )
-            accuracy = float(
-                np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test)
-            )
+            predictions = np.argmax(model.predict(x_test, verbose=0), -1)
             maps = np.asarray(kar.attributions.gradient_x_input(model, x_eval, y_eval))
+            gradient = np.asarray(kar.attributions.saliency(model, x_eval, y_eval))
             runs[name] = {
-                "test_accuracy": accuracy,
+                "test_accuracy": float(np.mean(predictions == y_test)),
                 "train_seconds": logs["train_seconds"],
                 "top10_share_gradient_x_input": top_share(maps, x_eval),
-                "sensitivity_n": evaluate_methods(
+                "mean_l1_embedding_gradient": float(gradient.sum(axis=1).mean()),
+            }
+            if regularizer is None:
+                runs[name]["sensitivity_n"] = evaluate_methods(
                     model, x_eval, y_eval, n_values, args, folder, f"{name}_seed{seed}"
-                ),
-            }
-            if name == "text_cnn" and seed == args.seeds[0]:
-                heatmaps["baseline"] = maps
-        for alpha in args.alphas:
-            model, logs = train(
-                text_cnn(vocabulary, length, seed),
-                f"text_cnn_l1_{alpha:g}_seed{seed}",
-                folder,
-                train_ds,
-                test_ds,
-                args.epochs,
-                regularizer=kar.L1GradientPenalty(alpha),
-                verbose=args.verbose,
-            )
-            accuracy = float(
-                np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test)
-            )
-            maps = np.asarray(kar.attributions.gradient_x_input(model, x_eval, y_eval))
-            runs[f"text_cnn_l1_{alpha:g}"] = {
-                "test_accuracy": accuracy,
-                "train_seconds": logs["train_seconds"],
-                "top10_share_gradient_x_input": top_share(maps, x_eval),
-                "mean_l1_embedding_gradient": float(
-                    np.asarray(kar.attributions.saliency(model, x_eval, y_eval))
-                    .sum(axis=1)
-                    .mean()
-                ),
-            }
-            if seed == args.seeds[0]:
-                heatmaps[f"L1 alpha={alpha:g}"] = maps
+                )
+            if build is text_cnn and seed == args.seeds[0]:
+                label = "baseline" if regularizer is None else name
+                heatmaps[label] = maps
         report["runs"][str(seed)] = runs
         write_json(folder / "text_imdb.json", summarise(report, args))
     for name in ("text_cnn", "text_lstm"):

@@ -660,3 +660,28 @@ def test_docs_text_tour_runs(data_dir, tmp_path, monkeypatch):
         optionflags=doctest.ELLIPSIS,
     )
     assert result.attempted > 20 and result.failed == 0
+
+
+def test_wrapped_text_model_round_trips_with_its_embedding_layer(tmp_path):
+    base = _text_cnn(smooth=True)
+    ids, y = _ids(6)
+    model = kar.AttributionRegularizedModel(
+        base, kar.L1GradientPenalty(0.1), embedding_layer="embedding"
+    )
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    model.fit(ids, y, epochs=1, verbose=0)
+    path = tmp_path / "text.keras"
+    model.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.embedding_layer == "embedding"
+    np.testing.assert_allclose(
+        loaded.predict(ids, verbose=0), model.predict(ids, verbose=0)
+    )
+    expected = model.evaluate(ids, y, return_dict=True, verbose=0)
+    again = loaded.evaluate(ids, y, return_dict=True, verbose=0)
+    np.testing.assert_allclose(
+        again["attribution_penalty"], expected["attribution_penalty"], rtol=1e-6
+    )
