@@ -43,14 +43,14 @@ def _resolve_methods(methods) -> dict[str, Callable]:
         methods = (methods,)
     resolved = {}
     for method in methods:
-        if isinstance(method, str) and method in attribution_methods.__all__:
+        if isinstance(method, str) and method in attribution_methods.METHOD_NAMES:
             name, method = method, getattr(attribution_methods, method)
         elif callable(method):
             name = _method_name(method)
         else:
             raise ValueError(
                 "Invalid value for argument methods: expected names among "
-                f"{tuple(attribution_methods.__all__)} or callables "
+                f"{tuple(attribution_methods.METHOD_NAMES)} or callables "
                 "`method(model, x, targets)`. Received: methods="
                 f"{methods!r}"
             )

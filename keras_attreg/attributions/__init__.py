@@ -8,6 +8,7 @@ ids the maps are taken at the Embedding output and summed per token: shape
 """
 
 from keras_attreg.attributions.gradient import (
+    METHOD_NAMES,
     get,
     gradient_x_input,
     integrated_gradients,
@@ -18,6 +19,7 @@ from keras_attreg.attributions.modified_gradient import deeplift_rescale, epsilo
 from keras_attreg.attributions.occlusion import occlusion
 
 __all__ = [
+    "METHOD_NAMES",
     "deeplift_rescale",
     "epsilon_lrp",
     "get",

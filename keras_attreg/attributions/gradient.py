@@ -292,7 +292,7 @@ def smoothgrad(
         raise ValueError(
             "Invalid value for argument method: on token ids SmoothGrad adds its "
             "noise to the embedding output, so the method must be a built-in one "
-            f"(one of {sorted(_NAMES)}). Received: method={method!r}"
+            f"(one of {list(METHOD_NAMES)}). Received: method={method!r}"
         )
     if built_in is None:
         average = functools.partial(
@@ -335,6 +335,7 @@ _NAMES = {
     "smoothgrad": smoothgrad,
 }
 _BUILT_IN = frozenset(_NAMES.values()) - {smoothgrad}
+METHOD_NAMES = tuple(sorted(_NAMES))
 
 
 def get(identifier: str | Callable, name: str = "method") -> Callable:
@@ -360,6 +361,6 @@ def get(identifier: str | Callable, name: str = "method") -> Callable:
         return _NAMES[identifier]
     raise ValueError(
         f"Invalid value for argument {name}: expected an attribution method "
-        f"`method(model, x, targets)` or one of the names {sorted(_NAMES)}. "
+        f"`method(model, x, targets)` or one of the names {list(METHOD_NAMES)}. "
         f"Received: {name}={identifier!r}"
     )
