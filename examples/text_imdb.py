@@ -206,7 +206,7 @@ def main() -> None:
                 )
         if curves:
             plot_sensitivity_n(curves, folder / f"sensitivity_n_{name}.png")
-    shown = range(min(3, len(x_eval)))
+    shown = range(min(2, len(x_eval)))
     plot_token_heatmaps(
         [[str(w) for w in words[x_eval[i][x_eval[i] != 0]]] for i in shown],
         {label: maps[list(shown)] for label, maps in heatmaps.items()},
@@ -240,7 +240,7 @@ def parse():
     quick = args.quick
     defaults = {
         "epochs": 2 if quick else 3,
-        "alphas": [0.01] if quick else [0.003, 0.03],
+        "alphas": [0.01] if quick else [0.0003, 0.001, 0.003, 0.03],
         "lstm_seeds": args.seeds,
     }
     for key, value in defaults.items():
