@@ -160,18 +160,30 @@ def test_integrated_gradients_on_tokens_is_complete(build, baseline_token):
     assert np.all(maps[ids == 0] == 0)
 
 
-def test_occlusion_on_tokens_equals_a_loop_zeroing_embedding_rows():
+@pytest.mark.parametrize("baseline_token", [None, 1])
+def test_occlusion_on_tokens_equals_a_loop_replacing_embedding_rows(baseline_token):
     model = _text_cnn()
     ids, targets = _ids()
-    e = model.get_layer("embedding").embeddings.numpy()[ids]
+    weights = model.get_layer("embedding").embeddings.numpy()
+    e = weights[ids]
     full = _own_score(model, ids, targets, e)
     expected = np.zeros(ids.shape)
     for t in range(LENGTH):
         hidden = e.copy()
-        hidden[:, t] = 0
+        hidden[:, t] = 0 if baseline_token is None else weights[baseline_token]
         expected[:, t] = full - _own_score(model, ids, targets, hidden)
     expected[ids == 0] = 0
-    np.testing.assert_allclose(occlusion(model, ids, targets), expected, atol=1e-12)
+    ours = occlusion(model, ids, targets, baseline_token=baseline_token)
+    np.testing.assert_allclose(ours, expected, atol=1e-12)
+
+
+def test_baseline_token_is_checked():
+    ids, targets = _ids()
+    with pytest.raises(ValueError, match=r"baseline_token.*\[0, 30\)"):
+        integrated_gradients(_text_cnn(), ids, targets, baseline_token=30)
+    image_model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="baseline_token=1"):
+        occlusion(image_model, np.ones((2, 3)), [0, 1], 1, baseline_token=1)
 
 
 def test_smoothgrad_saliency_of_a_linear_text_model_is_its_saliency():
@@ -286,7 +298,10 @@ def test_token_subsets_draw_n_real_tokens_uniformly_never_padding():
     assert len(counts) == 10 and np.all(np.abs(counts / rows - 0.1) < 0.02)
 
 
-def test_sensitivity_n_over_tokens_equals_a_naive_loop_zeroing_embedding_rows():
+@pytest.mark.parametrize("baseline_token", [None, 1])
+def test_sensitivity_n_over_tokens_equals_a_naive_loop_replacing_embeddings(
+    baseline_token,
+):
     model = _text_cnn()
     ids, targets = _ids()
     n_values, subsets, seed = [1, 2, 4], 6, 5
@@ -300,8 +315,11 @@ def test_sensitivity_n_over_tokens_equals_a_naive_loop_zeroing_embedding_rows():
         seed=seed,
         batch_size=3,
         verbose=0,
+        baseline_token=baseline_token,
     )
-    e = model.get_layer("embedding").embeddings.numpy()[ids]
+    weights = model.get_layer("embedding").embeddings.numpy()
+    removal = 0 if baseline_token is None else weights[baseline_token]
+    e = weights[ids]
     expected = np.full((len(ids), len(n_values)), np.nan)
     for b, (k, n) in itertools.product(range(len(ids)), enumerate(n_values)):
         real = ids[b] != 0
@@ -319,7 +337,7 @@ def test_sensitivity_n_over_tokens_equals_a_naive_loop_zeroing_embedding_rows():
         r_n, s_n = [], []
         for mask in masks:
             removed = e[b].copy()
-            removed[mask] = 0
+            removed[mask] = removal
             r_n.append(maps[b][mask].sum())
             full = _own_score(model, ids[b : b + 1], targets[b : b + 1], e[b : b + 1])
             cut = _own_score(model, ids[b : b + 1], targets[b : b + 1], removed[None])
