@@ -1,9 +1,10 @@
 """Throughput of Sensitivity-n and of the sampling attribution methods.
 
 Sensitivity-n is forward passes plus masking, so its floor is the model's own
-batched forward throughput on the same number of inputs. Integrated gradients
-and SmoothGrad are gradient evaluations, so their floor is the raw (batched)
-gradient throughput. Prints a table and writes JSON.
+batched forward throughput on the same number of inputs; the same holds for
+Sensitivity-n over the tokens of a text CNN (IMDB-sized, random reviews).
+Integrated gradients and SmoothGrad are gradient evaluations, so their floor is
+the raw (batched) gradient throughput. Prints a table and writes JSON.
 
     python benchmarks/sensitivity_n.py --samples 32 --json sensitivity_n.json
 
@@ -30,6 +31,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_attreg.attributions import (  # noqa: E402
+    gradient_x_input,
     integrated_gradients,
     saliency,
     smoothgrad,
@@ -94,10 +96,36 @@ def paired(first, second, rounds: int = 5) -> tuple[float, float]:
     return tuple(np.median(times, axis=0))
 
 
+def text_cnn(vocabulary: int = 10_000, length: int = 200) -> keras.Model:
+    """An IMDB-sized text CNN on token ids (random weights: speed only)."""
+    inputs = keras.Input((length,), dtype="int32")
+    h = keras.layers.Embedding(vocabulary, 32)(inputs)
+    h = keras.layers.Conv1D(64, 5, activation="relu")(h)
+    h = keras.layers.GlobalMaxPooling1D()(h)
+    return keras.Model(inputs, keras.layers.Dense(2)(h))
+
+
+def token_ids(count: int, model: keras.Model) -> tuple[np.ndarray, np.ndarray]:
+    """Random reviews: lengths uniform in [length / 4, length], padded with 0."""
+    rng = np.random.default_rng(0)
+    vocabulary = model.get_layer(index=1).input_dim
+    length = model.input_shape[1]
+    ids = rng.integers(2, vocabulary, (count, length)).astype("int32")
+    for row, size in zip(
+        ids, rng.integers(length // 4, length + 1, count), strict=True
+    ):
+        row[size:] = 0
+    return ids, rng.integers(0, 2, count)
+
+
 def batched_forward(model, inputs: int, batch_size: int):
     """Plain batched inference on `inputs` inputs (no masking)."""
     forward = tf.function(lambda x: model(x, training=False))
-    batch = tf.random.normal([batch_size, *model.input_shape[1:]])
+    shape = [batch_size, *model.input_shape[1:]]
+    if model.inputs[0].dtype.startswith("int"):
+        batch = tf.random.uniform(shape, 1, 100, dtype=tf.int32)
+    else:
+        batch = tf.random.normal(shape)
     calls = max(1, round(inputs / batch_size))
 
     def run():
@@ -105,6 +133,27 @@ def batched_forward(model, inputs: int, batch_size: int):
             forward(batch).numpy()
 
     return run, calls * batch_size
+
+
+def against_forward(model, x, y, maps, n_values, args) -> tuple[float, float]:
+    """Rates (inputs/s) of Sensitivity-n and of the plain batched forward on
+    the same number of inputs, timed in alternation."""
+    inputs = len(x) * len(n_values) * args.num_subsets
+    run_forward, forward_inputs = batched_forward(model, inputs, args.batch_size)
+    seconds, forward_seconds = paired(
+        lambda: sensitivity_n(
+            model,
+            (x, y),
+            maps,
+            n_values=n_values,
+            num_subsets=args.num_subsets,
+            batch_size=args.batch_size,
+            verbose=0,
+        ),
+        run_forward,
+        args.rounds,
+    )
+    return inputs / seconds, forward_inputs / forward_seconds
 
 
 def loop_rate(model, x, y, n_values, num_subsets: int) -> float:
@@ -183,22 +232,7 @@ def main() -> None:
     per_sample = len(n_values) * args.num_subsets
     batch = args.batch_size
 
-    run_forward, inputs = batched_forward(model, len(x) * per_sample, batch)
-    seconds, forward_seconds = paired(
-        lambda: sensitivity_n(
-            model,
-            (x, y),
-            maps,
-            n_values=n_values,
-            num_subsets=args.num_subsets,
-            batch_size=batch,
-            verbose=0,
-        ),
-        run_forward,
-        args.rounds,
-    )
-    ours = len(x) * per_sample / seconds
-    forward = inputs / forward_seconds
+    ours, forward = against_forward(model, x, y, maps, n_values, args)
     loop = loop_rate(model, x, y, n_values, args.num_subsets)
     quantus = quantus_rate(model, x, y, maps, args.num_subsets)
 
@@ -226,10 +260,25 @@ def main() -> None:
         args.smoothgrad_samples,
     )
 
+    text_model = text_cnn()
+    ids, labels = token_ids(args.samples, text_model)
+    token_maps = gradient_x_input(text_model, ids, labels).numpy()
+    text_n = [n for n in n_values if n <= 50]
+    text_ours, text_forward = against_forward(
+        text_model, ids, labels, token_maps, text_n, args
+    )
+
     rows = [
         ("sensitivity_n (ours)", "forward/s", ours, ours / forward),
         ("batched forward, no masking", "forward/s", forward, 1.0),
         ("per-subset loop", "forward/s", loop, loop / forward),
+        (
+            "sensitivity_n over tokens (text CNN)",
+            "forward/s",
+            text_ours,
+            text_ours / text_forward,
+        ),
+        ("text CNN batched forward", "forward/s", text_forward, 1.0),
     ]
     if quantus is not None:
         rows.append(("Quantus SensitivityN", "forward/s", quantus, quantus / forward))

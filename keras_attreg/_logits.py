@@ -12,6 +12,12 @@ Supported endings (checked in this order):
   layer's pre-activation, computed with the same weights.
 - A nested functional/Sequential model as last layer: searched recursively.
 - Anything else: the output is taken as the logit.
+
+Token ids (text): for a model whose input is integer token ids, the input of
+every attribution method, penalty and metric is e, the output of the model's
+Embedding layer (found by `find_embedding`). `TokenSplit` computes the logits
+from a given e, and `model_input` turns a batch of ids into the pair
+(split bound to those ids, e) that the gradient code differentiates.
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_attreg._keras.embedding import embedding_output
 from keras_attreg._keras.graph import (
     call_layer,
     graph_output,
@@ -68,11 +75,20 @@ class LogitSplit:
     Args:
         model: a built Keras model with one output.
         logits_layer: optional name of the layer whose output is the logit.
+        embedding_layer: optional name of the Embedding layer whose output is
+            the input of the attributions when the model takes token ids.
     """
 
-    def __init__(self, model: keras.Model, logits_layer: str | None = None):
+    def __init__(
+        self,
+        model: keras.Model,
+        logits_layer: str | None = None,
+        embedding_layer: str | None = None,
+    ):
         self.model = model
         self.logits_layer = logits_layer
+        self.embedding_layer = embedding_layer
+        self._tokens = find_embedding(model, embedding_layer)
         self.inner = None
         self.ends_in_softmax = False
         if not isinstance(model, keras.Model):
@@ -173,16 +189,189 @@ class LogitSplit:
         """Returns the pre-softmax scores of `x`."""
         return self(x, training=training)[0]
 
+    def rows(self, indices):
+        """The split for the samples `indices` of the batch (itself: no state)."""
+        del indices
+        return self
+
+    def fix_padding(self, delta):
+        """`delta` (a change of the input), as is: images have no padding."""
+        return delta
+
+    @property
+    def tokens(self) -> TokenSplit | None:
+        """The `TokenSplit` of a model on token ids, None for other models.
+
+        Raises:
+            ValueError: the model declares an integer input but has no
+                Embedding layer to attribute at.
+        """
+        if self._tokens is None and _declares_integer_input(self.model):
+            raise ValueError(
+                f"Model {self.model.name!r} takes integer inputs (token ids) but "
+                "has no `keras.layers.Embedding` layer: attributions on token "
+                "ids are computed at the Embedding output. Add an Embedding "
+                "layer after the input, or give the model a float input."
+            )
+        if self._tokens is None:
+            return None
+        return TokenSplit(self, self._tokens)
+
+
+def _walk(layer):
+    yield layer
+    for inner in getattr(layer, "layers", ()):
+        yield from _walk(inner)
+
+
+def _declares_integer_input(model) -> bool:
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return False
+    return bool(inputs) and any(
+        keras.backend.standardize_dtype(t.dtype).startswith(("int", "uint"))
+        for t in inputs
+    )
+
+
+def _consumes_model_input(layer, models) -> bool:
+    try:
+        source = layer.input
+    except (AttributeError, ValueError):
+        return True  # shared between graphs: its input is ambiguous
+    return any(source is tensor for model in models for tensor in (model.inputs or ()))
+
+
+def find_embedding(model: keras.Model, embedding_layer: str | None = None):
+    """The Embedding layer that consumes the model's token ids, or None.
+
+    Nested functional/Sequential models are searched. With several Embedding
+    layers, the one fed by a model input is taken; `embedding_layer` names
+    one explicitly.
+
+    Args:
+        model: a Keras model.
+        embedding_layer: optional name of the Embedding layer to use.
+
+    Returns:
+        A `keras.layers.Embedding`, or None when the model has none.
+    """
+    layers = [layer for layer in _walk(model) if layer is not model]
+    embeddings = [
+        layer for layer in layers if isinstance(layer, keras.layers.Embedding)
+    ]
+    if embedding_layer is not None:
+        named = [layer for layer in embeddings if layer.name == embedding_layer]
+        if not named:
+            raise ValueError(
+                "Invalid value for argument embedding_layer: expected the name of "
+                f"an Embedding layer of model {model.name!r} (one of "
+                f"{[layer.name for layer in embeddings]}). "
+                f"Received: embedding_layer={embedding_layer!r}"
+            )
+        return named[0]
+    if len(embeddings) > 1:
+        graphs = [m for m in (model, *layers) if is_graph_model(m)]
+        embeddings = [e for e in embeddings if _consumes_model_input(e, graphs)]
+    if len(embeddings) > 1:
+        raise ValueError(
+            f"Model {model.name!r} has several Embedding layers fed by its inputs "
+            f"({[layer.name for layer in embeddings]}): pass embedding_layer=<name> "
+            "to choose the one whose output the attributions are taken at."
+        )
+    return embeddings[0] if embeddings else None
+
+
+class TokenSplit:
+    """S_c as a function of e, the Embedding output, for models on token ids.
+
+    Bound to a batch of token ids (`bind`), `split(e)` returns `(logits,
+    outputs)` of the model run on those ids with the Embedding's output
+    replaced by `e` (same shape as `embed()`): the layers after the Embedding
+    see `e`, and the Embedding's mask (`mask_zero`) still comes from the ids.
+
+    Args:
+        split: the model's `LogitSplit`.
+        embedding: its Embedding layer.
+        ids: the bound batch of token ids, shape (batch, seq_len), or None.
+    """
+
+    def __init__(self, split: LogitSplit, embedding, ids=None):
+        self.split = split
+        self.embedding = embedding
+        self.ids = ids
+
+    @property
+    def model(self) -> keras.Model:
+        return self.split.model
+
+    def bind(self, ids) -> TokenSplit:
+        """The same split bound to the token ids `ids` (cast to int32)."""
+        return TokenSplit(self.split, self.embedding, tf.cast(ids, tf.int32))
+
+    def rows(self, indices) -> TokenSplit:
+        """The split bound to the ids of samples `indices` (repeats allowed)."""
+        return self.bind(tf.gather(self.ids, indices))
+
+    def embed(self) -> tf.Tensor:
+        """e = Embedding(ids), shape (batch, seq_len, embedding dim)."""
+        return self.embedding(self.ids)
+
+    def token_embedding(self, token: int) -> tf.Tensor:
+        """The embedding vector of token id `token`, shape (embedding dim,)."""
+        return tf.convert_to_tensor(self.embedding.embeddings[token])
+
+    def padding(self) -> tf.Tensor:
+        """True at the padding positions (token id 0), shape (batch, seq_len)."""
+        return tf.equal(self.ids, 0)
+
+    def fix_padding(self, delta):
+        """`delta`, a change of e (batch, seq_len, dim), zeroed at padding:
+        padding is not a feature, so baselines and noise never move it."""
+        return tf.where(self.padding()[..., None], tf.zeros_like(delta), delta)
+
+    def __call__(self, e, training: bool = False):
+        """Returns `(logits, outputs)` of the bound ids with Embedding output e."""
+        with embedding_output(self.embedding, e):
+            return self.split(self.ids, training=training)
+
+    def logits(self, e, training: bool = False):
+        """Returns the pre-softmax scores computed from e."""
+        return self(e, training=training)[0]
+
+    def num_classes(self, input_shape=None) -> int:
+        return self.split.num_classes(input_shape)
+
+
+def model_input(split: LogitSplit, x):
+    """The differentiable input of `split` for the batch `x`.
+
+    Returns:
+        `(split, x)` for models on float inputs; for models on token ids,
+        `(split.tokens bound to x, e)` with e = Embedding(x), computed under
+        the caller's tapes (so gradients reach the embedding weights).
+    """
+    tokens = split.tokens if isinstance(split, LogitSplit) else None
+    if tokens is None:
+        return split, x
+    bound = tokens.bind(x)
+    return bound, bound.embed()
+
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def split_logits(model: keras.Model, logits_layer: str | None = None) -> LogitSplit:
+def split_logits(
+    model: keras.Model,
+    logits_layer: str | None = None,
+    embedding_layer: str | None = None,
+) -> LogitSplit:
     """Returns the (cached) `LogitSplit` of `model`."""
-    key = (logits_layer,)
+    key = (logits_layer, embedding_layer)
     per_model = _CACHE.setdefault(model, {})
     if key not in per_model:
-        per_model[key] = LogitSplit(model, logits_layer)
+        per_model[key] = LogitSplit(model, logits_layer, embedding_layer)
     return per_model[key]
 
 
@@ -266,12 +455,18 @@ FLOAT16_GRADIENT_SCALE = 2.0**12
 def input_gradient(split: LogitSplit, x, targets, training: bool = False):
     """Forward pass plus dS_c(x)/dx, kept differentiable for an outer tape.
 
+    For token ids `x` (a model with an Embedding, see `model_input`) the
+    gradient is dS_c/de at the Embedding output e, 0 at padding positions
+    (token id 0: padding is not a feature, so no method or penalty counts it).
+
     Returns:
-        `(outputs, gradient)` with `gradient` of the shape of `x`.
+        `(outputs, gradient)` with `gradient` of the shape of `x` (of e for
+        token ids).
     """
     # float16 backprop flushes small gradients to zero: the score is scaled
     # by a power of two (exact) and the gradient, of x's dtype (float32 under a
     # mixed policy), unscaled.
+    split, x = model_input(split, x)
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits, outputs = split(x, training=training)
@@ -279,5 +474,5 @@ def input_gradient(split: LogitSplit, x, targets, training: bool = False):
         scale = FLOAT16_GRADIENT_SCALE if scores.dtype == tf.float16 else 1.0
         if scale != 1.0:
             scores = scores * tf.constant(scale, scores.dtype)
-    gradient = tape.gradient(scores, x)
+    gradient = split.fix_padding(tape.gradient(scores, x))
     return outputs, gradient / scale if scale != 1.0 else gradient

@@ -14,6 +14,7 @@ from collections.abc import Callable, Sequence
 import keras
 import numpy as np
 import tensorflow as tf
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
 from keras_attreg import attributions as attribution_methods
@@ -22,7 +23,11 @@ from keras_attreg._logits import check_targets, labels_to_targets, split_logits,
 from keras_attreg._validation import check_int
 from keras_attreg.attributions._utils import method_name
 from keras_attreg.evaluation import sensitivity_n
-from keras_attreg.plotting import map_image, plot_attribution_maps
+from keras_attreg.plotting import (
+    map_image,
+    plot_attribution_maps,
+    token_heatmap_figure,
+)
 from keras_attreg.training.callbacks import DelayedActivation
 
 __all__ = ["AttributionMonitor", "DelayedActivation"]
@@ -34,14 +39,14 @@ def _resolve_methods(methods) -> dict[str, Callable]:
         methods = (methods,)
     resolved = {}
     for method in methods:
-        if isinstance(method, str) and method in attribution_methods.__all__:
+        if isinstance(method, str) and method in attribution_methods.METHOD_NAMES:
             name, method = method, getattr(attribution_methods, method)
         elif callable(method):
             name = method_name(method)
         else:
             raise ValueError(
                 "Invalid value for argument methods: expected names among "
-                f"{tuple(attribution_methods.__all__)} or callables "
+                f"{tuple(attribution_methods.METHOD_NAMES)} or callables "
                 "`method(model, x, targets)`. Received: methods="
                 f"{methods!r}"
             )
@@ -113,6 +118,10 @@ class AttributionMonitor(keras.callbacks.Callback):
     in `log_dir` (step = epoch index), and/or one PNG grid per epoch in
     `output_dir` (`maps_epoch_<epoch + 1>.png`, inputs in the first column,
     as grey channel means when they have neither 1, 3 nor 4 channels).
+    For token ids (an integer `x_val` of shape (samples, seq_len), a model
+    with an Embedding layer) the maps are per token and shown as the texts
+    coloured by attribution (`kar.plotting.token_heatmap_figure`): one
+    TensorBoard image `attributions/tokens` and `tokens_epoch_<epoch + 1>.png`.
     Optional scalars, in `log_dir` and in `history` (and in
     `output_dir/scalars.json`):
 
@@ -139,6 +148,8 @@ class AttributionMonitor(keras.callbacks.Callback):
         sensitivity_n_values: subset sizes n for Sensitivity-n (None: skip).
         num_subsets: random subsets per (sample, n) for Sensitivity-n.
         seed: seed of the Sensitivity-n subsets (the same every epoch).
+        vocabulary: for token ids, the word of each id (e.g. a
+            `TextVectorization`'s `get_vocabulary()`), shown in the heatmaps.
 
     Attributes:
         history: scalar tag -> list of `(epoch, value)`.
@@ -171,13 +182,17 @@ class AttributionMonitor(keras.callbacks.Callback):
         sensitivity_n_values: Sequence[int] | None = None,
         num_subsets: int = 32,
         seed: int = 0,
+        vocabulary: Sequence[str] | None = None,
     ):
         super().__init__()
-        x_val = np.asarray(x_val, dtype=keras.backend.floatx())
-        if x_val.ndim not in (3, 4) or x_val.shape[0] == 0:
+        x_val = np.asarray(x_val)
+        self.tokens = x_val.ndim == 2 and np.issubdtype(x_val.dtype, np.integer)
+        x_val = x_val.astype("int32" if self.tokens else keras.backend.floatx())
+        if (x_val.ndim not in (3, 4) and not self.tokens) or x_val.shape[0] == 0:
             raise ValueError(
                 "Invalid value for argument x_val: expected a non-empty batch of "
-                "images of shape (samples, height, width[, channels]). "
+                "images of shape (samples, height, width[, channels]) or of "
+                "integer token ids (samples, seq_len). "
                 f"Received: x_val with shape {x_val.shape}"
             )
         targets = labels_to_targets(np.asarray(y_val), "y_val").numpy()
@@ -211,6 +226,7 @@ class AttributionMonitor(keras.callbacks.Callback):
         )
         self.num_subsets = check_int("num_subsets", num_subsets, low=2)
         self.seed = check_int("seed", seed)
+        self.vocabulary = None if vocabulary is None else [str(w) for w in vocabulary]
         self.history: dict[str, list[tuple[int, float]]] = {}
         self._writer = None
 
@@ -261,6 +277,9 @@ class AttributionMonitor(keras.callbacks.Callback):
             self.history.setdefault(tag, []).append((epoch, value))
         if not self._writes:
             return
+        if self.tokens:
+            self._log_tokens(maps, epoch, scalars)
+            return
         if self._writer is not None:
             with self._writer.as_default():
                 for name, values in maps.items():
@@ -278,6 +297,39 @@ class AttributionMonitor(keras.callbacks.Callback):
                 maps,
                 os.path.join(self.output_dir, f"maps_epoch_{epoch + 1}.png"),
                 images=images,
+            )
+            with open(os.path.join(self.output_dir, "scalars.json"), "w") as f:
+                json.dump(self.history, f, indent=1)
+
+    def _log_tokens(self, maps, epoch: int, scalars: dict[str, float]) -> None:
+        """Token heatmaps (TensorBoard image and PNG) and the scalars."""
+        words = [
+            [
+                self.vocabulary[t]
+                if self.vocabulary and t < len(self.vocabulary)
+                else str(t)
+                for t in row[row != 0]
+            ]
+            for row in self.x_val
+        ]
+        kept = [row != 0 for row in self.x_val]
+        shown = {
+            name: [values[i][kept[i]] for i in range(len(words))]
+            for name, values in maps.items()
+        }
+        figure = token_heatmap_figure(words, shown)
+        if self._writer is not None:
+            canvas = FigureCanvasAgg(figure)
+            canvas.draw()
+            image = np.asarray(canvas.buffer_rgba())[None, ..., :3] / 255.0
+            with self._writer.as_default():
+                _write_images("attributions/tokens", image, epoch)
+                for tag, value in scalars.items():
+                    _write_scalar(tag, value, epoch)
+            self._writer.flush()
+        if self.output_dir is not None:
+            figure.savefig(
+                os.path.join(self.output_dir, f"tokens_epoch_{epoch + 1}.png"), dpi=120
             )
             with open(os.path.join(self.output_dir, "scalars.json"), "w") as f:
                 json.dump(self.history, f, indent=1)
@@ -322,6 +374,7 @@ class AttributionMonitor(keras.callbacks.Callback):
             "sensitivity_n_values": self.sensitivity_n_values,
             "num_subsets": self.num_subsets,
             "seed": self.seed,
+            "vocabulary": self.vocabulary,
         }
 
     @classmethod

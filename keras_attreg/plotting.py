@@ -6,7 +6,7 @@ display needed) and saved with `savefig`.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 from matplotlib.figure import Figure
@@ -139,3 +139,83 @@ def plot_sensitivity_n(results, path) -> Figure:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     return figure
+
+
+def token_heatmap_figure(
+    words: Sequence[Sequence[str]],
+    maps: Mapping[str, np.ndarray],
+    line_chars: int = 80,
+    max_tokens: int = 80,
+) -> Figure:
+    """Texts coloured by token attribution: one panel per (sample, method).
+
+    Each word's background is R_t / max_t |R_t| of its sample on a blue (< 0),
+    white (0), red (> 0) scale; words are set in a monospaced font and
+    wrapped at `line_chars` characters.
+
+    Args:
+        words: the tokens of each sample, as strings (padding left out).
+        maps: method name -> token attributions, shape (samples, seq_len),
+            aligned with `words`.
+        line_chars: characters per line.
+        max_tokens: the first tokens shown per sample.
+
+    Returns:
+        The figure.
+    """
+    from matplotlib import colormaps
+
+    colours = colormaps["bwr"]
+    panels = [(i, name) for i in range(len(words)) for name in maps]
+    layouts = []
+    for sample, name in panels:
+        tokens = list(words[sample])[:max_tokens]
+        values = np.asarray(maps[name][sample][: len(tokens)], "float64")
+        peak = np.abs(values).max() if values.size else 0.0
+        scaled = values / peak if peak > 0 else values
+        lines, column = 0, 0
+        placed = []
+        for token, value in zip(tokens, scaled, strict=True):
+            if column and column + len(token) > line_chars:
+                lines, column = lines + 1, 0
+            placed.append((column, lines, token, value))
+            column += len(token) + 1
+        layouts.append((sample, name, placed, lines + 1))
+    height = sum(rows + 1.6 for *_, rows in layouts) * 0.22
+    figure = Figure(figsize=(line_chars * 0.062, max(height, 1.0)))
+    axes = figure.add_axes((0, 0, 1, 1))
+    axes.set_axis_off()
+    total = sum(rows + 1.6 for *_, rows in layouts)
+    axes.set_xlim(0, line_chars)
+    axes.set_ylim(total, 0)
+    top = 0.0
+    for sample, name, placed, rows in layouts:
+        axes.text(0, top + 0.5, f"sample {sample}: {name}", fontsize=8, weight="bold")
+        for column, line, token, value in placed:
+            axes.text(
+                column,
+                top + 1.5 + line,
+                token,
+                family="monospace",
+                fontsize=7,
+                bbox={
+                    "facecolor": colours(0.5 + 0.5 * value),
+                    "edgecolor": "none",
+                    "pad": 0.5,
+                },
+            )
+        top += rows + 1.6
+    return figure
+
+
+def plot_token_heatmaps(
+    words: Sequence[Sequence[str]], maps: Mapping[str, np.ndarray], path, **options
+) -> None:
+    """Writes `token_heatmap_figure(words, maps, **options)` to an image file.
+
+    Example:
+        >>> plot_token_heatmaps([["a", "fine", "film"]],
+        ...                     {"saliency": np.array([[0.1, 0.9, -0.3]])},
+        ...                     "tokens.png")
+    """
+    token_heatmap_figure(words, maps, **options).savefig(path, dpi=120)

@@ -2,10 +2,14 @@
 
 Every method takes a batch (array, tensor, or a `tf.data.Dataset` of
 `(x, labels)` batches) and returns attributions of the shape of `x`, computed
-on S_c(x), the pre-softmax logit of the target class c.
+on S_c(x), the pre-softmax logit of the target class c. For models on token
+ids the maps are taken at the Embedding output and summed per token: shape
+(batch, seq_len). `get("name")` returns a method by name.
 """
 
 from keras_attreg.attributions.gradient import (
+    METHOD_NAMES,
+    get,
     gradient_x_input,
     integrated_gradients,
     saliency,
@@ -15,8 +19,10 @@ from keras_attreg.attributions.modified_gradient import deeplift_rescale, epsilo
 from keras_attreg.attributions.occlusion import occlusion
 
 __all__ = [
+    "METHOD_NAMES",
     "deeplift_rescale",
     "epsilon_lrp",
+    "get",
     "gradient_x_input",
     "integrated_gradients",
     "occlusion",

@@ -6,6 +6,11 @@ batches of numpy arrays, tensors or `tf.data` datasets and caches one traced
 function per (model, kernel, static options). Called while another function is
 being traced (SmoothGrad's fast path), `attribute` loops over the symbolic
 tensor it is given inside that graph, so built-in methods compose.
+
+Token ids: for a model on integer token ids (it has an Embedding layer, see
+`keras_attreg._logits.find_embedding`), the kernel runs on e = Embedding(ids)
+with a `TokenSplit` bound to the ids, and its embedding-level map is reduced
+to one value per token (summed over the embedding axis), 0 at padding (id 0).
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import keras
 import tensorflow as tf
 
 from keras_attreg._logits import (
+    LogitSplit,
+    TokenSplit,
     check_targets,
     labels_to_targets,
     split_logits,
@@ -66,8 +73,13 @@ def finite_input(x) -> tf.Tensor:
     return x
 
 
+def model_dtype_input(x, tokens: bool) -> tf.Tensor:
+    """`x` as int32 token ids (`tokens`) or as a finite float tensor."""
+    return tf.cast(x, tf.int32) if tokens else finite_input(x)
+
+
 def batches(
-    x, targets, batch_size: int, name: str = "targets"
+    x, targets, batch_size: int, name: str = "targets", tokens: bool = False
 ) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
     """Yields `(x, targets)` batches of at most `batch_size` samples.
 
@@ -79,6 +91,7 @@ def batches(
         targets: class indices, shape `(batch,)`, or one-hot labels.
         batch_size: the largest number of samples per batch.
         name: argument name used in error messages.
+        tokens: the inputs are token ids (kept as int32, not made float).
     """
     if isinstance(x, tf.data.Dataset):
         if targets is not None:
@@ -88,7 +101,8 @@ def batches(
             )
         empty = True
         for x_batch, y_batch in x:
-            x_batch, t_batch = finite_input(x_batch), labels_to_targets(y_batch, name)
+            x_batch = model_dtype_input(x_batch, tokens)
+            t_batch = labels_to_targets(y_batch, name)
             empty = empty and int(x_batch.shape[0]) == 0
             for start in range(0, int(x_batch.shape[0]), batch_size):
                 yield (
@@ -103,7 +117,7 @@ def batches(
             f"Invalid value for argument {name}: expected class indices, one per "
             f"sample. Received: {name}=None"
         )
-    x, targets = finite_input(x), labels_to_targets(targets, name)
+    x, targets = model_dtype_input(x, tokens), labels_to_targets(targets, name)
     if x.shape.rank < 2 or targets.shape[0] != x.shape[0]:
         raise ValueError(
             f"Invalid value for argument {name}: expected one class index per "
@@ -150,16 +164,92 @@ def for_each_chunk(total, chunk_size: int, body: Callable, initial):
     return state
 
 
-def traced(model: keras.Model, kernel: Callable, **static) -> Callable:
-    """The cached `tf.function` of `kernel` bound to `model` and `static`."""
-    per_model = _TRACED.setdefault(model, {})
-    key = (kernel, tuple(sorted(static.items())))
-    if key not in per_model:
-        per_model[key] = tf.function(
-            functools.partial(kernel, split_logits(model), **static),
-            reduce_retracing=True,
+def token_split(model, embedding_layer: str | None = None) -> TokenSplit | None:
+    """The `TokenSplit` of `model` (itself when given one), None without tokens."""
+    if isinstance(model, TokenSplit):
+        return model
+    return split_logits(model, embedding_layer=embedding_layer).tokens
+
+
+def reference(
+    model, baseline, baseline_token, x: tf.Tensor, embedding_layer=None
+) -> tf.Tensor:
+    """The baseline of one sample: `baseline` (see `as_baseline`), or for token
+    models the embedding of the token id `baseline_token` at every position.
+
+    Args:
+        model: the model (or `TokenSplit`) being attributed.
+        baseline: scalar or array of one sample's shape (of e for token ids).
+        baseline_token: None, or a token id whose embedding is the baseline.
+        x: a batch as the kernel sees it (e for token ids).
+        embedding_layer: name of the model's Embedding layer, if chosen.
+    """
+    if baseline_token is None:
+        return as_baseline(baseline, x)
+    tokens = token_split(model, embedding_layer)
+    if tokens is None:
+        raise ValueError(
+            "Invalid value for argument baseline_token: expected None for a "
+            "model without an Embedding layer (token ids). Received: "
+            f"baseline_token={baseline_token!r}"
         )
+    vocabulary = int(tokens.embedding.input_dim)
+    token = check_int("baseline_token", baseline_token, low=0)
+    if token >= vocabulary:
+        raise ValueError(
+            "Invalid value for argument baseline_token: expected a token id in "
+            f"[0, {vocabulary}). Received: baseline_token={baseline_token!r}"
+        )
+    vector = tf.cast(tokens.token_embedding(token), x.dtype)
+    return tf.broadcast_to(vector, x.shape[1:])
+
+
+def token_maps(maps: tf.Tensor, tokens: TokenSplit, per_token: str) -> tf.Tensor:
+    """Embedding-level maps (batch, seq_len, dim) to token maps (batch, seq_len):
+    summed (or averaged, `per_token="mean"`) over the embedding axis, 0 at
+    padding positions."""
+    reduce = tf.reduce_sum if per_token == "sum" else tf.reduce_mean
+    values = reduce(maps, axis=-1)
+    return tf.where(tokens.padding(), tf.zeros_like(values), values)
+
+
+def _on_tokens(tokens, kernel, per_token, static, ids, targets, *tensors):
+    bound = tokens.bind(ids)
+    maps = kernel(bound, bound.embed(), targets, *tensors, **static)
+    return maps if per_token is None else token_maps(maps, bound, per_token)
+
+
+def traced(
+    model: keras.Model,
+    kernel: Callable,
+    embedding_layer: str | None = None,
+    per_token: str = "sum",
+    **static,
+) -> Callable:
+    """The cached `tf.function` of `kernel` bound to `model` and `static`.
+
+    For a model on token ids the function takes the ids, runs `kernel` on
+    their embedding e with a `TokenSplit` bound to them and returns token
+    maps (see `token_maps`; the kernel's own output when `per_token` is None).
+    """
+    per_model = _TRACED.setdefault(model, {})
+    key = (kernel, embedding_layer, per_token, tuple(sorted(static.items())))
+    if key not in per_model:
+        split = split_logits(model, embedding_layer=embedding_layer)
+        if split.tokens is None:
+            function = functools.partial(kernel, split, **static)
+        else:
+            function = functools.partial(
+                _on_tokens, split.tokens, kernel, per_token, static
+            )
+        per_model[key] = tf.function(function, reduce_retracing=True)
     return per_model[key]
+
+
+def example_input(split: LogitSplit, x_batch: tf.Tensor) -> tf.Tensor:
+    """What the kernel sees for `x_batch`: e for token ids, else `x_batch`."""
+    tokens = split.tokens
+    return x_batch if tokens is None else tokens.bind(x_batch).embed()
 
 
 def attribute(
@@ -169,44 +259,78 @@ def attribute(
     kernel: Callable,
     batch_size: int,
     tensors: Callable = lambda x_batch: (),
+    embedding_layer: str | None = None,
+    per_token: str = "sum",
     **static,
 ) -> tf.Tensor:
     """Runs `kernel` over the batches of `(x, targets)` and concatenates.
 
     Args:
-        model: a Keras model (a training wrapper stands for its base model).
+        model: a Keras model (a training wrapper stands for its base model),
+            or (inside a traced SmoothGrad) the `TokenSplit` bound to the token
+            ids of `x`, then an embedding-level input.
         x, targets: see `batches`.
         kernel: `kernel(split, x, targets, *tensors, **static)`, traced once.
         batch_size: the largest number of samples per kernel call.
-        tensors: maps the first batch to the extra tensor arguments (baselines,
-            masks) passed to every kernel call.
+        tensors: maps the first batch, as the kernel sees it (e for token
+            ids), to the extra tensor arguments (baselines, masks) passed to
+            every kernel call.
+        embedding_layer: name of the Embedding layer of a model on token ids.
+        per_token: how token maps reduce the embedding axis: "sum" or "mean".
         **static: hashable options fixed at trace time.
 
     Returns:
-        The attributions, a tensor of the shape of the concatenated inputs.
-        Inside a traced function `x` is a symbolic tensor, fed to the kernel
-        in chunks of `batch_size` by a graph loop (target checks become
-        run-time assertions).
+        The attributions, a tensor of the shape of the concatenated inputs
+        (for token ids: (samples, seq_len)). Inside a traced function `x` is a
+        symbolic tensor, fed to the kernel in chunks of `batch_size` by a graph
+        loop (target checks become run-time assertions).
     """
     batch_size = check_int("batch_size", batch_size, low=1)
+    if isinstance(model, TokenSplit):
+        return _attribute_embedded(
+            model, x, targets, kernel, batch_size, tensors, static
+        )
     model = unwrap(model)
-    split = split_logits(model)
-    function = traced(model, kernel, **static)
+    split = split_logits(model, embedding_layer=embedding_layer)
+    function = traced(model, kernel, embedding_layer, per_token, **static)
+    tokens = split.tokens is not None
     if not tf.executing_eagerly():
-        x = float_input(x)
+        x = model_dtype_input(x, tokens)
         targets = check_targets(labels_to_targets(targets), split.num_classes(x.shape))
-        extra = tensors(x)
+        extra = tensors(example_input(split, x))
 
         def run(maps, indices):
             part = function(tf.gather(x, indices), tf.gather(targets, indices), *extra)
             return tf.tensor_scatter_nd_update(maps, indices[:, None], part)
 
-        return for_each_chunk(tf.shape(x)[0], batch_size, run, tf.zeros_like(x))
+        initial = (
+            tf.zeros(tf.shape(x), keras.backend.floatx())
+            if tokens
+            else tf.zeros_like(x)
+        )
+        return for_each_chunk(tf.shape(x)[0], batch_size, run, initial)
     outputs, extra, classes = [], None, None
-    for x_batch, t_batch in batches(x, targets, batch_size):
+    for x_batch, t_batch in batches(x, targets, batch_size, tokens=tokens):
         if extra is None:
-            extra = tensors(x_batch)
+            extra = tensors(example_input(split, x_batch))
             classes = split.num_classes(x_batch.shape)
         check_targets(t_batch, classes)
         outputs.append(function(x_batch, t_batch, *extra))
     return tf.concat(outputs, axis=0)
+
+
+def _attribute_embedded(tokens, e, targets, kernel, batch_size, tensors, static):
+    """Embedding-level maps of `e` in chunks, `tokens` bound to e's ids."""
+    extra = tensors(e)
+
+    def run(maps, indices):
+        part = kernel(
+            tokens.rows(indices),
+            tf.gather(e, indices),
+            tf.gather(targets, indices),
+            *extra,
+            **static,
+        )
+        return tf.tensor_scatter_nd_update(maps, indices[:, None], part)
+
+    return for_each_chunk(tf.shape(e)[0], batch_size, run, tf.zeros_like(e))

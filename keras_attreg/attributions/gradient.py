@@ -1,6 +1,10 @@
 """Gradient attributions: saliency, gradient*input, integrated gradients, SmoothGrad.
 
-All scores are S_c(x), the pre-softmax logit of the target class c.
+All scores are S_c(x), the pre-softmax logit of the target class c. For a
+model on token ids, x is e, the output of its Embedding layer (found
+automatically, or named by `embedding_layer`), and each method returns one
+value per token: its embedding-level map summed over the embedding axis
+(saliency: sum_d |dS_c/de_{t,d}|), 0 at padding positions (token id 0).
 """
 
 from __future__ import annotations
@@ -11,14 +15,20 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from keras_attreg._logits import check_targets, input_gradient, split_logits, unwrap
+from keras_attreg._logits import (
+    TokenSplit,
+    check_targets,
+    input_gradient,
+    split_logits,
+    unwrap,
+)
 from keras_attreg._validation import check_float, check_int
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
-    as_baseline,
     attribute,
     batches,
     for_each_chunk,
+    reference,
     traced,
 )
 from keras_attreg.attributions.modified_gradient import deeplift_rescale, epsilon_lrp
@@ -37,14 +47,18 @@ def _gradient_x_input_kernel(split, x, targets):
 def _integrated_gradients_kernel(
     split, x, targets, baseline, *, steps: int, chunk: int
 ):
-    delta = x - baseline
+    delta = split.fix_padding(x - baseline)
     per_sample = [-1] + [1] * (x.shape.rank - 1)
 
     def accumulate(total, indices):
         sample = indices // steps
         alpha = (tf.cast(indices % steps, x.dtype) + 0.5) / steps
-        points = baseline + tf.reshape(alpha, per_sample) * tf.gather(delta, sample)
-        gradient = input_gradient(split, points, tf.gather(targets, sample))[1]
+        points = tf.gather(x, sample) - tf.reshape(1 - alpha, per_sample) * tf.gather(
+            delta, sample
+        )
+        gradient = input_gradient(
+            split.rows(sample), points, tf.gather(targets, sample)
+        )[1]
         return tf.tensor_scatter_nd_add(total, sample[:, None], gradient)
 
     total = for_each_chunk(tf.shape(x)[0] * steps, chunk, accumulate, tf.zeros_like(x))
@@ -57,6 +71,7 @@ def saliency(
     targets=None,
     absolute: bool = True,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    embedding_layer: str | None = None,
 ) -> tf.Tensor:
     """Saliency map of Simonyan et al. (2014): R_i = |dS_c(x)/dx_i|.
 
@@ -64,34 +79,56 @@ def saliency(
         model: a Keras model (a final softmax is skipped: S_c is the logit),
             or an `AttributionRegularizedModel` (its base model is used).
         x: inputs (array or tensor), or a `tf.data.Dataset` of
-            `(x, labels)` batches.
+            `(x, labels)` batches; token ids (batch, seq_len) for a model with
+            an Embedding layer.
         targets: class index c of each sample (or one-hot labels); None when
             `x` is a dataset.
         absolute: False gives the signed gradient dS_c/dx_i.
         batch_size: samples per traced call.
+        embedding_layer: for token ids, the name of the Embedding layer whose
+            output e the gradient is taken at (default: the one fed by the
+            model's input).
 
     Returns:
-        A tensor of the shape of `x`.
+        A tensor of the shape of `x` (for token ids, (batch, seq_len):
+        sum_d |dS_c/de_{t,d}|, or sum_d dS_c/de_{t,d} when not `absolute`).
 
     Example:
         >>> maps = saliency(model, x_test[:8], y_test[:8])
     """
     return attribute(
-        model, x, targets, _gradient_kernel, batch_size, absolute=bool(absolute)
+        model,
+        x,
+        targets,
+        _gradient_kernel,
+        batch_size,
+        embedding_layer=embedding_layer,
+        absolute=bool(absolute),
     )
 
 
 def gradient_x_input(
-    model: keras.Model, x, targets=None, batch_size: int = DEFAULT_BATCH_SIZE
+    model: keras.Model,
+    x,
+    targets=None,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    embedding_layer: str | None = None,
 ) -> tf.Tensor:
     """Gradient * input (Shrikumar et al. 2016): R_i = x_i * dS_c(x)/dx_i.
 
-    Args and returns as `saliency`.
+    Args and returns as `saliency` (for token ids: sum_d e_{t,d} dS_c/de_{t,d}).
 
     Example:
         >>> maps = gradient_x_input(model, x_test[:8], y_test[:8])
     """
-    return attribute(model, x, targets, _gradient_x_input_kernel, batch_size)
+    return attribute(
+        model,
+        x,
+        targets,
+        _gradient_x_input_kernel,
+        batch_size,
+        embedding_layer=embedding_layer,
+    )
 
 
 def integrated_gradients(
@@ -101,6 +138,8 @@ def integrated_gradients(
     baseline=0.0,
     steps: int = 50,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    embedding_layer: str | None = None,
+    baseline_token: int | None = None,
 ) -> tf.Tensor:
     """Integrated gradients (Sundararajan et al. 2017), midpoint rule.
 
@@ -112,14 +151,20 @@ def integrated_gradients(
     (sum_i R_i = S_c(x) - S_c(b)) holds up to that error.
 
     Args:
-        model, x, targets: as `saliency`.
-        baseline: b, a scalar or an array of one sample's shape.
+        model, x, targets, embedding_layer: as `saliency`.
+        baseline: b, a scalar or an array of one sample's shape (for token
+            ids: of e's sample shape (seq_len, dim); 0 is the zero embedding;
+            padding positions keep their embedding, b_t = e_t there).
         steps: m, the number of gradient evaluations per sample.
         batch_size: the largest number of inputs per model call (interpolation
             points of several samples share a call), which bounds memory.
+        baseline_token: for token ids, a token id (e.g. a pad or unknown
+            token) whose embedding, at every position, is b; overrides
+            `baseline`.
 
     Returns:
-        A tensor of the shape of `x`.
+        A tensor of the shape of `x` (for token ids, (batch, seq_len), whose
+        sum over the tokens is S_c(x) - S_c(b) up to the quadrature error).
 
     Example:
         >>> maps = integrated_gradients(model, x_test[:8], y_test[:8], steps=64)
@@ -132,7 +177,10 @@ def integrated_gradients(
         targets,
         _integrated_gradients_kernel,
         batch_size,
-        tensors=lambda x_batch: (as_baseline(baseline, x_batch),),
+        tensors=lambda x_batch: (
+            reference(model, baseline, baseline_token, x_batch, embedding_layer),
+        ),
+        embedding_layer=embedding_layer,
         steps=steps,
         chunk=batch_size,
     )
@@ -144,9 +192,10 @@ def _noisy_average(model, x, targets, key, noise, *, method, samples: int):
     spread = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
     sigma = tf.reshape(noise * spread, [-1] + [1] * len(axes))
     copies = tf.repeat(x, samples, axis=0)
-    noisy = copies + tf.repeat(sigma, samples, axis=0) * tf.random.stateless_normal(
-        tf.shape(copies), seed=key, dtype=copies.dtype
-    )
+    draws = tf.random.stateless_normal(tf.shape(copies), seed=key, dtype=copies.dtype)
+    if isinstance(model, TokenSplit):
+        draws = model.fix_padding(draws)
+    noisy = copies + tf.repeat(sigma, samples, axis=0) * draws
     maps = tf.convert_to_tensor(
         method(model, noisy, tf.repeat(targets, samples, axis=0))
     )
@@ -154,8 +203,13 @@ def _noisy_average(model, x, targets, key, noise, *, method, samples: int):
 
 
 def _smoothgrad_kernel(split, x, targets, key, noise, *, method, options, samples):
+    if isinstance(split, TokenSplit):
+        # x is e: the method runs on the noisy embeddings of the repeated ids.
+        model = split.rows(tf.repeat(tf.range(tf.shape(x)[0]), samples))
+    else:
+        model = split.model
     return _noisy_average(
-        split.model,
+        model,
         x,
         targets,
         key,
@@ -193,6 +247,7 @@ def smoothgrad(
     method: Callable = saliency,
     seed: int = 0,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    embedding_layer: str | None = None,
 ) -> tf.Tensor:
     """SmoothGrad (Smilkov et al. 2017) over any attribution method M.
 
@@ -206,13 +261,17 @@ def smoothgrad(
     method (or a `functools.partial` of one with hashable options) runs with
     noise generation and averaging in one traced function per batch; any other
     callable is called eagerly on the noisy batch. Both give the same maps.
+    For token ids the noise is added to e (its range taken over the sample's
+    embedding output), never to padding positions, and M must be a built-in
+    method.
 
     Args:
-        model, x, targets: as `saliency`.
+        model, x, targets, embedding_layer: as `saliency`.
         samples: N, noisy copies per sample.
         noise: sigma as a fraction of each sample's value range.
         method: the base method, `method(model, x, targets)`, e.g. `saliency`
-            or `functools.partial(integrated_gradients, steps=20)`.
+            or `functools.partial(integrated_gradients, steps=20)`, or its
+            name (`"saliency"`, see `kar.attributions.get`).
         seed: seed of the noise (results are deterministic for a given seed
             and `batch_size`).
         batch_size: noisy inputs handed to `method` per call.
@@ -228,12 +287,16 @@ def smoothgrad(
     noise = check_float("noise", noise, low=0.0)
     seed = check_int("seed", seed)
     batch_size = check_int("batch_size", batch_size, low=1)
-    if not callable(method):
-        raise ValueError(
-            "Invalid value for argument method: expected an attribution method "
-            f"`method(model, x, targets)`. Received: method={method!r}"
-        )
+    method = get(method, name="method")
+    split = split_logits(model, embedding_layer=embedding_layer)
+    tokens = split.tokens
     built_in = _built_in(method)
+    if built_in is None and tokens is not None:
+        raise ValueError(
+            "Invalid value for argument method: on token ids SmoothGrad adds its "
+            "noise to the embedding output, so the method must be a built-in one "
+            f"(one of {list(METHOD_NAMES)}). Received: method={method!r}"
+        )
     if built_in is None:
         average = functools.partial(
             _noisy_average, model, method=method, samples=samples
@@ -242,35 +305,65 @@ def smoothgrad(
         average = traced(
             model,
             _smoothgrad_kernel,
+            embedding_layer,
             method=built_in[0],
             options=built_in[1],
             samples=samples,
         )
-        split = split_logits(model)
     outputs = []
     for index, (x_batch, t_batch) in enumerate(
-        batches(x, targets, max(1, batch_size // samples))
+        batches(x, targets, max(1, batch_size // samples), tokens=tokens is not None)
     ):
         if built_in is not None:
             check_targets(t_batch, split.num_classes(x_batch.shape))
+        dtype = x_batch.dtype if tokens is None else tokens.embedding.compute_dtype
         outputs.append(
             average(
                 x_batch,
                 t_batch,
                 tf.constant([seed, index]),
-                tf.constant(noise, x_batch.dtype),
+                tf.constant(noise, dtype),
             )
         )
     return tf.concat(outputs, axis=0)
 
 
-_BUILT_IN = frozenset(
-    {
-        saliency,
-        gradient_x_input,
-        integrated_gradients,
-        epsilon_lrp,
-        deeplift_rescale,
-        occlusion,
-    }
-)
+_NAMES = {
+    "deeplift_rescale": deeplift_rescale,
+    "epsilon_lrp": epsilon_lrp,
+    "gradient_x_input": gradient_x_input,
+    "integrated_gradients": integrated_gradients,
+    "occlusion": occlusion,
+    "saliency": saliency,
+    "smoothgrad": smoothgrad,
+}
+_BUILT_IN = frozenset(_NAMES.values()) - {smoothgrad}
+METHOD_NAMES = tuple(sorted(_NAMES))
+
+
+def get(identifier: str | Callable, name: str = "method") -> Callable:
+    """The attribution method named `identifier` (callables pass through).
+
+    Args:
+        identifier: a method name (`"saliency"`, `"gradient_x_input"`,
+            `"integrated_gradients"`, `"smoothgrad"`, `"epsilon_lrp"`,
+            `"deeplift_rescale"`, `"occlusion"`) or a callable
+            `method(model, x, targets)`.
+        name: the argument name used in error messages.
+
+    Returns:
+        The callable.
+
+    Example:
+        >>> get("saliency").__name__
+        'saliency'
+    """
+    if callable(identifier):
+        return identifier
+    if isinstance(identifier, str) and identifier in _NAMES:
+        return _NAMES[identifier]
+    raise ValueError(
+        f"Invalid value for argument {name}: expected an attribution method "
+        f"`method(model, x, targets)` or one of the names {list(METHOD_NAMES)}. "
+        f"Received: {name}={identifier!r}"
+    )

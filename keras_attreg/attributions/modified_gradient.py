@@ -44,6 +44,8 @@ def _epsilon_lrp_kernel(split, x, targets, *, eps: float):
 def _deeplift_kernel(split, x, targets, baseline):
     _check_graph(split)
     reference = tf.broadcast_to(baseline, tf.shape(x))
+    # Token ids: padding is no feature, its embedding is kept on the baseline.
+    reference = x + split.fix_padding(reference - x)
     multipliers, source, source_reference = deeplift_pass(split, x, reference, targets)
     return (source - source_reference) * multipliers
 

@@ -12,9 +12,10 @@ from keras_attreg._logits import target_scores
 from keras_attreg._validation import check_int
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
-    as_baseline,
     attribute,
     for_each_chunk,
+    reference,
+    token_split,
 )
 
 
@@ -36,16 +37,22 @@ def _sizes(name: str, value, spatial: tuple[int, ...]) -> tuple[int, ...]:
     return sizes
 
 
-def _patch_masks(x: tf.Tensor, patch_size, stride) -> tf.Tensor:
-    """One 0/1 mask per patch, shaped to broadcast against one sample."""
+def _patch_masks(x: tf.Tensor, patch_size, stride, tokens: bool) -> tf.Tensor:
+    """One 0/1 mask per patch, shaped to broadcast against one sample.
+
+    For token ids `x` is e, (batch, seq_len, dim): patches run over the tokens.
+    """
     rank = x.shape.rank
-    if rank not in (2, 3, 4):
+    if tokens:
+        spatial = (x.shape[1],)
+    elif rank not in (2, 3, 4):
         raise ValueError(
             "Occlusion expects inputs of shape (batch, features), (batch, height, "
             f"width) or (batch, height, width, channels). Received: x with shape "
             f"{x.shape}"
         )
-    spatial = tuple(x.shape[1:3]) if rank >= 3 else (x.shape[1],)
+    else:
+        spatial = tuple(x.shape[1:3]) if rank >= 3 else (x.shape[1],)
     patch = _sizes("patch_size", patch_size, spatial)
     step = patch if stride is None else _sizes("stride", stride, spatial)
     corners = itertools.product(
@@ -57,18 +64,21 @@ def _patch_masks(x: tf.Tensor, patch_size, stride) -> tf.Tensor:
         mask[tuple(slice(c, c + p) for c, p in zip(corner, patch, strict=True))] = 1
         masks.append(mask)
     masks = np.stack(masks)
-    return tf.constant(masks[..., None] if rank == 4 else masks)
+    return tf.constant(masks[..., None] if rank == 4 or tokens else masks)
 
 
 def _occlusion_kernel(split, x, targets, baseline, masks, *, chunk: int):
     num_patches = tf.shape(masks)[0]
     scores = target_scores(split.logits(x), targets)
+    removal = split.fix_padding(x - baseline)
 
     def measure(drops, indices):
         sample = indices // num_patches
         mask = tf.gather(masks, indices % num_patches)
-        occluded = tf.gather(x, sample) * (1 - mask) + baseline * mask
-        hidden = target_scores(split.logits(occluded), tf.gather(targets, sample))
+        occluded = tf.gather(x, sample) - mask * tf.gather(removal, sample)
+        hidden = target_scores(
+            split.rows(sample).logits(occluded), tf.gather(targets, sample)
+        )
         return tf.tensor_scatter_nd_update(
             drops, indices[:, None], tf.gather(scores, sample) - hidden
         )
@@ -86,10 +96,12 @@ def occlusion(
     model: keras.Model,
     x,
     targets=None,
-    patch_size=4,
+    patch_size=None,
     stride=None,
     baseline=0.0,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    embedding_layer: str | None = None,
+    baseline_token: int | None = None,
 ) -> tf.Tensor:
     """Occlusion: mean drop of S_c over the patches covering each pixel.
 
@@ -97,15 +109,21 @@ def occlusion(
 
     where P_i are the patches (all channels together) that contain pixel i.
     Patches start at 0 and move by `stride`; pixels that no patch covers (when
-    the stride does not tile the input) get 0.
+    the stride does not tile the input) get 0. For token ids the patches are
+    runs of tokens whose embedding vectors e_t are set to b, and R_t is the
+    mean drop of the runs covering token t (0 at padding).
 
     Args:
-        model, x, targets: as `saliency`; `x` of shape (batch, features),
-            (batch, height, width) or (batch, height, width, channels).
-        patch_size: patch side (int) or sizes per spatial axis.
+        model, x, targets, embedding_layer: as `saliency`; `x` of shape
+            (batch, features), (batch, height, width), (batch, height, width,
+            channels) or token ids (batch, seq_len).
+        patch_size: patch side (int) or sizes per spatial axis; default 4
+            (pixels), 1 (token) for token ids.
         stride: step between patches; defaults to `patch_size`.
-        baseline: b, a scalar or an array of one sample's shape.
+        baseline: b, a scalar or an array of one sample's shape (0: the zero
+            embedding for token ids).
         batch_size: the largest number of occluded inputs per model call.
+        baseline_token: for token ids, a token id whose embedding is b.
 
     Returns:
         A tensor of the shape of `x`.
@@ -114,6 +132,9 @@ def occlusion(
         >>> maps = occlusion(model, x_test[:8], y_test[:8], patch_size=4)
     """
     batch_size = check_int("batch_size", batch_size, low=1)
+    tokens = token_split(model, embedding_layer) is not None
+    if patch_size is None:
+        patch_size = 1 if tokens else 4
     return attribute(
         model,
         x,
@@ -121,8 +142,10 @@ def occlusion(
         _occlusion_kernel,
         batch_size,
         tensors=lambda x_batch: (
-            as_baseline(baseline, x_batch),
-            _patch_masks(x_batch, patch_size, stride),
+            reference(model, baseline, baseline_token, x_batch, embedding_layer),
+            _patch_masks(x_batch, patch_size, stride, tokens),
         ),
+        embedding_layer=embedding_layer,
+        per_token="mean",
         chunk=batch_size,
     )

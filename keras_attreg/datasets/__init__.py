@@ -1,4 +1,4 @@
-"""Data: MNIST / CIFAR-10 pipelines, the embedded MNIST sample, cluttered MNIST.
+"""Data: MNIST / CIFAR-10 / IMDB pipelines, the embedded MNIST sample, cluttered MNIST.
 
 Imports nothing from the rest of `keras_attreg` (data flows one way).
 """
@@ -16,6 +16,7 @@ from keras_attreg.datasets.loaders import (
     load_mnist_sample,
     standardize,
 )
+from keras_attreg.datasets.text import load_imdb, standardize_review
 
 __all__ = [
     "CIFAR10_MEAN",
@@ -26,8 +27,10 @@ __all__ = [
     "ClutteredMNIST",
     "destandardize",
     "load_cifar10",
+    "load_imdb",
     "load_mnist",
     "load_mnist_sample",
     "make_cluttered_mnist",
     "standardize",
+    "standardize_review",
 ]

@@ -18,6 +18,15 @@ and lets R_n of all rows come from one matrix product. Pool and row choices
 come from stateless generators keyed by `seed` and the sample's position in
 the data, so results do not depend on `batch_size`. Masks are applied and the
 model is called in chunks of `batch_size` inputs inside one traced loop.
+
+Token ids (a model with an Embedding layer): the features are the token
+positions, and removing a token sets its embedding vector e_t to the baseline
+(0, or the embedding of `baseline_token`). Padding (token id 0) is never
+drawn: each sample's features are its own tokens, so the n-subsets of a
+sample with L tokens are uniform among its C(L, n) subsets, and a sample with
+L < n is skipped (counted in `too_short`, never averaged in). A subset is the
+n tokens with the smallest keys of a counter-based hash of (seed, sample,
+subset, position), so results do not depend on `batch_size` either.
 """
 
 from __future__ import annotations
@@ -30,13 +39,16 @@ import tensorflow as tf
 
 from keras_attreg._logits import check_targets, split_logits, target_scores, unwrap
 from keras_attreg._validation import check_choice, check_int
+from keras_attreg.attributions import get
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
-    as_baseline,
     batches,
+    example_input,
     float_input,
     for_each_chunk,
     method_name,
+    model_dtype_input,
+    reference,
     traced,
 )
 
@@ -56,10 +68,13 @@ class SensitivityNResult:
             per n, shape (K,) (NaN where no sample has one).
         per_sample: correlation of each sample, shape (samples, K); NaN where
             undefined (R_n or S_n constant over the subsets).
-        undefined: number of samples with an undefined correlation, per n.
+        undefined: number of samples with an undefined correlation, per n
+            (too short samples not included).
         absolute: whether |Pearson| was used.
         label: the name of the attributions (the method's name, or the label
             given to `sensitivity_n`), used by `plot` and `to_dict`.
+        too_short: token ids only: number of samples with fewer than n
+            tokens, per n (skipped: NaN in `per_sample`); zeros otherwise.
     """
 
     n_values: np.ndarray
@@ -67,6 +82,7 @@ class SensitivityNResult:
     per_sample: np.ndarray
     undefined: np.ndarray
     absolute: bool
+    too_short: np.ndarray | None = None
     label: str = _PRECOMPUTED
 
     def standard_error(self) -> np.ndarray:
@@ -95,6 +111,9 @@ class SensitivityNResult:
             "correlation": listed(self.correlation),
             "undefined": [int(u) for u in self.undefined],
             "standard_error": listed(self.standard_error()),
+            "too_short": [int(u) for u in np.ravel(self.too_short)]
+            if self.too_short is not None
+            else None,
             "num_samples": int(self.per_sample.shape[0]),
             "absolute": bool(self.absolute),
             "label": self.label,
@@ -263,7 +282,88 @@ def _kernel(
     return _pearson(tf.reshape(r_n, shape), tf.reshape(s_n, shape))
 
 
-def _unpack(data):
+def _mix(h: tf.Tensor) -> tf.Tensor:
+    """The 32-bit finaliser of MurmurHash3: a bijective avalanche mix."""
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
+    h = h * tf.constant(0x85EBCA6B, tf.uint32)
+    h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 13))
+    h = h * tf.constant(0xC2B2AE35, tf.uint32)
+    return tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
+
+
+def token_subsets(
+    seed: int, sample_ids, items, real: tf.Tensor, n: tf.Tensor
+) -> tf.Tensor:
+    """Masks of random n-subsets of each row's real tokens, (rows, seq_len).
+
+    Row r takes the n[r] real positions with the smallest keys
+    hash(seed, sample_ids[r], items[r], position) (padding keys sort last).
+    """
+    golden = tf.constant(0x9E3779B9, tf.uint32)
+
+    def word(value):
+        return tf.cast(tf.cast(value, tf.int64) % (1 << 32), tf.uint32)
+
+    h = _mix(word(seed) + golden)
+    h = _mix(h + word(sample_ids))
+    h = _mix(h + word(items))
+    positions = word(tf.range(tf.shape(real)[1]))
+    keys = tf.cast(_mix(h[:, None] + positions[None, :] * golden), tf.int64)
+    keys = tf.where(real, keys, keys + (1 << 32))
+    rank = tf.argsort(tf.argsort(keys, axis=1, stable=True), axis=1, stable=True)
+    return tf.logical_and(real, rank < tf.cast(n, rank.dtype)[:, None])
+
+
+def _token_kernel(
+    tokens,
+    e,
+    attributions,
+    targets,
+    sample_ids,
+    baseline,
+    n_values,
+    *,
+    seed: int,
+    num_subsets: int,
+    chunk: int,
+):
+    num_n = n_values.shape[0]
+    batch, items = tf.shape(e)[0], num_n * num_subsets
+    real = tf.logical_not(tokens.padding())
+    scores = target_scores(tokens.logits(e), targets)
+
+    def perturb(state, indices):
+        r_n, s_n = state
+        sample, item = indices // items, indices % items
+        mask = token_subsets(
+            seed,
+            tf.gather(sample_ids, sample),
+            item,
+            tf.gather(real, sample),
+            tf.gather(n_values, item // num_subsets),
+        )
+        masked = tf.where(mask[..., None], baseline, tf.gather(e, sample))
+        drop = tf.gather(scores, sample) - target_scores(
+            tokens.rows(sample).logits(masked), tf.gather(targets, sample)
+        )
+        kept = tf.where(mask, tf.gather(attributions, sample), 0.0)
+        return (
+            tf.tensor_scatter_nd_update(
+                r_n, indices[:, None], tf.reduce_sum(kept, axis=1)
+            ),
+            tf.tensor_scatter_nd_update(s_n, indices[:, None], drop),
+        )
+
+    zeros = tf.zeros([batch * items], e.dtype)
+    r_n, s_n = for_each_chunk(batch * items, chunk, perturb, (zeros, zeros))
+    shape = [batch, num_n, num_subsets]
+    correlation = _pearson(tf.reshape(r_n, shape), tf.reshape(s_n, shape))
+    lengths = tf.reduce_sum(tf.cast(real, n_values.dtype), axis=1)
+    short = lengths[:, None] < n_values[None, :]
+    return tf.where(short, tf.constant(np.nan, tf.float64), correlation)
+
+
+def _unpack(data, tokens: bool):
     if isinstance(data, tf.data.Dataset):
         return data, None, tuple(data.element_spec[0].shape[1:])
     if not isinstance(data, (tuple, list)) or len(data) != 2:
@@ -271,7 +371,7 @@ def _unpack(data):
             "Invalid value for argument data: expected a tuple (x, targets) or a "
             f"`tf.data.Dataset` of (x, targets) batches. Received: data={data!r}"
         )
-    x = float_input(data[0])
+    x = model_dtype_input(data[0], tokens)
     return x, data[1], tuple(x.shape[1:])
 
 
@@ -288,6 +388,8 @@ def sensitivity_n(
     batch_size: int = DEFAULT_BATCH_SIZE,
     verbose: int = 1,
     label: str | None = None,
+    embedding_layer: str | None = None,
+    baseline_token: int | None = None,
 ) -> SensitivityNResult:
     """Sensitivity-n of attributions (Ancona et al. 2018, Sec. 4).
 
@@ -298,6 +400,8 @@ def sensitivity_n(
     mean over samples. `absolute=True` uses |Pearson| (Kiritoshi et al. 2019,
     for standardised inputs). Samples with constant R_n or S_n have an
     undefined correlation: they are counted in `undefined`, not averaged in.
+    For token ids (see the module docstring) the features are the tokens,
+    removal sets their embedding to the baseline and padding is never drawn.
 
     Args:
         model: a Keras model; S_c is its pre-softmax logit of class c. An
@@ -305,21 +409,28 @@ def sensitivity_n(
             is also what a callable `attributions` receives).
         data: `(x, targets)` arrays, or a `tf.data.Dataset` of `(x, targets)`
             batches (targets as class indices or one-hot).
-        attributions: an array aligned with `x`, or a method
-            `method(model, x, targets)` called batch by batch.
+        attributions: an array aligned with `x` (for token ids: one value per
+            token, (samples, seq_len)), a method `method(model, x, targets)`
+            called batch by batch, or a method's name (`"saliency"`, ...).
         n_values: subset sizes; default 16 log-spaced values from 1 to 80% of
             the features.
         num_subsets: subsets per (sample, n), >= 2.
         absolute: use |Pearson|.
         baseline: value given to removed features: scalar or an array of one
-            sample's shape.
+            sample's shape (for token ids: of e's sample shape; 0 is the zero
+            embedding).
         features: "pixel" (channels of a (H, W, C) sample removed together,
-            attributions summed over channels) or "element".
+            attributions summed over channels) or "element"; ignored for token
+            ids (the features are the tokens).
         seed: seed of the subsets.
         batch_size: samples per traced call and model inputs per forward pass.
         verbose: 1 shows a progress bar, 0 is silent.
         label: the name of the attributions in plots; default: the method's
             name (`attributions.__name__`), or "precomputed maps" for an array.
+        embedding_layer: for token ids, the name of the Embedding layer (as in
+            `kar.attributions.saliency`).
+        baseline_token: for token ids, a token id whose embedding replaces
+            the removed tokens' (overrides `baseline`).
 
     Returns:
         A `SensitivityNResult`.
@@ -344,30 +455,46 @@ def sensitivity_n(
             f"Invalid value for argument label: expected a string. Received: "
             f"label={label!r}"
         )
-    x, targets, sample_shape = _unpack(data)
-    count = num_features(sample_shape, features)
-    n_values = _check_n_values(n_values, count, features)
+    split = split_logits(model, embedding_layer=embedding_layer)
+    tokens = split.tokens is not None
+    x, targets, sample_shape = _unpack(data, tokens)
+    count = sample_shape[0] if tokens else num_features(sample_shape, features)
+    n_values = _check_n_values(n_values, count, "token" if tokens else features)
+    if isinstance(attributions, str):
+        attributions = get(attributions, name="attributions")
     method = attributions if callable(attributions) else None
     if method is None:
         attributions = float_input(attributions)
         if not isinstance(x, tf.data.Dataset) and attributions.shape != x.shape:
             raise _shape_error(attributions.shape, x.shape)
-    split = split_logits(model)
-    pool = subset_pool(
-        seed, n_values, pool_size(len(n_values), num_subsets, count), count
-    )
-    kernel = traced(
-        model,
-        _kernel,
-        seed=seed,
-        num_subsets=num_subsets,
-        pixel=features == "pixel" and len(sample_shape) == 3,
-        chunk=batch_size,
-    )
+    if tokens:
+        tensors = (tf.constant(n_values, tf.int32),)
+        kernel = traced(
+            model,
+            _token_kernel,
+            embedding_layer,
+            None,
+            seed=seed,
+            num_subsets=num_subsets,
+            chunk=batch_size,
+        )
+    else:
+        pool = subset_pool(
+            seed, n_values, pool_size(len(n_values), num_subsets, count), count
+        )
+        tensors = (pool,)
+        kernel = traced(
+            model,
+            _kernel,
+            seed=seed,
+            num_subsets=num_subsets,
+            pixel=features == "pixel" and len(sample_shape) == 3,
+            chunk=batch_size,
+        )
     total = None if isinstance(x, tf.data.Dataset) else int(x.shape[0])
     progress = keras.utils.Progbar(total, verbose=verbose, unit_name="sample")
-    rows, offset, classes = [], 0, None
-    for x_batch, t_batch in batches(x, targets, batch_size, name="data"):
+    rows, lengths, offset, classes, base = [], [], 0, None, None
+    for x_batch, t_batch in batches(x, targets, batch_size, name="data", tokens=tokens):
         size = int(x_batch.shape[0])
         if method is None:
             maps = attributions[offset : offset + size]
@@ -377,12 +504,19 @@ def sensitivity_n(
             raise _shape_error(maps.shape, x_batch.shape)
         if classes is None:
             classes = split.num_classes(x_batch.shape)
+            base = reference(
+                model,
+                baseline,
+                baseline_token,
+                example_input(split, x_batch),
+                embedding_layer,
+            )
         check_targets(t_batch, classes)
         ids = tf.range(offset, offset + size)
-        base = as_baseline(baseline, x_batch)
-        rows.append(
-            kernel(x_batch, tf.cast(maps, x_batch.dtype), t_batch, ids, base, pool)
-        )
+        dtype = base.dtype
+        rows.append(kernel(x_batch, tf.cast(maps, dtype), t_batch, ids, base, *tensors))
+        if tokens:
+            lengths.append(np.count_nonzero(x_batch.numpy(), axis=1))
         offset += size
         progress.update(offset)
     if method is None and offset != attributions.shape[0]:
@@ -396,8 +530,11 @@ def sensitivity_n(
     per_sample = tf.concat(rows, axis=0).numpy()
     if absolute:
         per_sample = np.abs(per_sample)
-    undefined = np.isnan(per_sample).sum(axis=0)
-    defined = per_sample.shape[0] - undefined
+    too_short = np.zeros(len(n_values), np.int64)
+    if tokens:
+        too_short = (np.concatenate(lengths)[:, None] < n_values[None, :]).sum(0)
+    undefined = np.isnan(per_sample).sum(axis=0) - too_short
+    defined = per_sample.shape[0] - undefined - too_short
     sums = np.nansum(per_sample, axis=0)
     correlation = np.where(defined > 0, sums / np.maximum(defined, 1), np.nan)
     return SensitivityNResult(
@@ -407,6 +544,7 @@ def sensitivity_n(
         undefined=undefined,
         absolute=bool(absolute),
         label=label,
+        too_short=too_short,
     )
 
 

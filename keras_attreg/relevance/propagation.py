@@ -21,8 +21,10 @@ import keras
 import tensorflow as tf
 
 from keras_attreg._keras.graph import graph_output, is_graph_model, producer, run_graph
+from keras_attreg._keras.embedding import embedding_output
 from keras_attreg._logits import (
     LogitSplit,
+    TokenSplit,
     check_targets,
     split_logits,
     target_scores,
@@ -85,8 +87,16 @@ class _Record:
     outputs: list
 
 
-def _forward(model, x, composite, training):
-    """Runs the graph, each call through its rule; the records in graph order."""
+def _forward(split, x, composite, training):
+    """Runs the graph, each call through its rule; the records in graph order.
+
+    For a `TokenSplit` (a model on token ids, bound to them) `x` is the
+    Embedding output e: the graph runs on the ids with the Embedding's output
+    replaced by e (its mask still derived from the ids).
+    """
+    if isinstance(split, TokenSplit):
+        with embedding_output(split.embedding, x):
+            return _forward(split.split, split.ids, composite, training)
     records, producers = [], {}
 
     def producer_of(tensor):
@@ -102,7 +112,7 @@ def _forward(model, x, composite, training):
             producers[tensor.ref()] = record
         return propagation.outputs
 
-    outputs = run_graph(model, x, run)
+    outputs = run_graph(split.model, x, run)
     return outputs, records, producers
 
 
@@ -156,14 +166,14 @@ def _propagate(records, seed, value, mode: str) -> dict:
     return reached
 
 
-def _source(x, records):
+def _source(split, x, records):
     """The tensor that attributions are given to: `x`, or for token ids the
-    output of the Embedding that reads them."""
-    if x.dtype.is_floating:
+    output of the model's Embedding (`find_embedding`)."""
+    if x.dtype.is_floating and not isinstance(split, TokenSplit):
         return x
-    for record in records:
-        if isinstance(record.call.operation, keras.layers.Embedding):
-            return record.outputs[0]
+    tokens = split if isinstance(split, TokenSplit) else split.tokens
+    if tokens is not None:
+        return _last_call(records, tokens.embedding).outputs[0]
     raise ValueError(
         f"Invalid value for argument x: integer inputs (dtype {x.dtype.name}) "
         "need a model with an Embedding layer, whose output is then the input "
@@ -186,15 +196,18 @@ def deeplift_pass(split: LogitSplit, x, reference, targets) -> tuple:
         source on both halves.
     """
     stacked = tf.concat([x, reference], axis=0)
+    stacked_split = split
+    if isinstance(split, TokenSplit):  # x and the reference are embeddings
+        stacked_split = split.bind(tf.concat([split.ids, split.ids], axis=0))
     outputs, records, _ = _forward(
-        split.model, stacked, epsilon_composite(DEFAULT_EPSILON), False
+        stacked_split, stacked, epsilon_composite(DEFAULT_EPSILON), False
     )
     logits, seed = _logit(split, records, outputs)
     batch = tf.shape(x)[0]
     start = tf.one_hot(targets, tf.shape(logits)[-1], dtype=seed.dtype)
     start = tf.concat([start, tf.zeros_like(start)], axis=0)
     reached = _propagate(records, seed, start, "multiplier")
-    source = _source(stacked, records)
+    source = _source(split, stacked, records)
     found = reached.get(source.ref())
     multipliers = tf.zeros_like(source) if found is None else found
     return multipliers[:batch], source[:batch], source[batch:]
@@ -211,7 +224,7 @@ def _logit(split: LogitSplit, records, outputs):
     """`(logits, seed)`: the logit tensor and the tensor its relevance is
     given to (the same, or the output of a last layer whose activation is the
     softmax, which passes relevance to its pre-activation unchanged)."""
-    end = split
+    end = split.split if isinstance(split, TokenSplit) else split
     while end.mode == "nested":
         end = end.inner
     if end.mode == "identity":
@@ -252,7 +265,8 @@ def relevance_pass(
     maps flow into the weights).
 
     Args:
-        split: the model split into logits and outputs (`split_logits`).
+        split: the model split into logits and outputs (`split_logits`), or
+            a `TokenSplit` bound to token ids (then `x` is their embedding e).
         x: the input batch (float; or token ids for a model with an
             Embedding, whose output is then the input of the pass).
         targets: int class indices c, shape `(batch,)` (not checked here).
@@ -262,9 +276,7 @@ def relevance_pass(
     Returns:
         A `Relevance` with the per-layer forward inputs and backward maps.
     """
-    outputs, records, producers = _forward(
-        split.model, x, epsilon_composite(eps), training
-    )
+    outputs, records, producers = _forward(split, x, epsilon_composite(eps), training)
     _fold_batch_norms(records, producers, training)
     logits, seed = _logit(split, records, outputs)
     start = tf.one_hot(targets, tf.shape(logits)[-1], dtype=seed.dtype)
@@ -284,7 +296,7 @@ def relevance_pass(
         layers=[record.call.operation for record in counted],
         forward_inputs=[record.call.inputs[0] for record in counted],
         backward_maps=[relevance_of(record.call.inputs[0]) for record in counted],
-        input_relevance=relevance_of(_source(x, records)),
+        input_relevance=relevance_of(_source(split, x, records)),
     )
 
 

@@ -36,6 +36,13 @@ class _PenaltyMean(keras.metrics.Mean):
         return tf.where(self.count > 0, super().result(), float("nan"))
 
 
+def _all_finite(x: tf.Tensor) -> tf.Tensor:
+    """True when `x` holds no NaN or Inf (always for token ids)."""
+    if not x.dtype.is_floating:
+        return tf.constant(True)
+    return tf.reduce_all(tf.math.is_finite(x))
+
+
 @keras.saving.register_keras_serializable(package="keras_attreg")
 class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
     """Wraps a Keras classifier and trains it with an attribution regulariser.
@@ -84,6 +91,9 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         regularizer: an `AttributionRegularizer`, e.g. `L1GradientPenalty`.
         logits_layer: optional name of the layer of `base_model` whose output
             is the logit (for models where it cannot be found automatically).
+        embedding_layer: for a base model on token ids, the name of the
+            Embedding layer whose output e is the penalty's input (default:
+            the one fed by the model's input); see `kar.attributions.saliency`.
         nonfinite: what a training step does when the inputs, the task loss,
             the penalty or the gradients hold NaN or Inf: `"raise"` (default)
             stops `fit` with a `FloatingPointError` naming the step and the
@@ -123,6 +133,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         logits_layer: str | None = None,
         nonfinite: str = "raise",
         every: int = 1,
+        embedding_layer: str | None = None,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -135,9 +146,11 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         self.base_model = base_model
         self.regularizer = regularizer
         self.logits_layer = logits_layer
+        self.embedding_layer = embedding_layer
         self.nonfinite = check_choice("nonfinite", nonfinite, ("raise", "skip"))
         self.every = check_int("every", every, low=1)
         self._split = split_logits(base_model, logits_layer)
+        self._split = split_logits(base_model, logits_layer, embedding_layer)
         # Switch of the regulariser, driven by `DelayedActivation`: the weight in
         # [0, 1] and the epoch from which it is on (-1: not yet). Variables, so
         # switching never retraces the step and both are saved with the model.
@@ -173,7 +186,9 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = tf.convert_to_tensor(x)
         self._check_rank(x.shape)
-        if not x.dtype.is_floating:
+        if self._split.tokens is not None:
+            x = tf.cast(x, tf.int32)  # token ids: the penalty is taken at e
+        elif not x.dtype.is_floating:
             x = tf.cast(x, self.compute_dtype)
         classes = self._split.num_classes(x.shape)
         targets = check_targets(labels_to_targets(y, "y"), classes, name="y")
@@ -247,7 +262,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
             "contain NaN or Inf.",
             self.optimizer.iterations,
         )
-        check = tf.debugging.Assert(tf.reduce_all(tf.math.is_finite(x)), [message])
+        check = tf.debugging.Assert(_all_finite(x), [message])
         with tf.control_dependencies([check]):
             return tf.identity(x)
 
@@ -256,7 +271,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
 
         `penalty` is `None` on a plain step."""
         terms = {
-            "inputs (x)": tf.reduce_all(tf.math.is_finite(x)),
+            "inputs (x)": _all_finite(x),
             "task loss": tf.reduce_all(tf.math.is_finite(task)),
         }
         if penalty is not None:
@@ -464,6 +479,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
                 "base_model": keras.saving.serialize_keras_object(self.base_model),
                 "regularizer": keras.saving.serialize_keras_object(self.regularizer),
                 "logits_layer": self.logits_layer,
+                "embedding_layer": self.embedding_layer,
                 "nonfinite": self.nonfinite,
                 "every": self.every,
             }

@@ -70,6 +70,10 @@ class L1GradientPenalty(AttributionRegularizer):
 
     S_c is the pre-softmax score (logit) of the true class c. The norm is taken
     per sample (sum over all pixels and channels) and averaged over the batch.
+    For a model on token ids, x is e, the output of its Embedding layer: the
+    norm of dS_c/de is summed over (seq_len, embedding dim), padding positions
+    (token id 0) left out, and the penalty's gradient reaches the embedding
+    weights through e.
     `norm="l2"` gives double backpropagation (Drucker & LeCun 1992): the squared
     L2 norm ||dS_c/dx||_2^2 in place of the L1 norm.
 
