@@ -20,8 +20,8 @@ import dataclasses
 import keras
 import tensorflow as tf
 
-from keras_attreg._keras.graph import graph_output, is_graph_model, producer, run_graph
 from keras_attreg._keras.embedding import embedding_output
+from keras_attreg._keras.graph import graph_output, is_graph_model, producer, run_graph
 from keras_attreg._logits import (
     LogitSplit,
     TokenSplit,
