@@ -631,7 +631,7 @@ def section_compare(result, outputs, docs) -> Section:
     lines = [
         "## 4. Attribution methods by Sensitivity-n (Ancona et al. 2018)",
         "",
-        "The stored text of the paper (`/work/shared/papers/002_*.txt`) holds only "
+        "The stored text of the paper (`../shared/papers/002_*.txt`) holds only "
         "its abstract, so no paper number is quoted: we check the findings named "
         "in the project issue (methods agree on simple models and diverge for "
         "larger n) and two consequences of the paper's analysis (epsilon-LRP "
@@ -734,10 +734,13 @@ def section_tanh(result, outputs, docs) -> Section:
         if ratio >= 10
         else "not reproduced"
     )
-    leader = {
-        name: max(row["curves_mean"], key=lambda m: row["curves_mean"][m][1])
-        for name, row in result["models"].items()
-    }
+    leader, last = (
+        {
+            name: max(row["curves_mean"], key=lambda m: row["curves_mean"][m][i])
+            for name, row in result["models"].items()
+        }
+        for i in (1, -1)
+    )
     f2 = "reproduced" if leader["mnist_mlp_tanh"] == "occlusion-1" else "not reproduced"
     gradient_based = ("gradient*input", "integrated gradients", "epsilon-LRP")
     distance = {
@@ -804,7 +807,14 @@ def section_tanh(result, outputs, docs) -> Section:
         f"**F1: {f1}.**",
         f"- F2: method with the highest correlation at n = {n_values[1]}: "
         + ", ".join(f"{k} {v}" for k, v in leader.items())
-        + f". **F2: {f2}.**",
+        + f". **F2: {f2}.** At the largest n ({n_values[-1]}) the leader is "
+        + ", ".join(f"{k} {v}" for k, v in last.items())
+        + "; saliency (|gradient|) mean correlation over n: "
+        + ", ".join(
+            f"{k} {np.mean(row['curves_mean']['saliency']):.2f}"
+            for k, row in result["models"].items()
+        )
+        + ".",
         "- F3: mean over n of |curve - Occlusion-1 curve|: "
         + "; ".join(
             f"{name}: " + ", ".join(f"{m} {v:.3f}" for m, v in d.items())
