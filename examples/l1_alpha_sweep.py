@@ -26,8 +26,9 @@ does not have; it is measured on cluttered MNIST in `localisation.py`.
 Defaults are sized for the shared 2-core CPU machine (see docs/RESULTS.md for
 the wall time): `--arch small` (conv 2x16, 2x32, 2x64 with BatchNorm, dense
 64), the first 6,000 training images, 6 epochs, batch 128, seeds 0 1,
-alpha in {0, 3e-4, 1e-3, 3e-3, 1e-2}, Sensitivity-n over 50 test images. A quiet machine: `--train-size 0 --epochs
-30 --seeds 0 1 2 --sn-samples 100`; GPU: add `--arch vgg16`.
+alpha in {0, 3e-4, 1e-3, 3e-3, 1e-2}, Sensitivity-n over 50 test images. A
+quiet machine: `--train-size 0 --epochs 30 --seeds 0 1 2 --sn-samples 100`;
+GPU: add `--arch vgg16`.
 
     python examples/l1_alpha_sweep.py --output-dir outputs/l1_alpha_sweep
     python examples/l1_alpha_sweep.py --output-dir /tmp/l1 --quick   # a minute

@@ -552,7 +552,8 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
             f"{settings['box_train_size']} training / {settings['box_test_size']} "
             f"test canvases, {settings['box_epochs']} epochs, seed(s) "
             f"{', '.join(map(str, box_seeds))}; share of |R| inside the digit's "
-            "box):",
+            "box; training time of these runs "
+            f"{sum(r['train_seconds'] for r in result['box_runs']) / 60:.1f} min):",
             "",
             "| lambda | test accuracy | FBI on from epoch | mass in box eps-LRP | "
             "mass in box vanilla gradient |",
