@@ -75,13 +75,10 @@ class Section:
         text: the markdown section.
         summary: rows of the summary table (`| experiment | paper | ours |
             verdict |`).
-        command: the command that produced the outputs, when it is not the
-            script's default invocation.
     """
 
     text: str
     summary: list[str]
-    command: str | None = None
 
 
 def load(path: pathlib.Path):
@@ -539,20 +536,23 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
                 + " |"
             )
     box_rows = [k for k in keys if summary[k]["box"]]
-    command = None
     if box_rows:
         box_seeds = summary[box_rows[0]]["box"]["seeds"]
-        command = (
-            f"python examples/fbi_lambda_sweep.py --output-dir "
-            f"outputs/fbi_lambda_sweep --box-seeds {' '.join(map(str, box_seeds))}"
-        )
+        switch = settings.get("box_threshold")
         lines += [
             "",
             f"Mass in box on cluttered MNIST (the same network for 56x56 canvases, "
             f"{settings['box_train_size']} training / {settings['box_test_size']} "
-            f"test canvases, {settings['box_epochs']} epochs, seed(s) "
+            f"test canvases, {settings['box_epochs']} epochs, FBI loss on "
+            + (
+                "from the first step"
+                if switch is None
+                else f"above {switch:.0%} validation accuracy"
+            )
+            + ", seed(s) "
             f"{', '.join(map(str, box_seeds))}; share of |R| inside the digit's "
-            "box; training time of these runs "
+            f"box, chance level {result['box_chance_mass_in_box']:.3f}; training "
+            "time of these runs "
             f"{sum(r['train_seconds'] for r in result['box_runs']) / 60:.1f} min):",
             "",
             "| lambda | test accuracy | FBI on from epoch | mass in box eps-LRP | "
@@ -603,7 +603,7 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
         f"{counts[best]['energy_skewness']['clearly up']}/5 clearly up; at 0.001: "
         f"{paper_lam} | {verdicts[best]} |"
     ]
-    return Section("\n".join(lines), summary_rows, command)
+    return Section("\n".join(lines), summary_rows)
 
 
 def method_table(model_name: str, row: dict) -> list[str]:
@@ -995,8 +995,7 @@ META = re.compile(r"^<!-- (?P<kind>wall|summary): (?P<row>\|.*\|) -->$", re.M)
 
 def block(experiment: Experiment, section: Section, wall: str) -> str:
     """A section with its markers and its rows of the two report tables."""
-    command = section.command or experiment.command()
-    meta = [f"<!-- wall: | {experiment.name} | `{command}` | {wall} | -->"]
+    meta = [f"<!-- wall: | {experiment.name} | `{experiment.command()}` | {wall} | -->"]
     meta += [f"<!-- summary: {row} -->" for row in section.summary]
     return (
         f"<!-- section:{experiment.name} -->\n"
