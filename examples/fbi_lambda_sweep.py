@@ -72,6 +72,22 @@ def run_name(lam: float, seed: int) -> str:
     return f"lam{lam:g}_seed{seed}"
 
 
+def sweep(folder, prefix: str, lams, seeds, run) -> list[dict]:
+    """`run(lam, seed)` for every seed and lambda, seed by seed, resumable.
+
+    A finished run's JSON, `<folder>/runs/<prefix>lam<lambda>_seed<seed>.json`,
+    is read instead of running it again.
+    """
+    return [
+        cached(
+            folder / "runs" / f"{prefix}{run_name(lam, seed)}.json",
+            lambda lam=lam, seed=seed: run(lam, seed),
+        )
+        for seed in seeds
+        for lam in lams
+    ]
+
+
 def fit(args, lam, seed, name, folder, shape, data, epochs, threshold):
     """One model trained from the seed's initial weights, FBI on if lam > 0.
 
@@ -285,28 +301,26 @@ def main() -> None:
         # Sensitivity-n on digits the switch never saw.
         (x_test[-args.sn_samples :], y_test[-args.sn_samples :]),
     )
-    runs = [
-        cached(
-            folder / "runs" / f"{run_name(lam, seed)}.json",
-            lambda lam=lam, seed=seed: mnist_run(args, lam, seed, data, folder),
-        )
-        for seed in args.seeds
-        for lam in args.lams
-    ]
+    runs = sweep(
+        folder,
+        "",
+        args.lams,
+        args.seeds,
+        lambda lam, seed: mnist_run(args, lam, seed, data, folder),
+    )
     box_runs, chance = [], None
     if args.box_seeds:
         x_train, y_train, _ = cluttered("train", args.box_train_size, args.data_dir, 0)
         x_box, y_box, boxes = cluttered("test", args.box_test_size, args.data_dir, 1)
         canvases = ((x_train, y_train), (x_box, y_box, boxes))
         chance = chance_mass_in_box(boxes)
-        box_runs = [
-            cached(
-                folder / "runs" / f"box_{run_name(lam, seed)}.json",
-                lambda lam=lam, seed=seed: box_run(args, lam, seed, canvases, folder),
-            )
-            for seed in args.box_seeds
-            for lam in args.lams
-        ]
+        box_runs = sweep(
+            folder,
+            "box_",
+            args.lams,
+            args.box_seeds,
+            lambda lam, seed: box_run(args, lam, seed, canvases, folder),
+        )
     write_json(
         folder / "results.json",
         {

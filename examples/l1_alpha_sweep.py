@@ -153,6 +153,16 @@ def mean_spread_rows(values: np.ndarray) -> dict:
     return {"mean": values.mean(0).tolist(), "std": spread.tolist()}
 
 
+def save(figure, axis, title: str, path, legend: bool = True) -> None:
+    """Titles the figure, adds the legend, writes it as a PNG and closes it."""
+    axis.set_title(title)
+    if legend:
+        axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
 def plot_pareto(summary: dict, path) -> None:
     figure, axis = plt.subplots(figsize=(5.5, 4))
     for key, row in summary.items():
@@ -169,10 +179,7 @@ def plot_pareto(summary: dict, path) -> None:
         )
     axis.set_xlabel("modified Sensitivity-n (mean |Pearson| over n)")
     axis.set_ylabel("test accuracy (10,000 images)")
-    axis.set_title("L1 gradient penalty: mean ± std over seeds")
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save(figure, axis, "L1 gradient penalty: mean ± std over seeds", path, False)
 
 
 def plot_learning_curves(runs: list[dict], path) -> None:
@@ -191,11 +198,7 @@ def plot_learning_curves(runs: list[dict], path) -> None:
             )
     axis.set_xlabel("epoch")
     axis.set_ylabel("accuracy, 2,000 test images")
-    axis.set_title("Learning curves (one line per seed)")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save(figure, axis, "Learning curves (one line per seed)", path)
 
 
 def plot_sensitivity_n(summary: dict, n_values, path) -> None:
@@ -214,11 +217,7 @@ def plot_sensitivity_n(summary: dict, n_values, path) -> None:
     axis.set_xscale("log")
     axis.set_xlabel("n (pixels removed)")
     axis.set_ylabel("|Pearson|, mean over seeds")
-    axis.set_title("Modified Sensitivity-n of the vanilla gradient")
-    axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    save(figure, axis, "Modified Sensitivity-n of the vanilla gradient", path)
 
 
 def main() -> None:
