@@ -5,11 +5,14 @@ Every experiment script writes its figures (PNG) and numbers (JSON) under
 that is stopped resumes from the last finished epoch (Keras
 `BackupAndRestore`), and a model that finished training is loaded instead of
 trained again, so re-running a script after a crash only redoes what is left.
+The per-epoch logs (the learning curve) are appended to
+`<output-dir>/checkpoints/<name>.csv` and survive a resume.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import pathlib
@@ -41,6 +44,35 @@ def parser(doc: str) -> argparse.ArgumentParser:
         "--seeds", type=int, nargs="+", default=[0, 1, 2], help="one run per seed"
     )
     result.add_argument("--verbose", type=int, default=2, help="Keras fit verbosity")
+    result.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny slice in about a minute: checks that the script runs "
+        "end to end (its numbers mean nothing)",
+    )
+    return result
+
+
+def quick(args: argparse.Namespace, **tiny) -> argparse.Namespace:
+    """With `--quick`, replaces the settings named in `tiny` by their values."""
+    if args.quick:
+        for key, value in tiny.items():
+            setattr(args, key, value)
+    return args
+
+
+def cached(path, compute) -> dict:
+    """The JSON at `path` if a finished run wrote it, else `compute()`, written.
+
+    Sweeps call this once per run, so a restarted sweep skips what finished.
+    """
+    path = pathlib.Path(path)
+    if path.exists():
+        print(f"skipping finished run {path}")
+        return json.loads(path.read_text())
+    result = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, result)
     return result
 
 
@@ -70,7 +102,7 @@ def train(
     epochs: int,
     regularizer=None,
     callbacks=(),
-    learning_rate: float = 1e-3,
+    learning_rate=1e-3,
     verbose: int = 2,
     every: int = 1,
 ) -> tuple[keras.Model, dict]:
@@ -84,18 +116,22 @@ def train(
         epochs: training epochs.
         regularizer: None (plain training) or a `kar.AttributionRegularizer`.
         callbacks: extra Keras callbacks (e.g. `kar.DelayedActivation`).
-        learning_rate: Adam's learning rate.
+        learning_rate: Adam's learning rate (a float or a Keras schedule).
         verbose: `fit` verbosity (2: one line per epoch).
         every: the regularised step on every `every`-th batch only (lazy
             regularisation, `AttributionRegularizedModel(every=...)`).
 
     Returns:
         `(base, logs)`: the trained base model and the final epoch's logs plus
-        the training time in seconds (`train_seconds`, 0 when loaded).
+        the training time in seconds (`train_seconds`, 0 when loaded), the
+        per-epoch logs (`history`: key -> list over epochs) and, with a
+        regulariser, the epoch its weight was switched on
+        (`regularizer_start_epoch`, 0 without `DelayedActivation`).
     """
     checkpoints = output_dir(folder / "checkpoints")
     final = checkpoints / f"{name}.weights.h5"
     logs_file = checkpoints / f"{name}.json"
+    curve_file = checkpoints / f"{name}.csv"
     model = (
         base
         if regularizer is None
@@ -119,14 +155,29 @@ def train(
         verbose=verbose,
         callbacks=[
             keras.callbacks.BackupAndRestore(str(checkpoints / f"{name}_backup")),
+            keras.callbacks.CSVLogger(str(curve_file), append=True),
             *callbacks,
         ],
     )
     seconds = time.perf_counter() - start
     model.save_weights(final)
     logs = {key: float(values[-1]) for key, values in history.history.items()}
+    logs["history"] = learning_curve(curve_file)
+    if regularizer is not None:
+        logs["regularizer_start_epoch"] = int(model.regularizer_start_epoch.numpy())
     logs_file.write_text(json.dumps(logs, indent=2))
     return base, {**logs, "train_seconds": seconds}
+
+
+def learning_curve(path) -> dict:
+    """Per-epoch logs from a `CSVLogger` file, one row per epoch.
+
+    A run resumed after a crash may log an epoch twice; the last row wins.
+    """
+    with open(path, newline="") as handle:
+        rows = {int(row["epoch"]): row for row in csv.DictReader(handle)}
+    keys = [k for k in next(iter(rows.values())) if k != "epoch"] if rows else []
+    return {k: [float(rows[e][k]) for e in sorted(rows)] for k in keys}
 
 
 def mean_spread(values) -> dict:

@@ -38,12 +38,12 @@ import keras_attreg as kar
 DEFAULT_DATA = pathlib.Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
-def alexnet_like() -> keras.Sequential:
-    """AlexNet with reduced kernels and channels, for 28x28 digits."""
+def alexnet_like(shape=(28, 28, 1)) -> keras.Sequential:
+    """AlexNet with reduced kernels and channels, for 28x28 digits by default."""
     layers = keras.layers
     return keras.Sequential(
         [
-            keras.Input((28, 28, 1)),
+            keras.Input(shape),
             layers.Conv2D(16, 5, padding="same", activation="relu", name="conv1"),
             layers.MaxPooling2D(2),
             layers.Conv2D(16, 3, padding="same", activation="relu", name="conv2"),

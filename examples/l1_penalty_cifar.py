@@ -1,4 +1,8 @@
-"""Experiment 2: L1 gradient penalty on CIFAR-10 (Kiritoshi et al. 2019, Sec. 4).
+"""L1 gradient penalty on CIFAR-10 at one alpha (Kiritoshi et al. 2019, Sec. 4).
+
+The report (`reproduce_all.py`) uses the alpha sweep of `l1_alpha_sweep.py`,
+which trains this script's `vgg` with augmentation over a grid of alpha; this
+script is the single-alpha comparison with the Fig. 3 attribution grid.
 
 A VGG-style network with BatchNormalization after every convolution is
 trained on CIFAR-10 twice per seed, from the same initial weights: baseline

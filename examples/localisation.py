@@ -64,6 +64,12 @@ def cluttered(split: str, size: int, data_dir: str, seed: int):
     return kar.datasets.standardize(data.images, "mnist"), data.labels, data.boxes
 
 
+def chance_mass_in_box(boxes) -> float:
+    """A uniform map's mass in box: the mean box area over the canvas area."""
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    return float(np.mean(area)) / CANVAS**2
+
+
 def main() -> None:
     cli = parser(__doc__)
     cli.add_argument("--train-size", type=int, default=12000)
@@ -80,8 +86,7 @@ def main() -> None:
     x_test, y_test, boxes = cluttered("test", args.test_size, args.data_dir, seed=1)
     test = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(256)
     black = kar.datasets.standardize(np.zeros((1, 1, 1), np.float32), "mnist")
-    chance = float(np.mean((boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])))
-    chance /= CANVAS * CANVAS
+    chance = chance_mass_in_box(boxes)
     methods = {
         "vanilla gradient": kar.attributions.saliency,
         "integrated gradients": lambda m, x, t: kar.attributions.integrated_gradients(

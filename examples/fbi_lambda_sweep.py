@@ -1,0 +1,340 @@
+"""Experiment 3: FBI relevance regularisation on MNIST, lambda sweep (Yoo et al. 2019).
+
+The paper uses lambda = 0.001 only and reports Table 1 (max and skewness of
+the rectified activations per conv layer, conventional vs FBI). This sweep
+trains the AlexNet-like CNN of `fbi_mnist.py` for every lambda and seed, from
+the same initial weights per seed (lambda = 0 is conventional training; for
+lambda > 0 the loss L = (1 - lambda) L_TSK + lambda L_FBI is switched on once
+validation accuracy exceeds 70%, as in the paper). Per run
+(`<output-dir>/runs/lam<lambda>_seed<seed>.json`):
+
+- test accuracy (all 10,000 test digits) and L_FBI of 2,000 test digits;
+- Table 1: max, the paper's skewness (`energy_skewness`) and the third
+  standardised moment of every conv layer on 500 test digits;
+- Sensitivity-n (signed Pearson, Ancona et al.'s metric; pixels removed to 0
+  = the training mean) of epsilon-LRP and of gradient*input, mean over n;
+- the learning curve (validation accuracy per epoch) and the epoch the FBI
+  loss was switched on.
+
+Box part (`--box-seeds`): the same network for 56x56 inputs, trained per
+lambda on cluttered MNIST (`localisation.cluttered`: one real digit, four
+fragments of other digits and noise), scored by the mass of |R| inside the
+digit's box (epsilon-LRP and the vanilla gradient). This is the costliest
+part (each canvas has 4 times the pixels of a digit) and runs for the seeds
+given there only; at CPU size a small training set stays below 70%
+validation accuracy for several epochs, so the FBI loss is on from the first
+step there (`--box-threshold` restores the switch).
+
+CPU size (default): 6,000 training digits, 4 epochs, seeds 0 1 2; box part
+3,000 canvases, 4 epochs, 300 test canvases, seed 0. Larger: `--train-size 0
+--epochs 20 --box-seeds 0 1 2 --box-train-size 60000 --box-threshold 0.7`.
+
+    python examples/fbi_lambda_sweep.py --output-dir outputs/fbi_lambda_sweep
+    python examples/fbi_lambda_sweep.py --output-dir /tmp/fbi --quick   # a minute
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+from _common import (
+    arrays,
+    cached,
+    mean_spread,
+    output_dir,
+    parser,
+    quick,
+    train,
+    write_json,
+)
+from fbi_mnist import alexnet_like
+from localisation import CANVAS, chance_mass_in_box, cluttered
+
+import keras_attreg as kar
+from keras_attreg.evaluation import mass_in_box
+
+LAMBDAS = (0.0, 1e-3, 1e-2, 0.1, 0.3)
+SN_METHODS = {
+    "epsilon-LRP": kar.attributions.epsilon_lrp,
+    "gradient*input": kar.attributions.gradient_x_input,
+}
+BOX_METHODS = {
+    "epsilon-LRP": kar.attributions.epsilon_lrp,
+    "vanilla gradient": kar.attributions.saliency,
+}
+
+
+def run_name(lam: float, seed: int) -> str:
+    return f"lam{lam:g}_seed{seed}"
+
+
+def sweep(folder, prefix: str, lams, seeds, run) -> list[dict]:
+    """`run(lam, seed)` for every seed and lambda, seed by seed, resumable.
+
+    A finished run's JSON, `<folder>/runs/<prefix>lam<lambda>_seed<seed>.json`,
+    is read instead of running it again.
+    """
+    return [
+        cached(
+            folder / "runs" / f"{prefix}{run_name(lam, seed)}.json",
+            lambda lam=lam, seed=seed: run(lam, seed),
+        )
+        for seed in seeds
+        for lam in lams
+    ]
+
+
+def fit(args, lam, seed, name, folder, shape, data, epochs, threshold):
+    """One model trained from the seed's initial weights, FBI on if lam > 0.
+
+    The FBI loss is switched on once validation accuracy exceeds `threshold`,
+    or from the first step if `threshold` is None.
+    """
+    train_ds, val_ds = data
+    switch = (
+        [] if threshold is None else [kar.DelayedActivation("val_accuracy", threshold)]
+    )
+    keras.utils.set_random_seed(seed)
+    return train(
+        alexnet_like(shape),
+        name,
+        folder,
+        train_ds,
+        val_ds,
+        epochs,
+        regularizer=kar.FBILoss(lam=lam, eps=args.eps) if lam else None,
+        callbacks=switch if lam else (),
+        verbose=args.verbose,
+    )
+
+
+def mnist_run(args, lam, seed, data, folder) -> dict:
+    """Trains one (lambda, seed) model on MNIST and scores it."""
+    (x_test, y_test), (x_val, y_val), (x_sn, y_sn) = data
+    train_ds = kar.datasets.load_mnist(
+        "train",
+        args.data_dir,
+        limit=args.train_size or None,
+        batch_size=args.batch_size,
+        shuffle=True,
+        seed=seed,
+        source="local",
+    )
+    val_ds = tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(500)
+    model, logs = fit(
+        args,
+        lam,
+        seed,
+        run_name(lam, seed),
+        folder,
+        (28, 28, 1),
+        (train_ds, val_ds),
+        args.epochs,
+        args.threshold,
+    )
+    probe = kar.AttributionRegularizedModel(model, kar.FBILoss(lam=1e-3, eps=args.eps))
+    probe.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    fbi_loss = probe.evaluate(val_ds, return_dict=True, verbose=0)["fbi_loss"]
+    logits = model.predict(x_test, batch_size=500, verbose=0)
+    activations = kar.analysis.layer_activations(model, x_test[: args.analysis_size])
+    n_values = np.unique(np.geomspace(1, 0.8 * 784, args.n_points).round())
+    sensitivity = {}
+    for method_name, method in SN_METHODS.items():
+        sn = kar.evaluation.sensitivity_n(
+            model,
+            (x_sn, y_sn),
+            np.asarray(method(model, x_sn, y_sn)),
+            n_values=n_values.astype(int),
+            num_subsets=args.num_subsets,
+            seed=seed,
+            verbose=0,
+        )
+        sensitivity[method_name] = {
+            **sn.to_dict(),
+            "mean_over_n": float(np.mean(sn.correlation)),
+        }
+    return {
+        "lam": lam,
+        "seed": seed,
+        "test_accuracy": float(np.mean(np.argmax(logits, -1) == y_test)),
+        "test_fbi_loss": float(fbi_loss),
+        "fbi_switched_on_at_epoch": logs.get("regularizer_start_epoch"),
+        "train_seconds": logs["train_seconds"],
+        "learning_curve": logs["history"],
+        "table1": [
+            dataclasses.asdict(s)
+            for s in kar.analysis.activation_statistics(activations)
+        ],
+        "sensitivity_n": sensitivity,
+    }
+
+
+def box_run(args, lam, seed, canvases, folder) -> dict:
+    """Trains one (lambda, seed) model on cluttered MNIST; mass in box."""
+    (x_train, y_train), (x_test, y_test, boxes) = canvases
+    train_ds = (
+        tf.data.Dataset.from_tensor_slices((x_train, y_train))
+        .shuffle(len(x_train), seed=seed)
+        .batch(args.batch_size)
+    )
+    test_ds = tf.data.Dataset.from_tensor_slices((x_test, y_test)).batch(256)
+    model, logs = fit(
+        args,
+        lam,
+        seed,
+        f"box_{run_name(lam, seed)}",
+        folder,
+        (CANVAS, CANVAS, 1),
+        (train_ds, test_ds),
+        args.box_epochs,
+        args.box_threshold,
+    )
+    return {
+        "lam": lam,
+        "seed": seed,
+        "test_accuracy": logs["val_accuracy"],
+        "fbi_switched_on_at_epoch": logs.get("regularizer_start_epoch"),
+        "train_seconds": logs["train_seconds"],
+        "learning_curve": logs["history"],
+        "mass_in_box": {
+            name: float(
+                np.nanmean(
+                    mass_in_box(np.asarray(method(model, x_test, y_test)), boxes)
+                )
+            )
+            for name, method in BOX_METHODS.items()
+        },
+    }
+
+
+def summarise(runs: list[dict], box_runs: list[dict]) -> dict:
+    """Mean and seed spread per lambda of every scalar and Table 1 entry."""
+    summary = {}
+    for lam in sorted({r["lam"] for r in runs}):
+        rows = [r for r in runs if r["lam"] == lam]
+        boxed = [r for r in box_runs if r["lam"] == lam]
+        layers = [row["layer"] for row in rows[0]["table1"]]
+        summary[f"{lam:g}"] = {
+            "lam": lam,
+            "seeds": [r["seed"] for r in rows],
+            "test_accuracy": mean_spread([r["test_accuracy"] for r in rows]),
+            "test_fbi_loss": mean_spread([r["test_fbi_loss"] for r in rows]),
+            "table1": {
+                key: {
+                    layer: mean_spread([r["table1"][i][key] for r in rows])
+                    for i, layer in enumerate(layers)
+                }
+                for key in ("max", "energy_skewness", "moment_skewness")
+            },
+            "sensitivity_n_mean": {
+                method: mean_spread(
+                    [r["sensitivity_n"][method]["mean_over_n"] for r in rows]
+                )
+                for method in SN_METHODS
+            },
+            "box": {
+                "seeds": [r["seed"] for r in boxed],
+                "test_accuracy": mean_spread([r["test_accuracy"] for r in boxed]),
+                "mass_in_box": {
+                    method: mean_spread([r["mass_in_box"][method] for r in boxed])
+                    for method in BOX_METHODS
+                },
+            }
+            if boxed
+            else None,
+        }
+    return summary
+
+
+def main() -> None:
+    cli = parser(__doc__)
+    cli.add_argument("--lams", type=float, nargs="+", default=list(LAMBDAS))
+    cli.add_argument("--train-size", type=int, default=6000, help="0: all 60,000")
+    cli.add_argument("--val-size", type=int, default=2000)
+    cli.add_argument("--analysis-size", type=int, default=500)
+    cli.add_argument("--epochs", type=int, default=4)
+    cli.add_argument("--batch-size", type=int, default=64)
+    cli.add_argument("--eps", type=float, default=1e-2, help="LRP stabiliser")
+    cli.add_argument("--threshold", type=float, default=0.70)
+    cli.add_argument("--sn-samples", type=int, default=100)
+    cli.add_argument("--num-subsets", type=int, default=100)
+    cli.add_argument("--n-points", type=int, default=6)
+    cli.add_argument("--box-seeds", type=int, nargs="*", default=[0])
+    cli.add_argument("--box-train-size", type=int, default=3000)
+    cli.add_argument("--box-test-size", type=int, default=300)
+    cli.add_argument("--box-epochs", type=int, default=4)
+    cli.add_argument(
+        "--box-threshold",
+        type=float,
+        default=None,
+        help="switch for the box part (default: FBI on from the first step)",
+    )
+    args = quick(
+        cli.parse_args(),
+        lams=[0.0, 0.3],
+        seeds=[0],
+        train_size=300,
+        val_size=200,
+        analysis_size=50,
+        epochs=1,
+        threshold=0.0,
+        sn_samples=4,
+        num_subsets=8,
+        n_points=3,
+        box_seeds=[0],
+        box_train_size=200,
+        box_test_size=20,
+        box_epochs=1,
+    )
+    folder = output_dir(args.output_dir)
+    start = time.perf_counter()
+    x_test, y_test = arrays(
+        kar.datasets.load_mnist("test", args.data_dir, batch_size=1000, source="local")
+    )
+    data = (
+        (x_test, y_test),
+        (x_test[: args.val_size], y_test[: args.val_size]),
+        # Sensitivity-n on digits the switch never saw.
+        (x_test[-args.sn_samples :], y_test[-args.sn_samples :]),
+    )
+    runs = sweep(
+        folder,
+        "",
+        args.lams,
+        args.seeds,
+        lambda lam, seed: mnist_run(args, lam, seed, data, folder),
+    )
+    box_runs, chance = [], None
+    if args.box_seeds:
+        x_train, y_train, _ = cluttered("train", args.box_train_size, args.data_dir, 0)
+        x_box, y_box, boxes = cluttered("test", args.box_test_size, args.data_dir, 1)
+        canvases = ((x_train, y_train), (x_box, y_box, boxes))
+        chance = chance_mass_in_box(boxes)
+        box_runs = sweep(
+            folder,
+            "box_",
+            args.lams,
+            args.box_seeds,
+            lambda lam, seed: box_run(args, lam, seed, canvases, folder),
+        )
+    write_json(
+        folder / "results.json",
+        {
+            "experiment": "fbi_lambda_sweep",
+            "settings": vars(args),
+            "runs": runs,
+            "box_runs": box_runs,
+            "box_chance_mass_in_box": chance,
+            "summary": summarise(runs, box_runs),
+            "train_seconds": sum(r["train_seconds"] for r in runs + box_runs),
+            "seconds": time.perf_counter() - start,
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,195 @@
+"""The experiment scripts of issue 12 on a tiny slice (`--quick`), and the report.
+
+Each slow test runs one script as a subprocess on real data, checks what it
+wrote against an independent recomputation where one is cheap, runs it again
+to check that finished runs are skipped, and builds that experiment's section
+of docs/RESULTS.md from the outputs. The quick numbers mean nothing; the
+tests prove that the scripts and the report work end to end.
+"""
+
+import importlib.util
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import keras_attreg as kar
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+VERDICTS = ("reproduced", "partly", "not reproduced")
+
+
+def _module(name: str):
+    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    return module
+
+
+reproduce_all = _module("reproduce_all")
+
+
+def _quick(script: str, outputs: pathlib.Path, data_dir, *args) -> str:
+    """Runs `examples/<script> --quick` into `outputs`; returns its stdout."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_ATTREG_DATA": str(data_dir)}
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(EXAMPLES / script),
+            "--quick",
+            "--output-dir",
+            str(outputs),
+            *args,
+        ],
+        cwd=EXAMPLES,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _report(tmp_path, name: str) -> str:
+    """The report built from `tmp_path/outputs/<name>` alone."""
+    docs = tmp_path / "docs"
+    text = reproduce_all.write_report(tmp_path / "outputs", docs)
+    assert (docs / "RESULTS.md").read_text() == text
+    assert f"<!-- section:{name} -->" in text
+    assert f"## {name}\n\nNot run yet" not in text
+    return text
+
+
+@pytest.mark.slow
+def test_l1_alpha_sweep_quick_runs_resumes_and_reports(tmp_path, data_dir):
+    out = tmp_path / "outputs" / "l1_alpha_sweep"
+    _quick("l1_alpha_sweep.py", out, data_dir)
+    result = json.loads((out / "results.json").read_text())
+    assert [(r["alpha"], r["seed"]) for r in result["runs"]] == [(0.0, 0), (0.01, 0)]
+    for run in result["runs"]:
+        correlation = np.array(run["sensitivity_n"]["correlation"])
+        assert np.all((correlation >= 0) & (correlation <= 1))  # |Pearson|
+        assert run["sensitivity_n_mean"] == pytest.approx(correlation.mean())
+        assert len(run["learning_curve"]["val_accuracy"]) == 1
+    for name in ("pareto.png", "learning_curves.png", "sensitivity_n.png", "maps.png"):
+        assert (out / name).stat().st_size > 0
+    before = {p.name: p.read_text() for p in (out / "runs").glob("*.json")}
+    again = _quick("l1_alpha_sweep.py", out, data_dir)
+    assert again.count("skipping finished run") == 2
+    assert "--- training" not in again
+    assert {p.name: p.read_text() for p in (out / "runs").glob("*.json")} == before
+
+    report = _report(tmp_path, "l1_alpha_sweep")
+    assert "**Table 1 (accuracy kept" in report
+    assert any(
+        f"Table 1 (accuracy kept while the penalty improves the attributions): "
+        f"{v}.**" in report
+        for v in VERDICTS
+    )
+    assert "| 0.01 | 0 |" in report  # one row per (alpha, seed)
+
+
+@pytest.mark.slow
+def test_fbi_lambda_sweep_quick_reports_the_accuracy_of_its_weights(tmp_path, data_dir):
+    out = tmp_path / "outputs" / "fbi_lambda_sweep"
+    _quick("fbi_lambda_sweep.py", out, data_dir)
+    result = json.loads((out / "results.json").read_text())
+    runs = {r["lam"]: r for r in result["runs"]}
+    assert sorted(runs) == [0.0, 0.3]
+    assert runs[0.0]["fbi_switched_on_at_epoch"] is None
+    assert isinstance(runs[0.3]["fbi_switched_on_at_epoch"], int)
+    assert [row["layer"] for row in runs[0.3]["table1"]] == [
+        f"conv{i}" for i in range(1, 6)
+    ]
+    assert len(result["box_runs"]) == 2
+    # The reported accuracy is that of the saved weights on all test digits.
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from fbi_mnist import alexnet_like
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    model = alexnet_like()
+    # The checkpoint holds the FBI wrapper, as trained.
+    wrapper = kar.AttributionRegularizedModel(model, kar.FBILoss(lam=0.3))
+    wrapper.load_weights(out / "checkpoints" / "lam0.3_seed0.weights.h5")
+    x, y = zip(*kar.datasets.load_mnist("test", data_dir, batch_size=1000), strict=True)
+    logits = model.predict(np.concatenate(x), verbose=0)
+    accuracy = np.mean(np.argmax(logits, -1) == np.concatenate(y))
+    assert runs[0.3]["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+    report = _report(tmp_path, "fbi_lambda_sweep")
+    assert "**Verdict on Table 1:" in report
+    assert "Mass in box on cluttered MNIST" in report
+
+
+@pytest.mark.slow
+def test_tanh_mlp_separates_lrp_from_gradient_x_input(tmp_path, data_dir):
+    out = tmp_path / "outputs" / "ancona_tanh"
+    _quick("compare_attributions.py", out, data_dir)
+    models = json.loads((out / "results.json").read_text())["models"]
+    key = "lrp_vs_gradient_x_input_max_relative_difference"
+    # Ancona et al.: equal on ReLU networks (up to eps), not on Tanh.
+    assert models["mnist_mlp"][key] < 0.05
+    assert models["mnist_mlp_tanh"][key] > 10 * models["mnist_mlp"][key]
+    report = _report(tmp_path, "ancona_tanh")
+    for finding in ("F1", "F2", "F3", "F4"):
+        assert any(f"**{finding}: {v}.**" in report for v in VERDICTS)
+
+
+def test_report_keeps_the_section_of_an_experiment_without_outputs(tmp_path):
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    kept = (
+        "<!-- section:localisation -->\n"
+        "<!-- wall: | localisation | `cmd` | 1.0 min | -->\n"
+        "<!-- summary: | 5. kept | - | 0.155 | - | -->\n\n"
+        "## 5. Kept text\n\n<!-- /section:localisation -->"
+    )
+    (docs / "RESULTS.md").write_text(f"# old\n\n{kept}\n")
+    text = reproduce_all.write_report(tmp_path / "outputs", docs)
+    assert kept in text
+    assert "| localisation | `cmd` | 1.0 min |" in text
+    assert "| 5. kept | - | 0.155 | - |" in text
+    assert "## l1_alpha_sweep\n\nNot run yet" in text
+
+
+def test_readme_table_is_replaced_between_the_markers_only(tmp_path):
+    report = (
+        "<!-- summary: | 1. a | p | o | reproduced | -->\n"
+        "text\n<!-- summary: | 2. b | p | o | partly | -->\n"
+    )
+    readme = tmp_path / "README.md"
+    readme.write_text(
+        "# Title\n\nintro\n<!-- results:start -->\n| old | table |\n"
+        "<!-- results:end -->\n\n## Next\n"
+    )
+    reproduce_all.update_readme(readme, report)
+    assert readme.read_text() == (
+        "# Title\n\nintro\n<!-- results:start -->\n"
+        "| experiment | paper | ours (CPU size) | verdict |\n"
+        "| --- | --- | --- | --- |\n"
+        "| 1. a | p | o | reproduced |\n| 2. b | p | o | partly |\n"
+        "<!-- results:end -->\n\n## Next\n"
+    )
+
+
+def test_replace_between_rejects_text_without_the_markers():
+    with pytest.raises(ValueError, match="Received: text without them"):
+        reproduce_all.replace_between("no markers", "<a>", "<b>", "x")
+
+
+def test_readme_without_markers_is_left_alone(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n")
+    reproduce_all.update_readme(readme, "<!-- summary: | a | b | c | d | -->")
+    assert readme.read_text() == "# Title\n"
