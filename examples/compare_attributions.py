@@ -54,7 +54,7 @@ METHODS = {
     "saliency": kar.attributions.saliency,
     "gradient*input": kar.attributions.gradient_x_input,
     "integrated gradients": kar.attributions.integrated_gradients,
-    "epsilon-LRP": kar.attributions.epsilon_lrp,
+    "epsilon-LRP": functools.partial(kar.attributions.epsilon_lrp, eps=1e-4),
     "DeepLIFT-Rescale": kar.attributions.deeplift_rescale,
     "occlusion-1": functools.partial(kar.attributions.occlusion, patch_size=1),
 }
