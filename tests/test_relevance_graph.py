@@ -42,12 +42,12 @@ def _randomize(model, seed, biases=True):
             variable.assign(rng.normal(size=shape) / np.sqrt(fan_in))
 
 
-def _residual_graph(use_bias=True, dtype="float64", pooling=L.MaxPooling2D):
+def _residual_graph(use_bias=True, dtype="float64", pooling=L.MaxPooling2D, side=8):
     """Identity shortcut, projection shortcut (two convs read one tensor),
     Concatenate, DepthwiseConv2D, BatchNorm (folded and standalone), average
     and global pooling."""
     kw = {"dtype": dtype}
-    inputs = keras.Input((8, 8, 3), dtype=dtype)
+    inputs = keras.Input((side, side, 3), dtype=dtype)
     h = L.Conv2D(4, 3, padding="same", use_bias=use_bias, name="stem", **kw)(inputs)
     h = L.BatchNormalization(center=use_bias, name="stem_bn", **kw)(h)
     h = L.ReLU(**kw)(h)
@@ -346,3 +346,64 @@ def test_nested_transfer_learning_model_gives_gradient_x_input():
     assert model.layers[0].compute_dtype == "float64"
     assert np.abs(expected).max() > 0
     np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-12)
+
+
+_TRAINING_MODE_GAP = pytest.mark.xfail(
+    strict=True,
+    reason="open: in training mode (batch statistics) the FBI loss of a fresh "
+    "ResNet50 under mixed precision is 16% (float16) / 43% (bfloat16) below "
+    "float32 (measured 43.0 / 29.2 vs 51.0); inference mode agrees",
+)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "policy, rtol, training",
+    [
+        ("mixed_bfloat16", 0.05, False),
+        ("mixed_float16", 0.01, False),
+        pytest.param("mixed_float16", 0.01, True, marks=_TRAINING_MODE_GAP),
+    ],
+)
+def test_fbi_on_resnet50_under_mixed_precision_matches_float32(policy, rtol, training):
+    """Same weights and batch: the FBI loss under a mixed policy vs float32
+    (per-layer means over 65,536 float16 units must not overflow: before they
+    were taken in float32, `fit` stopped on an infinite penalty)."""
+
+    def resnet():
+        return keras.applications.ResNet50(
+            weights=None,
+            input_shape=(32, 32, 3),
+            classes=4,
+            classifier_activation=None,
+        )
+
+    x = np.random.default_rng(16).uniform(0, 1, size=(4, 32, 32, 3)).astype("float32")
+    y = np.array([0, 1, 2, 3])
+
+    def fbi_logs(base):
+        wrapped = AttributionRegularizedModel(base, FBILoss(lam=0.1))
+        wrapped.compile(
+            optimizer=keras.optimizers.SGD(1e-4),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        if not training:
+            return wrapped.evaluate(x, y, verbose=0, return_dict=True)
+        # one step: the logged loss is the one before the update
+        logs = wrapped.fit(x, y, batch_size=4, verbose=0, shuffle=False).history
+        return {key: values[0] for key, values in logs.items()}
+
+    keras.utils.set_random_seed(0)
+    reference = resnet()
+    weights = reference.get_weights()
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        mixed = resnet()
+        assert mixed.layers[2].compute_dtype == policy.split("_")[1]
+        mixed.set_weights(weights)
+        got = fbi_logs(mixed)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    want = fbi_logs(reference)
+    assert want["fbi_loss"] > 0
+    np.testing.assert_allclose(got["fbi_loss"], want["fbi_loss"], rtol=rtol)

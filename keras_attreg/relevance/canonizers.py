@@ -56,10 +56,12 @@ def batch_norm_fold(
     axis = batch_norm.axis % rank
     shape = [1] * rank
     shape[axis] = inputs.shape[axis]
-    dtype = inputs.dtype
+    # Statistics in float32 at least (as Keras computes them under mixed
+    # precision: a float16 variance overflows), the result in x's dtype.
+    dtype = tf.float64 if inputs.dtype == tf.float64 else tf.float32
     if training and batch_norm.trainable:
         mean, variance = tf.nn.moments(
-            inputs, axes=[i for i in range(rank) if i != axis]
+            tf.cast(inputs, dtype), axes=[i for i in range(rank) if i != axis]
         )
     else:
         mean = tf.cast(batch_norm.moving_mean, dtype)
@@ -70,7 +72,10 @@ def batch_norm_fold(
     shift = -mean * scale
     if batch_norm.center:
         shift = shift + tf.cast(batch_norm.beta, dtype)
-    return tf.reshape(scale, shape), tf.reshape(shift, shape)
+    return (
+        tf.cast(tf.reshape(scale, shape), inputs.dtype),
+        tf.cast(tf.reshape(shift, shape), inputs.dtype),
+    )
 
 
 def layer_norm_scale(layer_norm, inputs: tf.Tensor) -> tf.Tensor:
@@ -90,11 +95,12 @@ def layer_norm_scale(layer_norm, inputs: tf.Tensor) -> tf.Tensor:
     """
     rank = inputs.shape.rank
     axes = [a % rank for a in tf.nest.flatten(layer_norm.axis)]
+    wide = tf.cast(inputs, tf.float64 if inputs.dtype == tf.float64 else tf.float32)
     if getattr(layer_norm, "rms_scaling", False):
-        variance = tf.reduce_mean(tf.square(inputs), axis=axes, keepdims=True)
+        variance = tf.reduce_mean(tf.square(wide), axis=axes, keepdims=True)
     else:
-        variance = tf.nn.moments(inputs, axes=axes, keepdims=True)[1]
-    scale = tf.math.rsqrt(variance + layer_norm.epsilon)
+        variance = tf.nn.moments(wide, axes=axes, keepdims=True)[1]
+    scale = tf.cast(tf.math.rsqrt(variance + layer_norm.epsilon), inputs.dtype)
     if layer_norm.scale or getattr(layer_norm, "rms_scaling", False):
         shape = [1] * rank
         for axis in axes:

@@ -62,20 +62,26 @@ class FBILoss(AttributionRegularizer):
                 f"Received: model {split.model.name!r} with "
                 f"counted layers {[layer.name for layer in result.layers]}"
             )
+        # Layers may compute in different dtypes (a float32 input into a
+        # float64 model, float16 under mixed precision): each mean is taken in
+        # the widest, at least float32 (a float16 sum over a layer overflows).
+        wide = tf.float32
+        if any(a.dtype == tf.float64 for a in result.forward_inputs):
+            wide = tf.float64
         per_layer = [
             tf.reduce_mean(
-                tf.abs(tf.reshape(forward - backward, [tf.shape(forward)[0], -1])),
+                tf.abs(
+                    tf.reshape(
+                        tf.cast(forward, wide) - tf.cast(backward, wide),
+                        [tf.shape(forward)[0], -1],
+                    )
+                ),
                 axis=1,
             )
             for forward, backward in zip(
                 result.forward_inputs, result.backward_maps, strict=True
             )
         ]
-        # Layers may compute in different dtypes (a float32 input into a
-        # float64 model, float16 under mixed precision): sum in the widest,
-        # at least float32.
-        wide = tf.float64 if any(t.dtype == tf.float64 for t in per_layer) else None
-        per_layer = [tf.cast(t, wide or tf.float32) for t in per_layer]
         return result.outputs, tf.add_n(per_layer) / len(per_layer)
 
     def combine(self, task_loss, penalty, weight):
