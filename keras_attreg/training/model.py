@@ -182,7 +182,8 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         return self.base_model(inputs, training=training)
 
     def _prepare(self, data):
-        """Unpacks a batch; checks the input rank; labels to class indices."""
+        """Unpacks a batch; checks the input rank and the labels; labels to
+        class indices."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x = tf.convert_to_tensor(x)
         self._check_rank(x.shape)
@@ -192,6 +193,9 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
             x = tf.cast(x, self.compute_dtype)
         classes = self._split.num_classes(x.shape)
         targets = check_targets(labels_to_targets(y, "y"), classes, name="y")
+        # The compiled loss reads `y`: only after the label checks have run.
+        with tf.control_dependencies([targets]):
+            y = tf.nest.map_structure(tf.identity, y)
         return x, y, sample_weight, targets
 
     def _check_rank(self, shape):
