@@ -180,6 +180,35 @@ def learning_curve(path) -> dict:
     return {k: [float(rows[e][k]) for e in sorted(rows)] for k in keys}
 
 
+def gradient_report(model, logs: dict, seed: int, x, y, n_values, num_subsets: int):
+    """One model's row of a penalty experiment, and its Sensitivity-n result.
+
+    The row holds the seed, the test accuracy and training time from `logs`
+    (as `train` returns them), the mean L1 norm of the vanilla gradient
+    dS_c/dx over `(x, y)`, and the modified Sensitivity-n (absolute Pearson)
+    of that gradient (`sensitivity_n.to_dict()`).
+    """
+    gradient = kar.attributions.saliency(model, x, y, absolute=False)
+    sn = kar.evaluation.sensitivity_n(
+        model,
+        (x, y),
+        gradient,
+        n_values=n_values,
+        num_subsets=num_subsets,
+        absolute=True,
+        seed=seed,
+        verbose=0,
+    )
+    row = {
+        "seed": seed,
+        "test_accuracy": logs["val_accuracy"],
+        "train_seconds": logs["train_seconds"],
+        "mean_l1_input_gradient": float(np.abs(gradient).sum(axis=(1, 2, 3)).mean()),
+        "sensitivity_n": sn.to_dict(),
+    }
+    return row, sn
+
+
 def mean_spread(values) -> dict:
     """Mean, sample standard deviation and the values, for JSON reports."""
     values = np.asarray(values, dtype=float)

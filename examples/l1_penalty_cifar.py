@@ -37,7 +37,15 @@ import types
 
 import keras
 import numpy as np
-from _common import arrays, mean_spread, output_dir, parser, train, write_json
+from _common import (
+    arrays,
+    gradient_report,
+    mean_spread,
+    output_dir,
+    parser,
+    train,
+    write_json,
+)
 
 import keras_attreg as kar
 
@@ -125,29 +133,11 @@ def main() -> None:
                 verbose=args.verbose,
             )
             trained[name] = model
-            gradient = kar.attributions.saliency(model, x_sn, y_sn, absolute=False)
-            sn = kar.evaluation.sensitivity_n(
-                model,
-                (x_sn, y_sn),
-                gradient,
-                n_values=n_values,
-                num_subsets=args.num_subsets,
-                absolute=True,
-                seed=seed,
-                verbose=0,
+            row, sn = gradient_report(
+                model, logs, seed, x_sn, y_sn, n_values, args.num_subsets
             )
             curves.setdefault(name, []).append(sn.correlation)
-            runs[name].append(
-                {
-                    "seed": seed,
-                    "test_accuracy": logs["val_accuracy"],
-                    "train_seconds": logs["train_seconds"],
-                    "mean_l1_input_gradient": float(
-                        np.abs(gradient).sum(axis=(1, 2, 3)).mean()
-                    ),
-                    "sensitivity_n": sn.to_dict(),
-                }
-            )
+            runs[name].append(row)
             print(
                 f"{name} seed {seed}: accuracy {logs['val_accuracy']:.4f}, "
                 f"|Pearson| {np.round(sn.correlation, 3).tolist()}"

@@ -29,7 +29,15 @@ import time
 
 import keras
 import numpy as np
-from _common import arrays, mean_spread, output_dir, parser, train, write_json
+from _common import (
+    arrays,
+    gradient_report,
+    mean_spread,
+    output_dir,
+    parser,
+    train,
+    write_json,
+)
 from bn_noise import two_conv_cnn
 
 import keras_attreg as kar
@@ -84,26 +92,9 @@ def main() -> None:
                 verbose=args.verbose,
                 every=every or 1,
             )
-            gradient = kar.attributions.saliency(model, x_sn, y_sn, absolute=False)
-            sn = kar.evaluation.sensitivity_n(
-                model,
-                (x_sn, y_sn),
-                gradient,
-                n_values=n_values,
-                num_subsets=args.num_subsets,
-                absolute=True,
-                seed=seed,
-                verbose=0,
+            row, sn = gradient_report(
+                model, logs, seed, x_sn, y_sn, n_values, args.num_subsets
             )
-            row = {
-                "seed": seed,
-                "test_accuracy": logs["val_accuracy"],
-                "train_seconds": logs["train_seconds"],
-                "mean_l1_input_gradient": float(
-                    np.abs(gradient).sum(axis=(1, 2, 3)).mean()
-                ),
-                "sensitivity_n": np.asarray(sn.correlation).tolist(),
-            }
             runs[name].append(row)
             print(
                 f"{name} seed {seed}: accuracy {row['test_accuracy']:.4f}, "
@@ -117,7 +108,7 @@ def main() -> None:
         }
         | {
             "sensitivity_n_mean": np.mean(
-                [r["sensitivity_n"] for r in rows], axis=0
+                [r["sensitivity_n"]["correlation"] for r in rows], axis=0
             ).tolist()
         }
         for name, rows in runs.items()

@@ -64,12 +64,13 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
     ("lazy regularisation", Karras et al., StyleGAN2, 2020): over a period of
     k steps the penalty enters with its exact average weight (for `FBILoss`,
     whose weight also scales the task loss by 1 - weight * lambda, keep
-    k * lambda well below 1). Both choices are read
-    from saved state (the switch variable and the optimizer's step counter),
-    so a `.keras` reload or a `BackupAndRestore` resume continues the same
-    sequence of steps. The logged `loss` is the mean of the losses of the
-    steps taken (on a regularised step with `every=k`, the one with weight x k);
-    `evaluate` always computes the exact regularised loss (weight x 1).
+    k * lambda well below 1). Both choices are read from saved state (the
+    switch variable and the optimizer's step counter), so a `.keras` reload or
+    a `BackupAndRestore` resume continues the same sequence of steps; a batch
+    skipped by `nonfinite="skip"` is no optimizer step. The logged `loss` is
+    the mean of the losses of the steps taken (on a regularised step with
+    `every=k`, the one with weight x k); `evaluate` always computes the exact
+    regularised loss (weight x 1).
 
     In the regularised step, BatchNormalization layers in training mode take
     their batch variance with the gradient through the batch mean kept (Keras
@@ -153,7 +154,8 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         self._split = split_logits(base_model, logits_layer, embedding_layer)
         # Switch of the regulariser, driven by `DelayedActivation`: the weight in
         # [0, 1] and the epoch from which it is on (-1: not yet). Variables, so
-        # switching never retraces the step and both are saved with the model.
+        # a ramp never retraces a step and both are saved with the model; at 0
+        # `fit` runs the plain step (see `make_train_function`).
         self.regularizer_weight = self.add_weight(
             shape=(), initializer="ones", trainable=False, name="regularizer_weight"
         )
