@@ -17,8 +17,6 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-FOLDABLE = (keras.layers.Conv2D, keras.layers.Dense)
-
 
 def batch_norm_fold(
     batch_norm: keras.layers.BatchNormalization, inputs: tf.Tensor, training: bool
@@ -109,8 +107,9 @@ def layer_norm_scale(layer_norm, inputs: tf.Tensor) -> tf.Tensor:
     return scale
 
 
-FOLDABLE = (
+KERNEL_LAYERS = (
     keras.layers.Dense,
+    keras.layers.EinsumDense,
     keras.layers.Conv1D,
     keras.layers.Conv2D,
     keras.layers.Conv3D,
@@ -122,7 +121,8 @@ FOLDABLE = (
     keras.layers.SeparableConv1D,
     keras.layers.SeparableConv2D,
 )
-"""Layers a following BatchNormalization is folded into (affine, with a kernel)."""
+"""The affine layers with a kernel: the K layers of the FBI loss, and those a
+following BatchNormalization is folded into."""
 
 
 def can_fold(layer, batch_norm) -> bool:
@@ -132,6 +132,6 @@ def can_fold(layer, batch_norm) -> bool:
     return (
         isinstance(batch_norm, keras.layers.BatchNormalization)
         and not getattr(batch_norm, "renorm", False)
-        and isinstance(layer, FOLDABLE)
+        and isinstance(layer, KERNEL_LAYERS)
         and layer.activation is keras.activations.linear
     )

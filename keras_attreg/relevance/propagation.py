@@ -31,27 +31,14 @@ from keras_attreg._logits import (
     unwrap,
 )
 from keras_attreg._validation import check_float
-from keras_attreg.relevance.canonizers import batch_norm_fold, can_fold
+from keras_attreg.relevance.canonizers import KERNEL_LAYERS, batch_norm_fold, can_fold
 from keras_attreg.relevance.composites import epsilon_composite
 from keras_attreg.relevance.rules import AffinePropagation, Call, Propagation
 
 DEFAULT_EPSILON = 1e-2
 """Default stabiliser eps of the z / epsilon rule (see docs/fbi.md)."""
 
-LAYERS_IN_K = (
-    keras.layers.Dense,
-    keras.layers.EinsumDense,
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-)
+LAYERS_IN_K = KERNEL_LAYERS
 """The layers i = 1..K of Eq. 3: the paper's f, a layer with a kernel w_i
 (BatchNormalization folded in; a separable convolution counts once). Pooling,
 reshaping, merging, normalisation and activation layers are not counted."""
