@@ -125,11 +125,6 @@ class AttributionRegularizedModel(keras.Model):
             x = tf.cast(x, self.compute_dtype)
         classes = self._split.num_classes(x.shape)
         targets = check_targets(labels_to_targets(y), classes, name="y")
-        if not tf.executing_eagerly():
-            # The task loss reads y: it runs after the label check, so labels
-            # out of range raise our message, not the loss kernel's.
-            with tf.control_dependencies([targets]):
-                y = tf.identity(y)
         return x, y, sample_weight, targets
 
     def _check_rank(self, shape):
