@@ -88,7 +88,7 @@ class LogitSplit:
         self.model = model
         self.logits_layer = logits_layer
         self.embedding_layer = embedding_layer
-        self._tokens = find_embedding(model, embedding_layer)
+        self._embedding = None
         self.inner = None
         self.ends_in_softmax = False
         if not isinstance(model, keras.Model):
@@ -206,16 +206,16 @@ class LogitSplit:
             ValueError: the model declares an integer input but has no
                 Embedding layer to attribute at.
         """
-        if self._tokens is None and _declares_integer_input(self.model):
+        if self._embedding is None:
+            self._embedding = find_embedding(self.model, self.embedding_layer) or False
+        if not self._embedding and _declares_integer_input(self.model):
             raise ValueError(
                 f"Model {self.model.name!r} takes integer inputs (token ids) but "
                 "has no `keras.layers.Embedding` layer: attributions on token "
                 "ids are computed at the Embedding output. Add an Embedding "
                 "layer after the input, or give the model a float input."
             )
-        if self._tokens is None:
-            return None
-        return TokenSplit(self, self._tokens)
+        return TokenSplit(self, self._embedding) if self._embedding else None
 
 
 def _walk(layer):

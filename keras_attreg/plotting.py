@@ -162,6 +162,12 @@ def token_heatmap_figure(
 
     Returns:
         The figure.
+
+    Example:
+        >>> figure = token_heatmap_figure(
+        ...     [["not", "bad"]], {"saliency": np.array([[-0.5, 1.0]])})
+        >>> len(figure.axes[0].texts)  # the title and two words
+        3
     """
     from matplotlib import colormaps
 

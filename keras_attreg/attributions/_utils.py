@@ -295,7 +295,8 @@ def attribute(
     function = traced(model, kernel, embedding_layer, per_token, **static)
     tokens = split.tokens is not None
     if not tf.executing_eagerly():
-        x = model_dtype_input(x, tokens)
+        # A symbolic batch of an outer trace (SmoothGrad's): no eager checks.
+        x = tf.cast(x, tf.int32) if tokens else float_input(x)
         targets = check_targets(labels_to_targets(targets), split.num_classes(x.shape))
         extra = tensors(example_input(split, x))
 
