@@ -112,3 +112,18 @@ def test_lstm_has_no_relevance_rule_and_says_so():
     model = keras.Model(ids, L.Dense(2)(h))
     with pytest.raises(ValueError, match="'lstm' of type LSTM.*register_rule"):
         epsilon_lrp(model, _ids(), np.array([0, 1, 0, 1]))
+
+
+def test_deeplift_with_a_baseline_token_sums_to_the_score_difference():
+    model = _text_cnn(pooling=L.GlobalAveragePooling1D)
+    ids, targets = _ids(5), np.array([0, 1, 1, 0])
+    embedding = model.get_layer("embedding")
+    e = embedding(ids)
+    token = embedding.embeddings[7]
+    reference = tf.where((ids == 0)[..., None], e, tf.broadcast_to(token, e.shape))
+    head = keras.Model(embedding.output, model.output)
+    delta = head(e).numpy() - head(reference).numpy()
+    ours = deeplift_rescale(model, ids, targets, baseline_token=7).numpy()
+    np.testing.assert_allclose(
+        ours.sum(axis=1), delta[np.arange(4), targets], rtol=1e-4, atol=1e-6
+    )

@@ -21,8 +21,8 @@ from keras_attreg._keras.graph import is_graph_model
 from keras_attreg._validation import check_float
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
-    as_baseline,
     attribute,
+    reference,
 )
 from keras_attreg.relevance import DEFAULT_EPSILON, deeplift_pass, relevance_pass
 
@@ -56,6 +56,7 @@ def epsilon_lrp(
     targets=None,
     eps: float = DEFAULT_EPSILON,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    embedding_layer: str | None = None,
 ) -> tf.Tensor:
     """Epsilon-LRP (Bach et al. 2015): the relevance of the input.
 
@@ -70,6 +71,8 @@ def epsilon_lrp(
         model: a functional or Sequential Keras model.
         x, targets, batch_size: as `saliency`.
         eps: the stabiliser, > 0 (default 0.01, as the FBI loss).
+        embedding_layer: as `saliency` (token ids: the map is the relevance of
+            the Embedding output summed over the embedding axis, 0 at padding).
 
     Returns:
         A tensor of the shape of `x`.
@@ -78,7 +81,15 @@ def epsilon_lrp(
         >>> maps = epsilon_lrp(model, x_test[:8], y_test[:8], eps=1e-3)
     """
     eps = check_float("eps", eps, low=0.0, low_inclusive=False)
-    return attribute(model, x, targets, _epsilon_lrp_kernel, batch_size, eps=eps)
+    return attribute(
+        model,
+        x,
+        targets,
+        _epsilon_lrp_kernel,
+        batch_size,
+        embedding_layer=embedding_layer,
+        eps=eps,
+    )
 
 
 def deeplift_rescale(
@@ -87,6 +98,8 @@ def deeplift_rescale(
     targets=None,
     baseline=0.0,
     batch_size: int = DEFAULT_BATCH_SIZE,
+    embedding_layer: str | None = None,
+    baseline_token: int | None = None,
 ) -> tf.Tensor:
     """DeepLIFT with the Rescale rule (Shrikumar et al. 2017), Ancona's form.
 
@@ -102,8 +115,10 @@ def deeplift_rescale(
     Args:
         model: a functional or Sequential Keras model.
         x, targets: as `saliency`.
-        baseline: b, a scalar or an array of one sample's shape.
+        baseline: b, a scalar or an array of one sample's shape (token ids:
+            of e's sample shape; padding keeps its embedding).
         batch_size: samples per call (the model sees twice as many inputs).
+        embedding_layer, baseline_token: as `integrated_gradients`.
 
     Returns:
         A tensor of the shape of `x`.
@@ -117,5 +132,8 @@ def deeplift_rescale(
         targets,
         _deeplift_kernel,
         batch_size,
-        tensors=lambda x_batch: (as_baseline(baseline, x_batch),),
+        tensors=lambda x_batch: (
+            reference(model, baseline, baseline_token, x_batch, embedding_layer),
+        ),
+        embedding_layer=embedding_layer,
     )

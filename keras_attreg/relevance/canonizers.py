@@ -89,7 +89,7 @@ def layer_norm_scale(layer_norm, inputs: tf.Tensor) -> tf.Tensor:
     >>> ln.build((None, 3))
     >>> scale = layer_norm_scale(ln, tf.constant([[1.0, 2.0, 3.0]]))
     >>> [round(float(v), 3) for v in scale[0]]
-    [1.225, 1.225, 1.225]
+    [1.224, 1.224, 1.224]
     """
     rank = inputs.shape.rank
     axes = [a % rank for a in tf.nest.flatten(layer_norm.axis)]
