@@ -2,9 +2,9 @@
 
 For each model, in one process: the first `train_on_batch` of the plain model
 and of the FBI-wrapped model (trace + graph build + one step), then the median
-of interleaved steady steps and their ratio. Models: the chain CNN of
-`step_time.py` (with BatchNorm), keras.applications ResNet50 and MobileNetV2
-(`weights=None`, 32x32 inputs, 10 classes).
+of interleaved steady steps and their ratio. Models: the chain CNN and
+the ResNet-20 of `step_time.py` (with BatchNorm), keras.applications ResNet50
+and MobileNetV2 (`weights=None`, 32x32 inputs, 10 classes).
 
     python benchmarks/fbi_graph.py --rounds 10 --output outputs/fbi_graph.json
 """
@@ -24,7 +24,7 @@ import numpy as np
 import keras_attreg as kar
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from step_time import make_base  # noqa: E402
+from step_time import make_cnn, make_resnet  # noqa: E402
 
 
 def models() -> dict:
@@ -37,7 +37,8 @@ def models() -> dict:
         )
 
     return {
-        "chain CNN (BN)": lambda: make_base(32, True, seed=0),
+        "chain CNN (BN)": lambda: make_cnn(32, True, 0),
+        "ResNet-20 (BN)": lambda: make_resnet(3, 0),
         "ResNet50": application("ResNet50"),
         "MobileNetV2": application("MobileNetV2"),
     }
