@@ -575,6 +575,8 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
             switched = [
                 box_runs[(float(k), s)]["fbi_switched_on_at_epoch"] for s in box_seeds
             ]
+            if switch is None:
+                switched = "from the start" if float(k) else "-"
             lines.append(
                 f"| {k} | {pm(row['test_accuracy'])} | {switched} | "
                 + " | ".join(
