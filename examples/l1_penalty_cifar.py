@@ -37,7 +37,7 @@ import types
 
 import keras
 import numpy as np
-from _common import arrays, mean_spread, output_dir, parser, train, write_json
+from _common import arrays, mean_spread, output_dir, parser, quick, train, write_json
 
 import keras_attreg as kar
 
@@ -90,7 +90,17 @@ def main() -> None:
     cli.add_argument("--num-subsets", type=int, default=100)
     cli.add_argument("--n-points", type=int, default=8)
     cli.add_argument("--n-max", type=int, default=1000)
-    args = cli.parse_args()
+    args = quick(
+        cli.parse_args(),
+        seeds=[0],
+        train_size=256,
+        test_size=100,
+        epochs=1,
+        sn_samples=4,
+        num_subsets=8,
+        n_points=3,
+        n_max=100,
+    )
     folder = output_dir(args.output_dir)
     start = time.perf_counter()
 
