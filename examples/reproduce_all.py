@@ -422,6 +422,13 @@ def fbi_verdict(counts: dict, accuracy_label: str) -> str:
     return "not reproduced"
 
 
+def box_cell(stat: dict) -> str:
+    """'mean ± std', the mean alone for one seed, n/a when undefined (NaN)."""
+    if np.isnan(stat["mean"]):
+        return "n/a"
+    return pm(stat) if len(stat["values"]) > 1 else f"{stat['mean']:.3f}"
+
+
 def section_fbi_sweep(result, outputs, docs) -> Section:
     settings, summary, runs = result["settings"], result["summary"], result["runs"]
     keys = sorted(summary, key=float)
@@ -578,13 +585,23 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
             if switch is None:
                 switched = "from the start" if float(k) else "-"
             lines.append(
-                f"| {k} | {pm(row['test_accuracy'])} | {switched} | "
+                f"| {k} | {box_cell(row['test_accuracy'])} | {switched} | "
                 + " | ".join(
-                    f"{pm(row['mass_in_box'][m])}"
+                    box_cell(row["mass_in_box"][m])
                     for m in ("epsilon-LRP", "vanilla gradient")
                 )
                 + " |"
             )
+        lines += [
+            "",
+            "n/a: every map of that model is zero (the network did not learn: "
+            "accuracy at chance), so the mass in box is undefined."
+            + (
+                " One seed: these differences are not tested against seed noise."
+                if len(box_seeds) == 1
+                else ""
+            ),
+        ]
     lines += [
         "",
         "Verdicts per lambda (docs/VERDICT_RULES.md; paper: 4/5 layers up for the "
