@@ -195,6 +195,33 @@ def section_bn_noise(result, outputs, docs) -> Section:
     return Section("\n".join(lines), [row])
 
 
+def levelling(runs: list[dict]) -> str:
+    """Whether the learning curves levelled off: the gain over the last three
+    epochs against 0.01, about the sampling noise of an accuracy on 2,000
+    images (0.011)."""
+    curves = [r["learning_curve"]["val_accuracy"] for r in runs]
+    if min(map(len, curves)) < 4:
+        return "Learning curves: fewer than 4 epochs, too short to judge."
+    tails = np.array([curve[-4:] for curve in curves])
+    last, three = tails[:, -1] - tails[:, -2], tails[:, -1] - tails[:, 0]
+    return (
+        "Learning curves (accuracy on the 2,000 held-out test images): over the "
+        f"last epoch it changed by {last.mean():+.3f} on average over the "
+        f"{len(runs)} runs, over the last three epochs by {three.mean():+.3f} "
+        f"(range {three.min():+.3f} to {three.max():+.3f}). "
+        + (
+            "The runs had levelled off (gain over the last three epochs below "
+            "0.01, about the sampling noise of 2,000 images)."
+            if three.mean() < 0.01
+            else "**The runs had not levelled off** (gain over the last three "
+            "epochs above 0.01, about the sampling noise of 2,000 images); the "
+            "last epoch is flat only because the learning rate decays to 0. A "
+            "longer schedule would reach a higher accuracy, and the verdicts "
+            "below hold for these short runs only."
+        )
+    )
+
+
 def section_l1_sweep(result, outputs, docs) -> Section:
     settings, summary, runs = result["settings"], result["summary"], result["runs"]
     keys = sorted(summary, key=float)
@@ -240,10 +267,6 @@ def section_l1_sweep(result, outputs, docs) -> Section:
     )
     drops = [k for k in penalised if not keeps[k]]
     accuracy_up = [k for k in penalised if accuracy[k][1] == "clearly up"]
-    tails = np.array([r["learning_curve"]["val_accuracy"][-4:] for r in runs])
-    last, three = tails[:, -1] - tails[:, -2], tails[:, -1] - tails[:, 0]
-    # About the sampling noise of an accuracy on 2,000 images (0.011).
-    levelled = three.mean() < 0.01
     best = max(both or higher_kept or penalised, key=lambda k: sn[k][0])
     lines = [
         "## 2. L1 gradient penalty on CIFAR-10: alpha sweep (Kiritoshi et al. 2019, "
@@ -330,20 +353,7 @@ def section_l1_sweep(result, outputs, docs) -> Section:
         )
     lines += [
         "",
-        "Learning curves (accuracy on the 2,000 held-out test images): over the "
-        f"last epoch it changed by {last.mean():+.3f} on average over the "
-        f"{len(runs)} runs, over the last three epochs by {three.mean():+.3f} "
-        f"(range {three.min():+.3f} to {three.max():+.3f}). "
-        + (
-            "The runs had levelled off (gain over the last three epochs below "
-            "0.01, about the sampling noise of 2,000 images)."
-            if levelled
-            else "**The runs had not levelled off** (gain over the last three "
-            "epochs above 0.01, about the sampling noise of 2,000 images); the "
-            "last epoch is flat only because the learning rate decays to 0. A "
-            "longer schedule would reach a higher accuracy, and the verdicts "
-            "below hold for these short runs only."
-        ),
+        levelling(runs),
         "",
         "Verdicts (rules written before the runs, docs/VERDICT_RULES.md):",
         "",
