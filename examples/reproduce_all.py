@@ -439,11 +439,14 @@ def fbi_verdict(counts: dict, accuracy_label: str) -> str:
     return "not reproduced"
 
 
-def box_cell(stat: dict) -> str:
-    """'mean ± std', the mean alone for one seed, n/a when undefined (NaN)."""
+def box_cell(stat: dict, base: dict) -> str:
+    """'mean ± std' with the arrow against `base`; the mean alone for one
+    seed; n/a when undefined (NaN)."""
     if np.isnan(stat["mean"]):
         return "n/a"
-    return pm(stat) if len(stat["values"]) > 1 else f"{stat['mean']:.3f}"
+    if len(stat["values"]) == 1:
+        return f"{stat['mean']:.3f}"
+    return pm(stat) + arrow(stat, base)
 
 
 def section_fbi_sweep(result, outputs, docs) -> Section:
@@ -594,6 +597,7 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
             "| --- | --- | --- | --- | --- |",
         ]
         box_runs = {(r["lam"], r["seed"]): r for r in result["box_runs"]}
+        box0 = summary["0"]["box"]
         for k in box_rows:
             row = summary[k]["box"]
             switched = [
@@ -602,17 +606,19 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
             if switch is None:
                 switched = "from the start" if float(k) else "-"
             lines.append(
-                f"| {k} | {box_cell(row['test_accuracy'])} | {switched} | "
+                f"| {k} | {box_cell(row['test_accuracy'], box0['test_accuracy'])} "
+                f"| {switched} | "
                 + " | ".join(
-                    box_cell(row["mass_in_box"][m])
+                    box_cell(row["mass_in_box"][m], box0["mass_in_box"][m])
                     for m in ("epsilon-LRP", "vanilla gradient")
                 )
                 + " |"
             )
         lines += [
             "",
-            "n/a: every map of that model is zero (the network did not learn: "
-            "accuracy at chance), so the mass in box is undefined."
+            "↑ / ↓: clearly up / down against lambda = 0 (beyond the larger seed "
+            "std). n/a: every map of that model is zero (the network did not "
+            "learn: accuracy at chance), so the mass in box is undefined."
             + (
                 " One seed: these differences are not tested against seed noise."
                 if len(box_seeds) == 1
@@ -674,6 +680,23 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
         f"most {most['energy_skewness']}/5; at lambda {top} the max is clearly "
         f"down in {counts[top]['max']['clearly down']}/5 | {verdicts[best]} |"
     ]
+    if box_rows:
+        mass = {k: summary[k]["box"]["mass_in_box"]["epsilon-LRP"] for k in box_rows}
+        summary_rows.append(
+            "| 3b. FBI and the epsilon-LRP mass in the digit's box, cluttered MNIST "
+            "(new) | (not measured) | "
+            + ", ".join(
+                f"lambda {k}: "
+                + ("n/a" if np.isnan(m["mean"]) else f"{m['mean']:.3f}")
+                + (
+                    f" ({change(m, mass['0'])[1]})"
+                    if k != "0" and not np.isnan(m["mean"])
+                    else ""
+                )
+                for k, m in mass.items()
+            )
+            + " | - |"
+        )
     return Section("\n".join(lines), summary_rows)
 
 
