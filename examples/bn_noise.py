@@ -28,7 +28,7 @@ import time
 
 import keras
 import numpy as np
-from _common import arrays, mean_spread, output_dir, parser, train, write_json
+from _common import arrays, mean_spread, output_dir, parser, quick, train, write_json
 from matplotlib.figure import Figure
 
 import keras_attreg as kar
@@ -73,7 +73,14 @@ def main() -> None:
     cli.add_argument("--probe-samples", type=int, default=100)
     cli.add_argument("--epochs", type=int, default=3)
     cli.add_argument("--batch-size", type=int, default=64)
-    args = cli.parse_args()
+    args = quick(
+        cli.parse_args(),
+        seeds=[0],
+        train_size=300,
+        test_size=100,
+        probe_samples=4,
+        epochs=1,
+    )
     folder = output_dir(args.output_dir)
     start = time.perf_counter()
 

@@ -25,9 +25,9 @@ does not have; it is measured on cluttered MNIST in `localisation.py`.
 
 Defaults are sized for the shared 2-core CPU machine (see docs/RESULTS.md for
 the wall time): `--arch small` (conv 2x16, 2x32, 2x64 with BatchNorm, dense
-64), the first 6,000 training images, 6 epochs, batch 128, seeds 0 1,
+64), the first 6,000 training images, 6 epochs, batch 128, seeds 0 1 2,
 alpha in {0, 3e-4, 1e-3, 3e-3, 1e-2}, Sensitivity-n over 50 test images. A
-quiet machine: `--train-size 0 --epochs 30 --seeds 0 1 2 --sn-samples 100`;
+quiet machine: `--train-size 0 --epochs 30 --sn-samples 100`;
 GPU: add `--arch vgg16`.
 
     python examples/l1_alpha_sweep.py --output-dir outputs/l1_alpha_sweep
@@ -233,7 +233,6 @@ def main() -> None:
     cli.add_argument("--num-subsets", type=int, default=100)
     cli.add_argument("--n-points", type=int, default=8)
     cli.add_argument("--n-max", type=int, default=1000)
-    cli.set_defaults(seeds=[0, 1])
     args = quick(
         cli.parse_args(),
         alphas=[0.0, 1e-2],

@@ -43,6 +43,7 @@ from _common import (
     mean_spread,
     output_dir,
     parser,
+    quick,
     train,
     write_json,
 )
@@ -98,7 +99,17 @@ def main() -> None:
     cli.add_argument("--num-subsets", type=int, default=100)
     cli.add_argument("--n-points", type=int, default=8)
     cli.add_argument("--n-max", type=int, default=1000)
-    args = cli.parse_args()
+    args = quick(
+        cli.parse_args(),
+        seeds=[0],
+        train_size=256,
+        test_size=100,
+        epochs=1,
+        sn_samples=4,
+        num_subsets=8,
+        n_points=3,
+        n_max=100,
+    )
     folder = output_dir(args.output_dir)
     start = time.perf_counter()
 

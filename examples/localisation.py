@@ -32,7 +32,7 @@ import time
 import keras
 import numpy as np
 import tensorflow as tf
-from _common import arrays, mean_spread, output_dir, parser, train, write_json
+from _common import arrays, mean_spread, output_dir, parser, quick, train, write_json
 
 import keras_attreg as kar
 from keras_attreg.evaluation import mass_in_box, pointing_game
@@ -78,7 +78,7 @@ def main() -> None:
     cli.add_argument("--batch-size", type=int, default=64)
     cli.add_argument("--alpha", type=float, default=0.01)
     cli.add_argument("--lam", type=float, default=1e-3)
-    args = cli.parse_args()
+    args = quick(cli.parse_args(), seeds=[0], train_size=300, test_size=20, epochs=1)
     folder = output_dir(args.output_dir)
     start = time.perf_counter()
 
