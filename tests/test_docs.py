@@ -71,6 +71,10 @@ def run_page(path: pathlib.Path) -> None:
 @pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
 def test_page_runs_as_written(page, tmp_path):
     env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="2")
+    # The real data (pages that read it, e.g. text.md): an absolute path, the
+    # page runs in a temporary folder.
+    data = os.environ.get("KERAS_ATTREG_DATA", str(ROOT.parent / "shared" / "data"))
+    env["KERAS_ATTREG_DATA"] = str(pathlib.Path(data).resolve())
     env["PYTHONPATH"] = os.pathsep.join(
         [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]
     )

@@ -664,22 +664,6 @@ def test_text_cnn_on_real_imdb_learns_and_gradient_x_input_beats_saliency(data_d
     assert np.all(gxi.correlation > plain.correlation + 0.2)
 
 
-@pytest.mark.slow
-def test_docs_text_tour_runs(data_dir, tmp_path, monkeypatch):
-    import doctest
-    import pathlib
-
-    monkeypatch.chdir(tmp_path)
-    path = pathlib.Path(__file__).resolve().parents[1] / "docs" / "text.md"
-    result = doctest.testfile(
-        str(path),
-        module_relative=False,
-        globs={"data_dir": str(data_dir)},
-        optionflags=doctest.ELLIPSIS,
-    )
-    assert result.attempted > 20 and result.failed == 0
-
-
 def test_wrapped_text_model_round_trips_with_its_embedding_layer(tmp_path):
     base = _text_cnn(smooth=True)
     ids, y = _ids(6)
