@@ -31,7 +31,7 @@ quiet machine: `--train-size 0 --epochs 30 --sn-samples 100`;
 GPU: add `--arch vgg16`.
 
     python examples/l1_alpha_sweep.py --output-dir outputs/l1_alpha_sweep
-    python examples/l1_alpha_sweep.py --output-dir /tmp/l1 --quick   # a minute
+    python examples/l1_alpha_sweep.py --output-dir outputs/l1_quick --quick   # a minute
 """
 
 from __future__ import annotations
