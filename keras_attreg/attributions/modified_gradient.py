@@ -17,7 +17,6 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_attreg._keras.graph import is_graph_model
 from keras_attreg._validation import check_float
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
@@ -27,22 +26,11 @@ from keras_attreg.attributions._utils import (
 from keras_attreg.relevance import DEFAULT_EPSILON, deeplift_pass, relevance_pass
 
 
-def _check_graph(split):
-    if not is_graph_model(split.model):
-        raise ValueError(
-            "Modified-gradient attributions need a functional or Sequential model "
-            "(the layer graph must be known). Received: the subclassed model "
-            f"{split.model.name!r}"
-        )
-
-
 def _epsilon_lrp_kernel(split, x, targets, *, eps: float):
-    _check_graph(split)
     return relevance_pass(split, x, targets, eps).input_relevance
 
 
 def _deeplift_kernel(split, x, targets, baseline):
-    _check_graph(split)
     reference = tf.broadcast_to(baseline, tf.shape(x))
     # Token ids: padding is no feature, its embedding is kept on the baseline.
     reference = x + split.fix_padding(reference - x)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from keras_attreg._keras.graph import applications_layer_types, operation_types
+from keras_attreg.relevance.canonizers import KERNEL_LAYERS
 from keras_attreg.relevance.rules import (
     BatchNormRule,
     EmbeddingRule,
@@ -111,18 +112,7 @@ def epsilon_composite(epsilon: float) -> Composite:
         [
             (
                 (
-                    L.Dense,
-                    L.EinsumDense,
-                    L.Conv1D,
-                    L.Conv2D,
-                    L.Conv3D,
-                    L.Conv1DTranspose,
-                    L.Conv2DTranspose,
-                    L.Conv3DTranspose,
-                    L.DepthwiseConv1D,
-                    L.DepthwiseConv2D,
-                    L.SeparableConv1D,
-                    L.SeparableConv2D,
+                    *KERNEL_LAYERS,
                     L.AveragePooling1D,
                     L.AveragePooling2D,
                     L.AveragePooling3D,

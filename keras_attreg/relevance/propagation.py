@@ -329,12 +329,6 @@ def relevance_map(
     """
     eps = check_float("eps", eps, low=0.0)
     split = split_logits(unwrap(model), logits_layer)
-    if not is_graph_model(split.model):
-        raise ValueError(
-            "The relevance pass needs a functional or Sequential model (its "
-            f"layer graph). Received: the subclassed model {split.model.name!r} "
-            f"of type {type(split.model).__name__}"
-        )
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
         x = tf.cast(x, model.compute_dtype)
