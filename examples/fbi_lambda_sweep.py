@@ -31,7 +31,7 @@ CPU size (default): 6,000 training digits, 4 epochs, seeds 0 1 2; box part
 --epochs 20 --box-seeds 0 1 2 --box-train-size 60000 --box-threshold 0.7`.
 
     python examples/fbi_lambda_sweep.py --output-dir outputs/fbi_lambda_sweep
-    python examples/fbi_lambda_sweep.py --output-dir outputs/fbi_quick --quick   # a minute
+    python examples/fbi_lambda_sweep.py --output-dir outputs/fbi_quick --quick
 """
 
 from __future__ import annotations

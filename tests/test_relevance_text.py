@@ -106,14 +106,6 @@ def test_fbi_trains_the_embedding_of_a_text_cnn():
     assert np.abs(model.get_layer("embedding").embeddings.numpy() - before).max() > 0
 
 
-def test_lstm_has_no_relevance_rule_and_says_so():
-    ids = keras.Input((T,), dtype="int32")
-    h = L.LSTM(4, name="lstm")(L.Embedding(VOCAB, DIM)(ids))
-    model = keras.Model(ids, L.Dense(2)(h))
-    with pytest.raises(ValueError, match="'lstm' of type LSTM.*register_rule"):
-        epsilon_lrp(model, _ids(), np.array([0, 1, 0, 1]))
-
-
 def test_deeplift_with_a_baseline_token_sums_to_the_score_difference():
     model = _text_cnn(pooling=L.GlobalAveragePooling1D)
     ids, targets = _ids(5), np.array([0, 1, 1, 0])

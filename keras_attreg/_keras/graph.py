@@ -109,6 +109,14 @@ def run_graph(model: keras.Model, inputs, call_fn: Callable):
     )
 
 
+def keras_mask(tensor):
+    """The Keras mask carried by a tensor (e.g. from `Embedding(mask_zero=True)`),
+    or None."""
+    from keras.src.backend.common.masking import get_keras_mask
+
+    return get_keras_mask(tensor)
+
+
 def is_tensor(value) -> bool:
     """True for the tensor arguments of a node (constants are not)."""
     return isinstance(value, (tf.Tensor, tf.Variable)) or keras.ops.is_tensor(value)
@@ -124,9 +132,10 @@ def operation_types() -> dict[str, tuple]:
     relevance crosses them.
 
     Returns:
-        `{"affine": ..., "product": ..., "routing": ..., "elementwise": ...}`:
-        sums and arithmetic with constants; elementwise products; reshapes,
-        slices and concatenations; elementwise activations.
+        `{"affine": ..., "product": ..., "routing": ..., "elementwise": ...,
+        "comparison": ...}`: sums and arithmetic with constants; elementwise
+        products; reshapes, slices and concatenations; elementwise
+        activations; comparisons and logic (masks such as `ids != 0`).
     """
     from keras.src.ops import core, nn
     from keras.src.ops import numpy as knp
@@ -168,6 +177,21 @@ def operation_types() -> dict[str, tuple]:
             "HardTanh",
         )
         + _ops(knp, "Tanh"),
+        "comparison": _ops(
+            knp,
+            "Equal",
+            "NotEqual",
+            "Greater",
+            "GreaterEqual",
+            "Less",
+            "LessEqual",
+            "LogicalAnd",
+            "LogicalOr",
+            "LogicalNot",
+            "LogicalXor",
+            "Any",
+            "All",
+        ),
     }
 
 

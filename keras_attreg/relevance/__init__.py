@@ -20,9 +20,9 @@ from keras_attreg.relevance.propagation import (
     relevance_map,
     relevance_pass,
 )
+from keras_attreg.relevance.recurrent import RecurrentRule
 from keras_attreg.relevance.rules import (
     BatchNormRule,
-    EmbeddingRule,
     EpsilonRule,
     GateRule,
     GradientRule,
@@ -37,15 +37,16 @@ __all__ = [
     "LAYERS_IN_K",
     "BatchNormRule",
     "Composite",
-    "EmbeddingRule",
     "EpsilonRule",
     "GateRule",
     "GradientRule",
     "IdentityRule",
     "LayerNormRule",
     "Propagation",
+    "RecurrentRule",
     "Relevance",
     "Rule",
+    "StopRule",
     "batch_norm_fold",
     "deeplift_pass",
     "epsilon_composite",

@@ -6,15 +6,16 @@ import keras
 
 from keras_attreg._keras.graph import applications_layer_types, operation_types
 from keras_attreg.relevance.canonizers import KERNEL_LAYERS
+from keras_attreg.relevance.recurrent import RECURRENT_LAYERS, RecurrentRule
 from keras_attreg.relevance.rules import (
     BatchNormRule,
-    EmbeddingRule,
     EpsilonRule,
     GateRule,
     GradientRule,
     IdentityRule,
     LayerNormRule,
     Rule,
+    StopRule,
 )
 
 L = keras.layers
@@ -99,9 +100,12 @@ def epsilon_composite(epsilon: float) -> Composite:
     - `GradientRule`: max pooling (winner takes all), Flatten, Reshape,
       Permute, padding, cropping, Concatenate, up-sampling, slices.
     - `IdentityRule`: elementwise activations (as layers or operations),
-      Dropout and noise layers, ConvNeXt's StochasticDepth.
+      Dropout and noise layers, Masking, ConvNeXt's StochasticDepth.
     - `GateRule`: elementwise products (the sigmoid-type gate gets nothing).
-    - `EmbeddingRule`: the Embedding of token ids (relevance stops there).
+    - `StopRule`: the Embedding of token ids and comparisons (masks): relevance
+      stops there.
+    - `RecurrentRule`: SimpleRNN, LSTM, GRU and Bidirectional (Arras et al.
+      2017: gates get no relevance).
     """
     ops = operation_types()
     apps = applications_layer_types()
@@ -175,11 +179,13 @@ def epsilon_composite(epsilon: float) -> Composite:
                     L.GaussianDropout,
                     L.AlphaDropout,
                     L.ActivityRegularization,
+                    L.Masking,
                     *apps["identity"],
                     *ops["elementwise"],
                 ),
                 passed,
             ),
-            (L.Embedding, EmbeddingRule()),
+            ((L.Embedding, *ops["comparison"]), StopRule()),
+            (RECURRENT_LAYERS, RecurrentRule(epsilon)),
         ]
     )

@@ -341,15 +341,16 @@ def _is_softmax(operation_or_activation) -> bool:
     ) in ("softmax", "log_softmax")
 
 
-class EmbeddingRule(Rule):
-    """The Embedding of token ids: relevance stops at its output e (token ids
-    are not differentiable); e is "the input" of text models."""
+class StopRule(Rule):
+    """Relevance stops here: the Embedding of token ids (its output e is "the
+    input" of text models) and comparisons such as the padding mask
+    `ids != 0` (integers and booleans are not differentiable)."""
 
     def forward(self, call):
         outputs = call.run(*call.inputs)
 
         def stop(relevances):
-            return [None]
+            return [None] * len(call.inputs)
 
         return Propagation(outputs, outputs, stop, stop)
 
