@@ -12,7 +12,9 @@ CIFAR ResNet with BatchNorm (`resnet`, ResNet-20 by default). Rows `bare_plain`
 machinery) on the same model; their ratio is what the nested tapes cost in
 TensorFlow itself. `l1_off` is the wrapper while `DelayedActivation` holds the
 regulariser off; `*_every4` the lazy regularisation of `every=4`, per step
-averaged over its period.
+averaged over its period. `--jit-compile` compiles the bare steps with XLA (the
+wrapper's steps hold run-time checks that XLA cannot compile; it declines
+`jit_compile`, and Keras then compiles without XLA).
 
     python benchmarks/step_time.py --output outputs/step_time.json
 """
@@ -93,7 +95,7 @@ def compile_step(model: keras.Model):
     return model
 
 
-def bare_step(base: keras.Model, alpha: float | None):
+def bare_step(base: keras.Model, alpha: float | None, jit_compile: bool):
     """A hand-written `tf.function` step, no Keras `fit` machinery and no
     wrapper: plain (`alpha=None`) or with the L1 input-gradient penalty written
     out with two nested tapes. It measures what the nested tapes cost in
@@ -103,7 +105,7 @@ def bare_step(base: keras.Model, alpha: float | None):
     optimizer.build(base.trainable_variables)
     loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
-    @tf.function
+    @tf.function(jit_compile=jit_compile)
     def step(x, y):
         with tf.GradientTape() as outer:
             if alpha is None:
@@ -174,7 +176,7 @@ def time_steps(args, name: str, x, y) -> dict:
     steps = {"plain": plain_step, **wrapper_steps(args, name, x, y)}
     x_tensor, y_tensor = tf.constant(x), tf.constant(y)
     for label, alpha in (("bare_plain", None), ("bare_l1", 1e-3)):
-        bare = bare_step(make_base(name, args), alpha)
+        bare = bare_step(make_base(name, args), alpha, args.jit_compile)
 
         def step(bare=bare):
             bare(x_tensor, y_tensor).numpy()
@@ -226,6 +228,11 @@ def main() -> None:
     )
     parser.add_argument("--resnet-blocks", type=int, default=3, help="3: ResNet-20")
     parser.add_argument("--every", type=int, default=4, help="k of the every=k rows")
+    parser.add_argument(
+        "--jit-compile",
+        action="store_true",
+        help="compile the bare steps with XLA (the wrapper declines XLA)",
+    )
     parser.add_argument("--output", default="outputs/step_time.json")
     args = parser.parse_args()
 
@@ -254,6 +261,7 @@ def main() -> None:
         "width": args.width,
         "resnet_blocks": args.resnet_blocks,
         "rounds": args.rounds,
+        "jit_compile": args.jit_compile,
         "steps": tables,
     }
     os.makedirs(os.path.dirname(args.output) or ".", exist_ok=True)

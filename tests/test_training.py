@@ -316,6 +316,25 @@ def test_labels_out_of_range_in_a_dataset_stop_training():
         model.evaluate(dataset, verbose=0)
 
 
+def test_xla_is_declined_and_the_run_time_checks_keep_working():
+    """`jit_compile=True` (and "auto" on a GPU) would compile the step with
+    XLA, which cannot compile its checks: Keras warns, the step runs without
+    XLA, and the label check still stops training."""
+    model = kar.AttributionRegularizedModel(_cnn(), kar.L1GradientPenalty(0.1))
+    with pytest.warns(UserWarning, match="jit_compile"):
+        model.compile(
+            optimizer="sgd",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            jit_compile=True,
+        )
+    assert model.jit_compile is False
+    x, y = _data(4)
+    logs = model.fit(x, y, batch_size=4, verbose=0).history
+    assert np.isfinite(logs["attribution_penalty"][0])
+    with pytest.raises(ValueError, match="Invalid value for argument y"):
+        model.fit(x, np.array([0, 1, 2, 9]), batch_size=4, verbose=0)
+
+
 def test_delayed_activation_switches_on_after_threshold_and_ramps():
     x, y = _data(16)
     model = _compiled(_cnn())

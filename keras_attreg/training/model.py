@@ -150,8 +150,12 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         self.embedding_layer = embedding_layer
         self.nonfinite = check_choice("nonfinite", nonfinite, ("raise", "skip"))
         self.every = check_int("every", every, low=1)
-        self._split = split_logits(base_model, logits_layer)
         self._split = split_logits(base_model, logits_layer, embedding_layer)
+        # The step's run-time checks (labels in range, finite values) format
+        # their messages with string ops, which XLA cannot compile: Keras then
+        # resolves `jit_compile="auto"` to False (on GPU machines too) and
+        # warns and proceeds without XLA on `jit_compile=True`.
+        self.supports_jit = False
         # Switch of the regulariser, driven by `DelayedActivation`: the weight in
         # [0, 1] and the epoch from which it is on (-1: not yet). Variables, so
         # a ramp never retraces a step and both are saved with the model; at 0
