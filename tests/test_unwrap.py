@@ -162,3 +162,29 @@ def test_attribution_monitor_logs_the_base_models_maps_and_scalars(tmp_path):
     )
     logged = dict(monitor.history["attributions/sensitivity_n/saliency/n=8"])
     np.testing.assert_allclose(logged[0], curve.correlation[1], rtol=1e-6)
+
+
+def test_a_named_logits_layer_is_the_logit_of_the_wrappers_attributions():
+    """A base model that rescales its logit after the named layer: the
+    wrapper's attributions are taken on the named layer's output, like its
+    penalty, not on the model's output."""
+    inputs = keras.Input((5,))
+    logits = keras.layers.Dense(3, name="logits")(
+        keras.layers.Dense(4, activation="tanh")(inputs)
+    )
+    base = keras.Model(inputs, keras.layers.Rescaling(2.0)(logits))
+    wrapper = kar.AttributionRegularizedModel(
+        base, kar.L1GradientPenalty(1e-2), logits_layer="logits"
+    )
+    x = tf.constant(RNG.normal(size=(4, 5)).astype("float32"))
+    targets = np.array([0, 1, 2, 0])
+    to_logits = keras.Model(inputs, logits)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        scores = tf.gather(to_logits(x), targets, batch_dims=1)
+    expected = tape.gradient(scores, x).numpy()
+    ours = attr.saliency(wrapper, x, targets, absolute=False).numpy()
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-7)
+    on_base = attr.saliency(base, x, targets, absolute=False).numpy()
+    np.testing.assert_allclose(on_base, 2 * expected, rtol=1e-5, atol=1e-7)
+    assert unwrap(wrapper).get_layer("logits") is base.get_layer("logits")

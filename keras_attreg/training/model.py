@@ -175,14 +175,22 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
             self.skipped_batches = keras.metrics.Sum(name="skipped_batches")
         self.built = True
 
-    @property
+    @functools.cached_property  # not an attribute Keras tracks (no weights)
     def attributed_model(self) -> keras.Model:
-        """The base model: what attributions, metrics and analyses explain.
+        """What attributions, metrics and analyses explain: the base model, or
+        with `logits_layer` the base model up to that layer (its output is the
+        logit S_c the penalty was taken on).
 
         Every `keras_attreg` function or callback given this wrapper works on
-        `attributed_model` instead (same numbers as passing the base model).
+        `attributed_model` instead.
         """
-        return self.base_model
+        if self.logits_layer is None:
+            return self.base_model
+        return keras.Model(
+            self.base_model.inputs,
+            self.base_model.get_layer(self.logits_layer).output,
+            name=f"{self.base_model.name}_to_{self.logits_layer}",
+        )
 
     def call(self, inputs, training=None):
         return self.base_model(inputs, training=training)
