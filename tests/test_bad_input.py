@@ -100,6 +100,21 @@ def test_fit_stops_after_an_epoch_in_which_the_pipeline_was_empty():
         np.testing.assert_array_equal(old, new)
 
 
+def test_evaluate_and_validation_on_an_empty_pipeline_raise():
+    _, model = _compiled()
+    x, y = _data()
+    empty = (
+        tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda _, label: label > 5)
+    ).batch(4)
+    with pytest.raises(ValueError, match=r"argument x: .*Received: x yielded no batch"):
+        model.evaluate(empty, verbose=0)
+    with pytest.raises(
+        ValueError, match=r"argument validation_data: .*yielded no batch \(an empty"
+    ):
+        model.fit(x, y, validation_data=empty, verbose=0)
+    assert np.isfinite(model.evaluate(x, y, verbose=0, return_dict=True)["loss"])
+
+
 def test_a_pipeline_of_unknown_size_that_yields_batches_trains():
     base, model = _compiled()
     x, y = _data()

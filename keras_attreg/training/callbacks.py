@@ -105,13 +105,20 @@ class DelayedActivation(keras.callbacks.Callback):
 
 
 class _RequireBatches(keras.callbacks.Callback):
-    """Stops `fit` with a `ValueError` after an epoch that saw no batch.
+    """Stops `fit` or `evaluate` with a `ValueError` when the data (training
+    data per epoch, validation or evaluation data per run) yields no batch.
 
     A `tf.data` pipeline of unknown cardinality can turn out empty only when
     it runs (e.g. a `filter` that drops every element); Keras would then end
-    `fit` with an empty history, having trained nothing. Added by
-    `AttributionRegularizedModel.fit`, never by hand.
+    `fit` with an empty history, having trained nothing, or `evaluate` with no
+    metrics. Added by `AttributionRegularizedModel.fit` and `evaluate`, never
+    by hand.
     """
+
+    in_fit = False
+
+    def on_train_begin(self, logs=None):
+        self.in_fit = True
 
     def on_epoch_begin(self, epoch, logs=None):
         self.batches = 0
@@ -121,9 +128,23 @@ class _RequireBatches(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if not self.batches:
-            raise ValueError(
-                "Invalid value for argument x: expected data that yields at "
-                f"least one batch per epoch. Received: x yielded no batch in "
-                f"epoch {epoch + 1} (an empty pipeline, e.g. a `filter` that "
-                "drops every element)."
-            )
+            raise _no_batch("x", f"in epoch {epoch + 1}")
+
+    def on_test_begin(self, logs=None):
+        self.test_batches = 0
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.test_batches += 1
+
+    def on_test_end(self, logs=None):
+        if not self.test_batches:
+            raise _no_batch("validation_data" if self.in_fit else "x", "")
+
+
+def _no_batch(argument: str, when: str) -> ValueError:
+    return ValueError(
+        f"Invalid value for argument {argument}: expected data that yields at "
+        f"least one batch{' per epoch' if when else ''}. Received: {argument} "
+        f"yielded no batch{' ' + when if when else ''} (an empty pipeline, e.g. "
+        "a `filter` that drops every element)."
+    )

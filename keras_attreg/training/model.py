@@ -456,8 +456,8 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         `DelayedActivation` callbacks are moved to the front of `callbacks`, so
         that each epoch's switch decision is taken before any other callback
         (e.g. `BackupAndRestore`) saves the epoch. Only a `_RequireBatches`
-        goes before them: an epoch that saw no batch (a pipeline empty at run
-        time) stops `fit` with a `ValueError`.
+        goes before them: an epoch (or a validation run) that saw no batch (a
+        pipeline empty at run time) stops `fit` with a `ValueError`.
         """
         self._check_data(x, y)
         kwargs["callbacks"] = [
@@ -473,7 +473,14 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
             self._reraise(error)
 
     def evaluate(self, x=None, y=None, *args, **kwargs):
+        """`keras.Model.evaluate`, with the data checked first; data that
+        yields no batch (a pipeline empty at run time) raises a `ValueError`."""
         self._check_data(x, y)
+        callbacks = kwargs.get("callbacks") or ()
+        if not isinstance(callbacks, keras.callbacks.CallbackList):
+            # (`fit` validates through `evaluate` with its own callback list,
+            # which holds the `_RequireBatches` of the `fit`.)
+            kwargs["callbacks"] = [_RequireBatches(), *callbacks]
         try:
             return super().evaluate(x, y, *args, **kwargs)
         except tf.errors.InvalidArgumentError as error:
