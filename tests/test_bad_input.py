@@ -86,13 +86,19 @@ def test_number_arguments_refuse_strings(make, name):
         make()
 
 
-def test_fit_stops_after_an_epoch_in_which_the_pipeline_was_empty():
-    base, model = _compiled()
-    x, y = _data()
+def _empty_pipeline(x, y):
+    """Batches of a pipeline that turns out empty only when it runs."""
     empty = (
         tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda _, label: label > 5)
     ).batch(4)
     assert int(empty.cardinality()) == tf.data.UNKNOWN_CARDINALITY
+    return empty
+
+
+def test_fit_stops_after_an_epoch_in_which_the_pipeline_was_empty():
+    base, model = _compiled()
+    x, y = _data()
+    empty = _empty_pipeline(x, y)
     before = base.get_weights()
     with pytest.raises(ValueError, match=r"argument x: .*no batch in epoch 1"):
         model.fit(empty, epochs=3, validation_data=(x, y), verbose=0)
@@ -103,9 +109,7 @@ def test_fit_stops_after_an_epoch_in_which_the_pipeline_was_empty():
 def test_evaluate_and_validation_on_an_empty_pipeline_raise():
     _, model = _compiled()
     x, y = _data()
-    empty = (
-        tf.data.Dataset.from_tensor_slices((x, y)).filter(lambda _, label: label > 5)
-    ).batch(4)
+    empty = _empty_pipeline(x, y)
     with pytest.raises(ValueError, match=r"argument x: .*Received: x yielded no batch"):
         model.evaluate(empty, verbose=0)
     with pytest.raises(
