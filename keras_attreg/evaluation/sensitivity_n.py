@@ -320,6 +320,26 @@ def token_subsets(
     )
 
 
+def _replace_tokens(e, sample, mask, baseline):
+    """Rows `e[sample]` with the masked positions set to the baseline's: one
+    gather from the rows of e and of the baseline, (rows, seq_len, dim)."""
+    batch, length, dim = tf.unstack(tf.shape(e))
+    table = tf.concat(
+        [
+            tf.reshape(e, [-1, dim]),
+            tf.reshape(tf.broadcast_to(baseline, [length, dim]), [-1, dim]),
+        ],
+        axis=0,
+    )
+    position = tf.range(length)[None, :]
+    index = tf.where(
+        mask,
+        batch * length + position,
+        tf.cast(sample, tf.int32)[:, None] * length + position,
+    )
+    return tf.gather(table, index)
+
+
 def _token_kernel(
     tokens,
     e,
@@ -348,7 +368,7 @@ def _token_kernel(
             tf.gather(real, sample),
             tf.gather(n_values, item // num_subsets),
         )
-        masked = tf.where(mask[..., None], baseline, tf.gather(e, sample))
+        masked = _replace_tokens(e, sample, mask, baseline)
         drop = tf.gather(scores, sample) - target_scores(
             tokens.rows(sample).logits(masked), tf.gather(targets, sample)
         )
