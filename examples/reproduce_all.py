@@ -1057,8 +1057,6 @@ def text_sensitivity(result, outputs, docs) -> tuple[list[str], dict]:
     lines, found = [], {}
     for model, title in TEXT_MODELS.items():
         n_values, curves, reasons = token_curves(result, model)
-        if not curves:
-            continue
         mean = {m: np.nanmean(c, axis=0) for m, c in curves.items()}
         std = {
             m: np.nanstd(c, axis=0, ddof=1) if len(c) > 1 else np.zeros(len(c[0]))
@@ -1356,9 +1354,9 @@ def section_text(result, outputs, docs) -> Section:
             docs,
             "text_imdb/token_heatmaps.png",
             "text_token_heatmaps.png",
-            "Gradient*input for the true class (red for, blue against, each panel "
-            "scaled to its own maximum) of two test reviews, baseline and "
-            "penalised text CNNs, first seed.",
+            "Token heatmaps: gradient times input for the true class (red for, "
+            "blue against, each panel scaled to its own maximum) of two test "
+            "reviews, baseline and penalised text CNNs, first seed.",
         ),
     ]
     rows = [

@@ -14,8 +14,8 @@ Outputs in --output-dir: `results.json`, `sensitivity_n_<model>.png`,
 `token_heatmaps.png`; trained weights in `checkpoints/` (a rerun resumes).
 `examples/reproduce_all.py` writes section 6 of docs/RESULTS.md from them.
 
-    python examples/text_imdb.py --output-dir runs/text            # ~35 min, 1 core
-    python examples/text_imdb.py --output-dir runs/text_q --quick  # ~3 min
+    python examples/text_imdb.py --output-dir runs/text            # ~13 min, 2 cores
+    python examples/text_imdb.py --output-dir runs/text_q --quick  # ~2 min
 """
 
 from __future__ import annotations
