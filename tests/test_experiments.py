@@ -146,6 +146,62 @@ def test_tanh_mlp_separates_lrp_from_gradient_x_input(tmp_path, data_dir):
         assert any(f"**{finding}: {v}.**" in report for v in VERDICTS)
 
 
+@pytest.mark.slow
+def test_text_imdb_quick_runs_resumes_and_reports(tmp_path, data_dir):
+    out = tmp_path / "outputs" / "text_imdb"
+    _quick("text_imdb.py", out, data_dir)
+    result = json.loads((out / "results.json").read_text())
+    runs, setup = result["runs"]["0"], result["setup"]
+    assert sorted(runs) == ["text_cnn", "text_cnn_l1_0.01", "text_lstm"]
+    cnn, lstm = runs["text_cnn"]["sensitivity_n"], runs["text_lstm"]["sensitivity_n"]
+    text_imdb = _module("text_imdb")
+    # Every method on the CNN; on the LSTM all but DeepLIFT, refused with the
+    # package's reason.
+    assert all("correlation" in cnn[m] for m in text_imdb.METHODS)
+    assert all("correlation" in lstm[m] for m in text_imdb.METHODS[:-1])
+    assert lstm["deeplift_rescale"]["error"].startswith(
+        "DeepLIFT has no rule for the recurrent layer"
+    )
+    # Occlusion-1 is the output change of removing one token: S_1 exactly.
+    for result_n in (cnn, lstm):
+        assert result_n["occlusion"]["correlation"][0] == pytest.approx(1.0, abs=1e-4)
+    # Ancona et al.: epsilon-LRP equals gradient*input on a ReLU network, up
+    # to eps.
+    assert runs["text_cnn"]["lrp_vs_gradient_x_input_max_relative_difference"] < 0.05
+    # The reported accuracy is that of the saved weights on the test reviews.
+    options = {"data_dir": data_dir, "batch_size": 256}
+    _, vectorizer = kar.datasets.load_imdb(
+        "train",
+        vocabulary_size=setup["vocabulary_size"],
+        sequence_length=setup["sequence_length"],
+        limit=setup["train_reviews"],
+        adapt_limit=setup["train_reviews"],
+        **options,
+    )
+    test, _ = kar.datasets.load_imdb(
+        "test", vectorizer=vectorizer, limit=setup["test_reviews"], **options
+    )
+    model = text_imdb.text_cnn(setup["vocabulary_size"], setup["sequence_length"], 0)
+    model.load_weights(out / "checkpoints" / "text_cnn_seed0.weights.h5")
+    x, y = zip(*((x.numpy(), y.numpy()) for x, y in test), strict=True)
+    logits = model.predict(np.concatenate(x), verbose=0)
+    accuracy = np.mean(np.argmax(logits, -1) == np.concatenate(y))
+    assert runs["text_cnn"]["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+    again = _quick("text_imdb.py", out, data_dir)
+    assert "--- training" not in again
+    assert again.count("loaded finished model") == 3
+    rerun = json.loads((out / "results.json").read_text())["runs"]["0"]
+    assert rerun["text_lstm"]["sensitivity_n"] == lstm  # cached, not recomputed
+
+    report = _report(tmp_path, "text_imdb")
+    for rule in ("T1", "T2", "T3", "T4", "T5", "T6"):
+        assert any(f"**{rule}: {v}.**" in report for v in VERDICTS)
+    assert "n/a: DeepLIFT-Rescale does not apply to the LSTM: DeepLIFT" in report
+    assert "| 0.01 | 0 |" in report  # one row per (alpha, seed)
+    assert (tmp_path / "docs" / "figures" / "text_token_heatmaps.png").exists()
+
+
 def test_report_keeps_the_section_of_an_experiment_without_outputs(tmp_path):
     docs = tmp_path / "docs"
     docs.mkdir()
