@@ -7,40 +7,98 @@ costs about (k - 1 + r) / k plain epochs when a penalised step costs r. This
 script measures what that does to the penalty's effect. The small MNIST CNN
 of experiment 1 (without BatchNorm) is trained per seed as a plain baseline
 and with the L1 gradient penalty for each k, all from the same initial
-weights. Reported per model, per seed and as mean and spread: test accuracy,
-the mean L1 norm of the input gradient |dS_c/dx|_1 over test digits, the
-modified Sensitivity-n (absolute Pearson) of the vanilla gradient, and the
-training time.
+weights and data order. Per run (`<output-dir>/runs/<model>_seed<seed>.json`):
+test accuracy, the mean L1 norm of the input gradient |dS_c/dx|_1 over the
+Sensitivity-n digits, the modified Sensitivity-n (absolute Pearson) of the
+vanilla gradient and its mean over n (`SN`), and the `fit` wall time; the
+summary gives their mean and seed spread per model.
 
 alpha = 0.01, chosen before any run and not tuned (experiment 2's value).
 
-CPU size (default): 5,000 training and 1,000 test digits, 3 epochs, k in
-1 2 4 8 16, Sensitivity-n over 100 test digits, 50 subsets, 6 values of n,
-seeds 0 1 2. `--quick`: one seed, k in 1 4 16, 2,000 training digits,
-2 epochs, 50 digits for Sensitivity-n. Stopped runs resume: finished models
-are loaded, an interrupted one continues from its last epoch.
+CPU size (default): 5,000 training and 1,000 test digits, 3 epochs, batch 64,
+k in 1 2 4 8 16, Sensitivity-n over 100 test digits, 50 subsets, 6 values of
+n, seeds 0 1 2. `--quick`: one seed, k in 1 4 16, 2,000 training digits,
+2 epochs, 50 digits for Sensitivity-n. A finished run is skipped on restart
+(its training time kept) and a stopped one resumes from its last epoch.
 
     python examples/lazy_regularization.py --output-dir outputs/lazy_regularization
 """
 
 from __future__ import annotations
 
+import functools
 import time
 
 import keras
 import numpy as np
 from _common import (
     arrays,
+    cached,
     gradient_report,
     mean_spread,
     output_dir,
     parser,
+    quick,
     train,
     write_json,
 )
 from bn_noise import two_conv_cnn
+from l1_alpha_sweep import mean_spread_rows
 
 import keras_attreg as kar
+
+
+def model_names(ks) -> dict:
+    """Model name -> `every` (0: the plain baseline)."""
+    return {"baseline": 0, **{f"l1_every{k}": k for k in ks}}
+
+
+def mnist_run(args, name: str, every: int, seed: int, data, folder) -> dict:
+    """Trains one MNIST model (`every` = 0: plain) and scores it."""
+    train_ds, test, (x_sn, y_sn), n_values = data
+    keras.utils.set_random_seed(seed)
+    model, logs = train(
+        two_conv_cnn(batchnorm=False),
+        f"{name}_seed{seed}",
+        folder,
+        train_ds,
+        test,
+        args.epochs,
+        regularizer=kar.L1GradientPenalty(args.alpha) if every else None,
+        verbose=args.verbose,
+        every=every or 1,
+    )
+    row, sn = gradient_report(model, logs, seed, x_sn, y_sn, n_values, args.num_subsets)
+    return {
+        "model": name,
+        "every": every,
+        **row,
+        "sensitivity_n_mean": float(np.mean(sn.correlation)),
+    }
+
+
+def summarise(runs: list[dict]) -> dict:
+    """Mean and seed spread per model, in the order of `runs`."""
+    summary = {}
+    for name in dict.fromkeys(r["model"] for r in runs):
+        rows = [r for r in runs if r["model"] == name]
+        summary[name] = {
+            "every": rows[0]["every"],
+            "seeds": [r["seed"] for r in rows],
+            **{
+                key: mean_spread([r[key] for r in rows])
+                for key in (
+                    "test_accuracy",
+                    "mean_l1_input_gradient",
+                    "sensitivity_n_mean",
+                    "train_seconds",
+                )
+            },
+            "sensitivity_n_curve": mean_spread_rows(
+                np.array([r["sensitivity_n"]["correlation"] for r in rows])
+            ),
+        }
+    return summary
 
 
 def main() -> None:
@@ -55,21 +113,24 @@ def main() -> None:
     cli.add_argument("--num-subsets", type=int, default=50)
     cli.add_argument("--n-points", type=int, default=6)
     cli.add_argument("--n-max", type=int, default=300)
-    cli.add_argument("--quick", action="store_true", help="a small smoke run")
     args = cli.parse_args()
-    if args.quick:
-        args.seeds, args.ks = args.seeds[:1], [1, 4, 16]
-        args.train_size, args.epochs, args.sn_samples = 2000, 2, 50
+    args = quick(
+        args,
+        seeds=args.seeds[:1],
+        ks=[1, 4, 16],
+        train_size=2000,
+        epochs=2,
+        sn_samples=50,
+    )
     folder = output_dir(args.output_dir)
     start = time.perf_counter()
 
     test = kar.datasets.load_mnist(
         "test", args.data_dir, batch_size=256, limit=args.test_size
     )
-    x_sn, y_sn = arrays(test.unbatch().take(args.sn_samples).batch(256))
+    sn_data = arrays(test.unbatch().take(args.sn_samples).batch(256))
     n_values = np.unique(np.geomspace(1, args.n_max, args.n_points).round()).astype(int)
-    models = {"baseline": None, **{f"l1_every{k}": k for k in args.ks}}
-    runs = {name: [] for name in models}
+    runs = []
     for seed in args.seeds:
         train_ds = kar.datasets.load_mnist(
             "train",
@@ -79,55 +140,41 @@ def main() -> None:
             seed=seed,
             limit=args.train_size,
         )
-        for name, every in models.items():
-            keras.utils.set_random_seed(seed)
-            model, logs = train(
-                two_conv_cnn(batchnorm=False),
-                f"{name}_seed{seed}",
-                folder,
-                train_ds,
-                test,
-                args.epochs,
-                regularizer=kar.L1GradientPenalty(args.alpha) if every else None,
-                verbose=args.verbose,
-                every=every or 1,
+        data = (train_ds, test, sn_data, n_values)
+        for name, every in model_names(args.ks).items():
+            runs.append(
+                cached(
+                    folder / "runs" / f"{name}_seed{seed}.json",
+                    functools.partial(mnist_run, args, name, every, seed, data, folder),
+                )
             )
-            row, sn = gradient_report(
-                model, logs, seed, x_sn, y_sn, n_values, args.num_subsets
-            )
-            runs[name].append(row)
+            row = runs[-1]
             print(
                 f"{name} seed {seed}: accuracy {row['test_accuracy']:.4f}, "
                 f"|dS/dx|_1 {row['mean_l1_input_gradient']:.3f}, "
-                f"|Pearson| {np.round(sn.correlation, 3).tolist()}"
+                f"SN {row['sensitivity_n_mean']:.3f}"
             )
-    summary = {
-        name: {
-            key: mean_spread([r[key] for r in rows])
-            for key in ("test_accuracy", "mean_l1_input_gradient", "train_seconds")
-        }
-        | {
-            "sensitivity_n_mean": np.mean(
-                [r["sensitivity_n"]["correlation"] for r in rows], axis=0
-            ).tolist()
-        }
-        for name, rows in runs.items()
-    }
-    print(f"\n{'model':<14}{'accuracy':>16}{'|dS/dx|_1':>18}  Sensitivity-n (mean)")
+    summary = summarise(runs)
+    print(f"\n{'model':<14}{'accuracy':>18}{'|dS/dx|_1':>18}{'SN':>16}{'time':>9}")
     for name, row in summary.items():
-        accuracy, norm = row["test_accuracy"], row["mean_l1_input_gradient"]
         print(
-            f"{name:<14}{accuracy['mean']:>9.4f} ± {accuracy['std']:.4f}"
-            f"{norm['mean']:>10.3f} ± {norm['std']:.3f}  "
-            f"{np.round(row['sensitivity_n_mean'], 3).tolist()}"
+            f"{name:<14}"
+            + "".join(
+                f"{row[key]['mean']:>9.4f} ± {row[key]['std']:.4f}"
+                for key in ("test_accuracy", "mean_l1_input_gradient")
+            )
+            + f"{row['sensitivity_n_mean']['mean']:>8.3f} ± "
+            f"{row['sensitivity_n_mean']['std']:.3f}"
+            f"{row['train_seconds']['mean']:>8.1f}s"
         )
     write_json(
         folder / "results.json",
         {
             "experiment": "lazy_regularization",
+            "dataset": "mnist",
             "settings": vars(args),
             "n_values": n_values.tolist(),
-            "per_seed": runs,
+            "runs": runs,
             "summary": summary,
             "seconds": time.perf_counter() - start,
         },

@@ -1377,6 +1377,197 @@ def section_text(result, outputs, docs) -> Section:
     return Section("\n".join(lines), rows)
 
 
+def lazy_verdict(summary: dict) -> tuple[str, int | None, dict]:
+    """The lazy-regularisation verdict (docs/VERDICT_RULES.md).
+
+    Returns `(verdict, K, labels)`: K is the largest k such that every k' <= K
+    keeps the effect and accuracy (None if none does), `labels[name]` the
+    changes of a model against every=1 (`accuracy`, `l1`, `sn`: `(d, label)`).
+    """
+    one = summary["l1_every1"]
+    keys = (("accuracy", "test_accuracy"), ("l1", "mean_l1_input_gradient"))
+    keys += (("sn", "sensitivity_n_mean"),)
+    labels = {
+        name: {short: change(row[key], one[key]) for short, key in keys}
+        for name, row in summary.items()
+    }
+    effect = [
+        change(one[key], summary["baseline"][key])[1]
+        for key in ("mean_l1_input_gradient", "sensitivity_n_mean")
+    ]
+    lazy = sorted(
+        (row["every"], name) for name, row in summary.items() if row["every"] > 1
+    )
+    largest = None
+    for every, name in lazy:
+        kept = labels[name]
+        if kept["l1"][1] != "within noise" or kept["sn"][1] != "within noise":
+            break
+        if kept["accuracy"][1] == "clearly down":
+            break
+        largest = every
+    if all(label == "within noise" for label in effect):
+        return "no effect to keep", largest, labels
+    if largest is None:
+        return "at no k > 1", None, labels
+    return f"keeps the effect up to every={largest}", largest, labels
+
+
+def section_lazy(result, outputs, docs) -> Section:
+    settings, summary, runs = result["settings"], result["summary"], result["runs"]
+    dataset = result.get("dataset", "mnist")
+    base, one = summary["baseline"], summary["l1_every1"]
+    seeds = base["seeds"]
+    verdict, largest, labels = lazy_verdict(summary)
+    seconds = {name: row["train_seconds"]["mean"] for name, row in summary.items()}
+    penalised_cost = seconds["l1_every1"] / seconds["baseline"]
+    wall = wall_time(result["experiment"], result, load(outputs / "timings.json") or {})
+    setting = (
+        f"the small MNIST CNN of section 1 without BatchNorm (conv 16, conv 32, "
+        f"each ReLU and max pooling, dense 10) on the first {settings['train_size']} "
+        f"training digits, {settings['epochs']} epochs, batch "
+        f"{settings['batch_size']}, Adam 1e-3; test accuracy on the first "
+        f"{settings['test_size']} test digits"
+    )
+    lines = [
+        f"## 7. Lazy regularisation on {'MNIST' if dataset == 'mnist' else dataset}: "
+        "`every=k` against quality (issue 11)",
+        "",
+        "`AttributionRegularizedModel(base, L1GradientPenalty(alpha), every=k)` "
+        "runs the penalised step on every k-th batch only, with the penalty's "
+        "weight times k, and plain steps in between (StyleGAN2's lazy "
+        "regularisation). Question: which k keeps the penalty's effect?",
+        "",
+        f"Ours: `examples/lazy_regularization.py`, {setting}; the plain baseline "
+        f"and the L1 gradient penalty at alpha = {settings['alpha']:g} (chosen "
+        "before the runs, not tuned) with every = "
+        f"{', '.join(str(r['every']) for r in summary.values() if r['every'])}, "
+        f"seeds {', '.join(map(str, seeds))} (per seed the same initial weights "
+        "and data order for every model). `L1` = the mean over the first "
+        f"{settings['sn_samples']} test images of |dS_c/dx|_1 (vanilla gradient of "
+        "the true class, the penalty's own quantity); `SN` = the modified "
+        "Sensitivity-n (|Pearson|) of that gradient, "
+        f"{settings['num_subsets']} subsets per n, removed pixels set to 0, n in "
+        f"{{{', '.join(map(str, result['n_values']))}}}, averaged over n. Machine: "
+        f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
+        f"(load average in the wall time), no GPU; wall time {wall}.",
+        "",
+        "Every run (model x seed):",
+        "",
+        "| model | seed | test accuracy | L1 | SN | `fit` time |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in summary:
+        for r in sorted(
+            (r for r in runs if r["model"] == name), key=lambda r: r["seed"]
+        ):
+            lines.append(
+                f"| {name} | {r['seed']} | {r['test_accuracy']:.4f} "
+                f"| {r['mean_l1_input_gradient']:.3f} | {r['sensitivity_n_mean']:.3f} "
+                f"| {r['train_seconds']:.1f} s |"
+            )
+    lines += [
+        "",
+        "Per model, mean ± std over seeds; the penalised models' change against "
+        "every=1 with the rule's label (clearly up / down: beyond the larger "
+        "seed std, docs/VERDICT_RULES.md). `fit` time: mean over seeds, relative "
+        "to every=1 and to the plain baseline; expected: (k - 1 + r) / k with "
+        f"r = {penalised_cost:.2f} the measured every=1 / plain ratio.",
+        "",
+        "| model | test accuracy | L1 | SN | `fit` time | / every=1 | / plain "
+        "| expected / plain |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in summary.items():
+        every = row["every"]
+        cells = [
+            pm(row[key], digits)
+            + (
+                f" ({labels[name][short][0]:+.{digits}f}, {labels[name][short][1]})"
+                if every > 1
+                else ""
+            )
+            for short, key, digits in (
+                ("accuracy", "test_accuracy", 4),
+                ("l1", "mean_l1_input_gradient", 3),
+                ("sn", "sensitivity_n_mean", 3),
+            )
+        ]
+        expected = (every - 1 + penalised_cost) / every if every else 1.0
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {pm(row['train_seconds'], 1)} s "
+            f"| {seconds[name] / seconds['l1_every1']:.2f}x "
+            f"| {seconds[name] / seconds['baseline']:.2f}x | {expected:.2f}x |"
+        )
+    effect = {
+        short: change(one[key], base[key])
+        for short, key in (
+            ("accuracy", "test_accuracy"),
+            ("l1", "mean_l1_input_gradient"),
+            ("sn", "sensitivity_n_mean"),
+        )
+    }
+    kept_cost = seconds[f"l1_every{largest}"] / seconds["baseline"] if largest else None
+    lines += [
+        "",
+        "The `fit` times are wall times of short runs on a shared machine: they "
+        "include tracing both compiled step functions and the per-epoch "
+        "validation, so they show the trend, not the step cost (that is "
+        "`benchmarks/step_time.py`, docs/benchmarks.md).",
+        "",
+        "Verdict (rule written before the run, docs/VERDICT_RULES.md):",
+        "",
+        f"- The penalty's effect (every=1 against plain): L1 "
+        f"{effect['l1'][0]:+.3f} ({effect['l1'][1]}), SN {effect['sn'][0]:+.3f} "
+        f"({effect['sn'][1]}); accuracy {effect['accuracy'][0]:+.4f} "
+        f"({effect['accuracy'][1]}).",
+        "- Per k > 1, effect kept (L1 and SN within noise of every=1) / accuracy "
+        "kept (not clearly down against every=1): "
+        + "; ".join(
+            f"every={row['every']}: "
+            + (
+                "yes"
+                if all(labels[name][s][1] == "within noise" for s in ("l1", "sn"))
+                else "no"
+            )
+            + " / "
+            + ("yes" if labels[name]["accuracy"][1] != "clearly down" else "no")
+            for name, row in summary.items()
+            if row["every"] > 1
+        )
+        + ".",
+        f"- **Lazy regularisation: {verdict}**"
+        + (
+            f", where `fit` took {kept_cost:.2f}x the plain baseline's time "
+            f"(every=1: {penalised_cost:.2f}x)."
+            if kept_cost
+            else "."
+        ),
+    ]
+    cell = (
+        f"{dataset}, {len(seeds)} seeds, plain -> every=1: L1 "
+        f"{pm(base['mean_l1_input_gradient'], 2)} -> "
+        f"{pm(one['mean_l1_input_gradient'], 2)}, SN "
+        f"{pm(base['sensitivity_n_mean'])} -> {pm(one['sensitivity_n_mean'])}"
+    )
+    if largest:
+        kept = summary[f"l1_every{largest}"]
+        cell += (
+            f"; every={largest}: L1 {pm(kept['mean_l1_input_gradient'], 2)}, SN "
+            f"{pm(kept['sensitivity_n_mean'])}, accuracy "
+            f"{pm(kept['test_accuracy'], 4)} (every=1 {pm(one['test_accuracy'], 4)})"
+        )
+    cell += f"; `fit` time vs plain: every=1 {penalised_cost:.2f}x" + (
+        f", every={largest} {kept_cost:.2f}x" if largest else ""
+    )
+    row = (
+        "| 7. Lazy regularisation (`every=k`) keeps the L1 penalty's effect "
+        f"(issue 11; StyleGAN2) | every=16 at no loss (R1, GANs) | {cell} | "
+        f"{verdict} |"
+    )
+    return Section("\n".join(lines), [row])
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     """One experiment: its script, extra arguments and report section.
@@ -1411,6 +1602,7 @@ EXPERIMENTS = [
     ),
     Experiment("localisation", "localisation.py", section_localisation),
     Experiment("text_imdb", "text_imdb.py", section_text),
+    Experiment("lazy_regularization", "lazy_regularization.py", section_lazy),
 ]
 NAMES = [e.name for e in EXPERIMENTS]
 
