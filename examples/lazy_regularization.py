@@ -10,8 +10,10 @@ and with the L1 gradient penalty for each k, all from the same initial
 weights and data order. Per run (`<output-dir>/runs/<model>_seed<seed>.json`):
 test accuracy, the mean L1 norm of the input gradient |dS_c/dx|_1 over the
 Sensitivity-n digits, the modified Sensitivity-n (absolute Pearson) of the
-vanilla gradient and its mean over n (`SN`), and the `fit` wall time; the
-summary gives their mean and seed spread per model.
+vanilla gradient and its mean over n (`SN`), the `fit` wall time, and the
+wall and process CPU seconds of each epoch's training batches (validation
+excluded; the epochs after the first, which traces the step functions, give
+the cost per epoch); the summary gives their mean and seed spread per model.
 
 alpha = 0.01, chosen before any run and not tuned (experiment 2's value).
 
@@ -48,6 +50,29 @@ from l1_alpha_sweep import mean_spread_rows
 import keras_attreg as kar
 
 
+class EpochClock(keras.callbacks.Callback):
+    """Wall and process CPU seconds of each epoch's training batches, from the
+    first batch's start to the last one's end (validation excluded)."""
+
+    def __init__(self):
+        super().__init__()
+        self.wall, self.cpu = [], []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = None
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self._start is None:
+            self._start = (time.perf_counter(), time.process_time())
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._end = (time.perf_counter(), time.process_time())
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.wall.append(self._end[0] - self._start[0])
+        self.cpu.append(self._end[1] - self._start[1])
+
+
 def model_names(ks) -> dict:
     """Model name -> `every` (0: the plain baseline)."""
     return {"baseline": 0, **{f"l1_every{k}": k for k in ks}}
@@ -57,6 +82,7 @@ def mnist_run(args, name: str, every: int, seed: int, data, folder) -> dict:
     """Trains one MNIST model (`every` = 0: plain) and scores it."""
     train_ds, test, (x_sn, y_sn), n_values = data
     keras.utils.set_random_seed(seed)
+    clock = EpochClock()
     model, logs = train(
         two_conv_cnn(batchnorm=False),
         f"{name}_seed{seed}",
@@ -65,6 +91,7 @@ def mnist_run(args, name: str, every: int, seed: int, data, folder) -> dict:
         test,
         args.epochs,
         regularizer=kar.L1GradientPenalty(args.alpha) if every else None,
+        callbacks=[clock],
         verbose=args.verbose,
         every=every or 1,
     )
@@ -74,6 +101,11 @@ def mnist_run(args, name: str, every: int, seed: int, data, folder) -> dict:
         "every": every,
         **row,
         "sensitivity_n_mean": float(np.mean(sn.correlation)),
+        "epoch_wall_seconds": clock.wall,
+        "epoch_cpu_seconds": clock.cpu,
+        # Epochs after the first: no tracing of the step functions.
+        "cpu_seconds_per_epoch": float(np.mean(clock.cpu[1:] or clock.cpu)),
+        "wall_seconds_per_epoch": float(np.mean(clock.wall[1:] or clock.wall)),
     }
 
 
@@ -92,6 +124,8 @@ def summarise(runs: list[dict]) -> dict:
                     "mean_l1_input_gradient",
                     "sensitivity_n_mean",
                     "train_seconds",
+                    "cpu_seconds_per_epoch",
+                    "wall_seconds_per_epoch",
                 )
             },
             "sensitivity_n_curve": mean_spread_rows(

@@ -243,6 +243,9 @@ def test_lazy_regularization_quick_runs_resumes_and_reports(tmp_path, data_dir):
     assert run["mean_l1_input_gradient"] == pytest.approx(norm, rel=1e-4)
     correlation = np.array(run["sensitivity_n"]["correlation"])
     assert run["sensitivity_n_mean"] == pytest.approx(correlation.mean())
+    # Two epochs timed; the cost per epoch is the second (no tracing).
+    assert len(run["epoch_cpu_seconds"]) == len(run["epoch_wall_seconds"]) == 2
+    assert run["cpu_seconds_per_epoch"] == run["epoch_cpu_seconds"][1] > 0
 
     before = {p.name: p.read_text() for p in (out / "runs").glob("*.json")}
     again = _quick("lazy_regularization.py", out, data_dir)
