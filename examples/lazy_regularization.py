@@ -17,6 +17,17 @@ the cost per epoch); the summary gives their mean and seed spread per model.
 
 alpha = 0.01, chosen before any run and not tuned (experiment 2's value).
 
+`--dataset cifar10`: the CIFAR-10 setting of experiment 2, trained by
+`l1_alpha_sweep.py`'s own functions with its defaults (narrow VGG with
+BatchNorm, the first 10,000 training images, flips and translations, 14
+epochs with cosine decay, batch 128, all 10,000 test images, Sensitivity-n
+over 50) at alpha = 0.001 with every in 4 16, seeds 0 1 2. The plain baseline
+and every=1 are the sweep's own runs (same seeds, same initial weights), read
+from `<sweep-dir>/runs/alpha0_seed<s>.json` and `alpha0.001_seed<s>.json`
+(default `--sweep-dir`: `l1_alpha_sweep` beside the output directory), so the
+sweep must have run first. Its runs carry no per-epoch clock: the cost is the
+`fit` wall time, taken by different processes under different loads.
+
 CPU size (default): 5,000 training and 1,000 test digits, 3 epochs, batch 64,
 k in 1 2 4 8 16, Sensitivity-n over 100 test digits, 50 subsets, 6 values of
 n, seeds 0 1 2. `--quick`: one seed, k in 1 4 16, 2,000 training digits,
@@ -24,11 +35,15 @@ n, seeds 0 1 2. `--quick`: one seed, k in 1 4 16, 2,000 training digits,
 (its training time kept) and a stopped one resumes from its last epoch.
 
     python examples/lazy_regularization.py --output-dir outputs/lazy_regularization
+    python examples/lazy_regularization.py --dataset cifar10 \
+        --output-dir outputs/lazy_regularization_cifar10
 """
 
 from __future__ import annotations
 
 import functools
+import json
+import pathlib
 import time
 
 import keras
@@ -45,7 +60,7 @@ from _common import (
     write_json,
 )
 from bn_noise import two_conv_cnn
-from l1_alpha_sweep import mean_spread_rows
+from l1_alpha_sweep import load_data, mean_spread_rows, one_run, run_name, settings
 
 import keras_attreg as kar
 
@@ -109,6 +124,51 @@ def mnist_run(args, name: str, every: int, seed: int, data, folder) -> dict:
     }
 
 
+def sweep_settings(args, folder):
+    """`l1_alpha_sweep.py`'s settings (its defaults, or its `--quick` ones)."""
+    sweep_dir = args.sweep_dir or folder.parent / "l1_alpha_sweep"
+    return settings(
+        ["--output-dir", str(sweep_dir), "--data-dir", args.data_dir]
+        + ["--verbose", str(args.verbose), "--seeds", *map(str, args.seeds)]
+        + ["--quick"] * args.quick
+    )
+
+
+def cifar_runs(args, sweep, folder) -> list[dict]:
+    """The sweep's plain and every=1 runs of each seed, then every=k trained
+    here in the sweep's setting `sweep` (see the module docstring)."""
+    sweep_dir = pathlib.Path(sweep.output_dir)
+    output_dir(folder / "maps")
+    data = None
+    runs = []
+    for seed in sweep.seeds:
+        for name, alpha in (("baseline", 0.0), ("l1_every1", args.alpha)):
+            path = sweep_dir / "runs" / f"{run_name(alpha, seed)}.json"
+            if not path.exists():
+                raise FileNotFoundError(
+                    f"{path} is missing: run examples/l1_alpha_sweep.py "
+                    f"--output-dir {sweep_dir} first (its alphas must include 0 "
+                    f"and {args.alpha:g})"
+                )
+            runs.append(
+                {"model": name, "every": int(alpha > 0), **json.loads(path.read_text())}
+            )
+        for every in args.ks:
+            path = folder / "runs" / f"l1_every{every}_seed{seed}.json"
+            if data is None and not path.exists():
+                data = load_data(sweep)
+            runs.append(
+                {"model": f"l1_every{every}", "every": every}
+                | cached(
+                    path,
+                    functools.partial(
+                        one_run, sweep, args.alpha, seed, data, folder, every=every
+                    ),
+                )
+            )
+    return runs
+
+
 def summarise(runs: list[dict]) -> dict:
     """Mean and seed spread per model, in the order of `runs`."""
     summary = {}
@@ -127,6 +187,8 @@ def summarise(runs: list[dict]) -> dict:
                     "cpu_seconds_per_epoch",
                     "wall_seconds_per_epoch",
                 )
+                # The sweep's runs (`--dataset cifar10`) have no clock.
+                if all(key in r for r in runs)
             },
             "sensitivity_n_curve": mean_spread_rows(
                 np.array([r["sensitivity_n"]["correlation"] for r in rows])
@@ -135,30 +197,8 @@ def summarise(runs: list[dict]) -> dict:
     return summary
 
 
-def main() -> None:
-    cli = parser(__doc__)
-    cli.add_argument("--ks", type=int, nargs="+", default=[1, 2, 4, 8, 16])
-    cli.add_argument("--alpha", type=float, default=0.01)
-    cli.add_argument("--train-size", type=int, default=5000)
-    cli.add_argument("--test-size", type=int, default=1000)
-    cli.add_argument("--epochs", type=int, default=3)
-    cli.add_argument("--batch-size", type=int, default=64)
-    cli.add_argument("--sn-samples", type=int, default=100)
-    cli.add_argument("--num-subsets", type=int, default=50)
-    cli.add_argument("--n-points", type=int, default=6)
-    cli.add_argument("--n-max", type=int, default=300)
-    args = cli.parse_args()
-    args = quick(
-        args,
-        seeds=args.seeds[:1],
-        ks=[1, 4, 16],
-        train_size=2000,
-        epochs=2,
-        sn_samples=50,
-    )
-    folder = output_dir(args.output_dir)
-    start = time.perf_counter()
-
+def mnist_runs(args, folder) -> list[dict]:
+    """Every MNIST model of every seed, trained (or loaded) here."""
     test = kar.datasets.load_mnist(
         "test", args.data_dir, batch_size=256, limit=args.test_size
     )
@@ -182,12 +222,49 @@ def main() -> None:
                     functools.partial(mnist_run, args, name, every, seed, data, folder),
                 )
             )
-            row = runs[-1]
-            print(
-                f"{name} seed {seed}: accuracy {row['test_accuracy']:.4f}, "
-                f"|dS/dx|_1 {row['mean_l1_input_gradient']:.3f}, "
-                f"SN {row['sensitivity_n_mean']:.3f}"
-            )
+    return runs
+
+
+def main() -> None:
+    cli = parser(__doc__)
+    cli.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
+    cli.add_argument(
+        "--ks", type=int, nargs="+", help="default: 1 2 4 8 16 (cifar10: 4 16)"
+    )
+    cli.add_argument("--alpha", type=float, help="default: 0.01 (cifar10: 0.001)")
+    cli.add_argument("--sweep-dir", help="cifar10: the L1 sweep's output directory")
+    cli.add_argument("--train-size", type=int, default=5000)
+    cli.add_argument("--test-size", type=int, default=1000)
+    cli.add_argument("--epochs", type=int, default=3)
+    cli.add_argument("--batch-size", type=int, default=64)
+    cli.add_argument("--sn-samples", type=int, default=100)
+    cli.add_argument("--num-subsets", type=int, default=50)
+    cli.add_argument("--n-points", type=int, default=6)
+    cli.add_argument("--n-max", type=int, default=300)
+    args = cli.parse_args()
+    mnist = args.dataset == "mnist"
+    if args.ks is None:
+        args.ks = [1, 2, 4, 8, 16] if mnist else [4, 16]
+    if args.alpha is None:
+        args.alpha = 0.01 if mnist else 0.001
+    args = quick(
+        args,
+        seeds=args.seeds[:1],
+        ks=[1, 4, 16] if mnist else args.ks[:1],
+        train_size=2000,
+        epochs=2,
+        sn_samples=50,
+    )
+    folder = output_dir(args.output_dir)
+    start = time.perf_counter()
+    sweep = None if mnist else sweep_settings(args, folder)
+    runs = mnist_runs(args, folder) if mnist else cifar_runs(args, sweep, folder)
+    for row in runs:
+        print(
+            f"{row['model']} seed {row['seed']}: accuracy {row['test_accuracy']:.4f}, "
+            f"|dS/dx|_1 {row['mean_l1_input_gradient']:.3f}, "
+            f"SN {row['sensitivity_n_mean']:.3f}"
+        )
     summary = summarise(runs)
     print(f"\n{'model':<14}{'accuracy':>18}{'|dS/dx|_1':>18}{'SN':>16}{'time':>9}")
     for name, row in summary.items():
@@ -204,10 +281,10 @@ def main() -> None:
     write_json(
         folder / "results.json",
         {
-            "experiment": "lazy_regularization",
-            "dataset": "mnist",
-            "settings": vars(args),
-            "n_values": n_values.tolist(),
+            "experiment": "lazy_regularization" + ("" if mnist else "_cifar10"),
+            "dataset": args.dataset,
+            "settings": vars(args) | ({} if mnist else {"sweep": vars(sweep)}),
+            "n_values": runs[0]["sensitivity_n"]["n_values"],
             "runs": runs,
             "summary": summary,
             "seconds": time.perf_counter() - start,

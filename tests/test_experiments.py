@@ -259,6 +259,64 @@ def test_lazy_regularization_quick_runs_resumes_and_reports(tmp_path, data_dir):
     assert "| l1_every16 | 0 |" in report  # one row per (model, seed)
 
 
+@pytest.mark.slow
+def test_lazy_regularization_cifar10_takes_plain_and_every1_from_the_sweep(
+    tmp_path, data_dir
+):
+    sweep = tmp_path / "outputs" / "l1_alpha_sweep"
+    out = tmp_path / "outputs" / "lazy_regularization_cifar10"
+    cifar = ("--dataset", "cifar10", "--alpha", "0.01")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_ATTREG_DATA": str(data_dir)}
+    missing = subprocess.run(
+        [sys.executable, str(EXAMPLES / "lazy_regularization.py"), "--quick"]
+        + ["--output-dir", str(out), *cifar],
+        cwd=EXAMPLES,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode != 0
+    assert "alpha0_seed0.json is missing: run examples/l1_alpha_sweep.py" in (
+        missing.stderr
+    )
+    _quick("l1_alpha_sweep.py", sweep, data_dir)
+    _quick("lazy_regularization.py", out, data_dir, *cifar)
+    result = json.loads((out / "results.json").read_text())
+    assert [(r["model"], r["every"]) for r in result["runs"]] == [
+        ("baseline", 0),
+        ("l1_every1", 1),
+        ("l1_every4", 4),
+    ]
+    for run, name in zip(result["runs"], ("alpha0", "alpha0.01"), strict=False):
+        taken = json.loads((sweep / "runs" / f"{name}_seed0.json").read_text())
+        assert {k: run[k] for k in taken} == taken
+    assert result["settings"]["sweep"]["arch"] == "small"
+    # The every=4 row is the accuracy of its saved weights on the sweep's
+    # test images (the first 300 of a fixed permutation, --quick).
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from l1_penalty_cifar import vgg
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    model = vgg("small")
+    wrapper = kar.AttributionRegularizedModel(
+        model, kar.L1GradientPenalty(0.01), every=4
+    )
+    wrapper.load_weights(out / "checkpoints" / "alpha0.01_seed0_every4.weights.h5")
+    x, y = zip(
+        *kar.datasets.load_cifar10("test", data_dir, batch_size=1000), strict=True
+    )
+    order = np.random.default_rng(0).permutation(10000)[:300]
+    x, y = np.concatenate(x)[order], np.concatenate(y)[order]
+    accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == y)
+    assert result["runs"][2]["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+    section = reproduce_all.section_lazy(result, tmp_path / "outputs", tmp_path)
+    assert section.text.startswith("## 7b. Lazy regularisation on CIFAR-10")
+    assert "| l1_every4 | 0 |" in section.text
+    assert section.summary[0].startswith("| 7b. Lazy regularisation")
+
+
 def _lazy_summary(rows: dict) -> dict:
     """A summary of `lazy_regularization.py` from `name: (every, accuracy,
     L1, SN)`, seed stds 0.01, 0.5 and 0.01."""
