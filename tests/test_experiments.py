@@ -61,6 +61,16 @@ def _quick(script: str, outputs: pathlib.Path, data_dir, *args) -> str:
     return done.stdout
 
 
+def _assert_rerun_skips(script: str, outputs: pathlib.Path, data_dir, runs: int):
+    """A second `--quick` run skips all `runs` finished runs, trains nothing
+    and leaves their JSONs as they were."""
+    before = {p.name: p.read_text() for p in (outputs / "runs").glob("*.json")}
+    again = _quick(script, outputs, data_dir)
+    assert again.count("skipping finished run") == runs
+    assert "--- training" not in again
+    assert {p.name: p.read_text() for p in (outputs / "runs").glob("*.json")} == before
+
+
 def _report(tmp_path, name: str) -> str:
     """The report built from `tmp_path/outputs/<name>` alone."""
     docs = tmp_path / "docs"
@@ -84,11 +94,7 @@ def test_l1_alpha_sweep_quick_runs_resumes_and_reports(tmp_path, data_dir):
         assert len(run["learning_curve"]["val_accuracy"]) == 1
     for name in ("pareto.png", "learning_curves.png", "sensitivity_n.png", "maps.png"):
         assert (out / name).stat().st_size > 0
-    before = {p.name: p.read_text() for p in (out / "runs").glob("*.json")}
-    again = _quick("l1_alpha_sweep.py", out, data_dir)
-    assert again.count("skipping finished run") == 2
-    assert "--- training" not in again
-    assert {p.name: p.read_text() for p in (out / "runs").glob("*.json")} == before
+    _assert_rerun_skips("l1_alpha_sweep.py", out, data_dir, 2)
 
     report = _report(tmp_path, "l1_alpha_sweep")
     assert "**Table 1 (accuracy kept" in report
@@ -247,12 +253,8 @@ def test_lazy_regularization_quick_runs_resumes_and_reports(tmp_path, data_dir):
     assert len(run["epoch_cpu_seconds"]) == len(run["epoch_wall_seconds"]) == 2
     assert run["cpu_seconds_per_epoch"] == run["epoch_cpu_seconds"][1] > 0
 
-    before = {p.name: p.read_text() for p in (out / "runs").glob("*.json")}
-    again = _quick("lazy_regularization.py", out, data_dir)
-    assert again.count("skipping finished run") == 4
-    assert "--- training" not in again
     # The training times of the first invocation are kept.
-    assert {p.name: p.read_text() for p in (out / "runs").glob("*.json")} == before
+    _assert_rerun_skips("lazy_regularization.py", out, data_dir, 4)
 
     report = _report(tmp_path, "lazy_regularization")
     assert "**Lazy regularisation: " in report
