@@ -24,9 +24,10 @@ epochs with cosine decay, batch 128, all 10,000 test images, Sensitivity-n
 over 50) at alpha = 0.001 with every in 4 16, seeds 0 1 2. The plain baseline
 and every=1 are the sweep's own runs (same seeds, same initial weights), read
 from `<sweep-dir>/runs/alpha0_seed<s>.json` and `alpha0.001_seed<s>.json`
-(default `--sweep-dir`: `l1_alpha_sweep` beside the output directory), so the
-sweep must have run first. Its runs carry no per-epoch clock: the cost is the
-`fit` wall time, taken by different processes under different loads.
+(default `--sweep-dir`: `l1_alpha_sweep` beside the output directory) once
+the lazy runs are trained, so they can train while the sweep still runs. Its
+runs carry no per-epoch clock: the cost is the `fit` wall time, taken by
+different processes under different loads.
 
 CPU size (default): 5,000 training and 1,000 test digits, 3 epochs, batch 64,
 k in 1 2 4 8 16, Sensitivity-n over 100 test digits, 50 subsets, 6 values of
@@ -135,11 +136,30 @@ def sweep_settings(args, folder):
 
 
 def cifar_runs(args, sweep, folder) -> list[dict]:
-    """The sweep's plain and every=1 runs of each seed, then every=k trained
-    here in the sweep's setting `sweep` (see the module docstring)."""
+    """every=k trained here in the sweep's setting `sweep` (see the module
+    docstring), then per seed the sweep's plain and every=1 runs and these.
+
+    The sweep's runs are read after the training, so this can train while the
+    sweep still runs.
+    """
     sweep_dir = pathlib.Path(sweep.output_dir)
     output_dir(folder / "maps")
     data = None
+    trained = {}
+    for seed in sweep.seeds:
+        for every in args.ks:
+            path = folder / "runs" / f"l1_every{every}_seed{seed}.json"
+            if data is None and not path.exists():
+                data = load_data(sweep)
+            trained[(every, seed)] = {
+                "model": f"l1_every{every}",
+                "every": every,
+            } | cached(
+                path,
+                functools.partial(
+                    one_run, sweep, args.alpha, seed, data, folder, every=every
+                ),
+            )
     runs = []
     for seed in sweep.seeds:
         for name, alpha in (("baseline", 0.0), ("l1_every1", args.alpha)):
@@ -153,19 +173,7 @@ def cifar_runs(args, sweep, folder) -> list[dict]:
             runs.append(
                 {"model": name, "every": int(alpha > 0), **json.loads(path.read_text())}
             )
-        for every in args.ks:
-            path = folder / "runs" / f"l1_every{every}_seed{seed}.json"
-            if data is None and not path.exists():
-                data = load_data(sweep)
-            runs.append(
-                {"model": f"l1_every{every}", "every": every}
-                | cached(
-                    path,
-                    functools.partial(
-                        one_run, sweep, args.alpha, seed, data, folder, every=every
-                    ),
-                )
-            )
+        runs += [trained[(every, seed)] for every in args.ks]
     return runs
 
 
