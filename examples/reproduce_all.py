@@ -1593,7 +1593,13 @@ def section_lazy(result, outputs, docs) -> Section:
             + (
                 "yes"
                 if all(labels[name][s][1] == "within noise" for s in ("l1", "sn"))
-                else "no"
+                else "no ("
+                + ", ".join(
+                    f"{label} {labels[name][s][1]}"
+                    for s, label in (("l1", "L1"), ("sn", "SN"))
+                    if labels[name][s][1] != "within noise"
+                )
+                + ")"
             )
             + " / "
             + ("yes" if labels[name]["accuracy"][1] != "clearly down" else "no")
@@ -1623,14 +1629,17 @@ def section_lazy(result, outputs, docs) -> Section:
         f"{pm(one['mean_l1_input_gradient'], 2)}, SN "
         f"{pm(base['sensitivity_n_mean'])} -> {pm(one['sensitivity_n_mean'])}"
     )
-    if largest:
-        kept = summary[f"l1_every{largest}"]
+    # The largest k kept, or every lazy k when none is.
+    shown = [largest] if largest else [r["every"] for r in summary.values()]
+    for every in (k for k in shown if k > 1):
+        kept = summary[f"l1_every{every}"]
         cell += (
-            f"; every={largest}: L1 {pm(kept['mean_l1_input_gradient'], 2)} "
-            f"({reduction[f'l1_every{largest}']:.0%} of the L1 effect), SN "
+            f"; every={every}: L1 {pm(kept['mean_l1_input_gradient'], 2)} "
+            f"({reduction[f'l1_every{every}']:.0%} of the L1 effect), SN "
             f"{pm(kept['sensitivity_n_mean'])}, accuracy "
-            f"{pm(kept['test_accuracy'], 4)} (every=1 {pm(one['test_accuracy'], 4)})"
+            f"{pm(kept['test_accuracy'], 4)}"
         )
+    cell += f" (every=1 accuracy {pm(one['test_accuracy'], 4)})"
     cell += (
         ("; training CPU time" if clocked else "; `fit` wall time (indicative)")
         + f" vs plain: every=1 {penalised_cost:.2f}x"
