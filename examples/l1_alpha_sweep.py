@@ -86,14 +86,19 @@ def augmented(x, y, batch_size: int, seed: int) -> tf.data.Dataset:
     )
 
 
-def one_run(args, alpha, seed, data, folder) -> dict:
-    """Trains one (alpha, seed) model and scores it."""
+def one_run(args, alpha, seed, data, folder, every: int = 1) -> dict:
+    """Trains one (alpha, seed) model and scores it.
+
+    `every` > 1: lazy regularisation (`AttributionRegularizedModel(every=...)`),
+    its checkpoints and maps named with an `_every<k>` suffix.
+    """
     (x_train, y_train), (x_test, y_test), (x_val, y_val), (x_sn, y_sn) = data
     steps = int(np.ceil(len(x_train) / args.batch_size)) * args.epochs
+    name = run_name(alpha, seed) + (f"_every{every}" if every > 1 else "")
     keras.utils.set_random_seed(seed)
     model, logs = train(
         vgg(args.arch),
-        run_name(alpha, seed),
+        name,
         folder,
         augmented(x_train, y_train, args.batch_size, seed),
         tf.data.Dataset.from_tensor_slices((x_val, y_val)).batch(500),
@@ -101,6 +106,7 @@ def one_run(args, alpha, seed, data, folder) -> dict:
         regularizer=kar.L1GradientPenalty(alpha) if alpha else None,
         learning_rate=keras.optimizers.schedules.CosineDecay(1e-3, steps),
         verbose=args.verbose,
+        every=every,
     )
     logits = model.predict(x_test, batch_size=500, verbose=0)
     gradient = kar.attributions.saliency(model, x_sn, y_sn, absolute=False)
@@ -116,7 +122,7 @@ def one_run(args, alpha, seed, data, folder) -> dict:
         verbose=0,
     )
     if seed == args.seeds[0]:
-        np.save(folder / "maps" / f"{run_name(alpha, seed)}.npy", gradient[:6])
+        np.save(folder / "maps" / f"{name}.npy", gradient[:6])
     return {
         "alpha": alpha,
         "seed": seed,
@@ -221,7 +227,8 @@ def plot_sensitivity_n(summary: dict, n_values, path) -> None:
     save(figure, axis, "Modified Sensitivity-n of the vanilla gradient", path)
 
 
-def main() -> None:
+def settings(argv=None):
+    """The sweep's settings from the command line `argv` (None: sys.argv)."""
     cli = parser(__doc__)
     cli.add_argument("--arch", choices=tuple(ARCHITECTURES), default="small")
     cli.add_argument("--alphas", type=float, nargs="+", default=list(ALPHAS))
@@ -234,8 +241,8 @@ def main() -> None:
     cli.add_argument("--num-subsets", type=int, default=100)
     cli.add_argument("--n-points", type=int, default=8)
     cli.add_argument("--n-max", type=int, default=1000)
-    args = quick(
-        cli.parse_args(),
+    return quick(
+        cli.parse_args(argv),
         alphas=[0.0, 1e-2],
         seeds=[0],
         train_size=256,
@@ -247,9 +254,10 @@ def main() -> None:
         n_points=3,
         n_max=100,
     )
-    folder = output_dir(args.output_dir)
-    output_dir(folder / "maps")
-    start = time.perf_counter()
+
+
+def load_data(args) -> tuple:
+    """`(train, test, validation, Sensitivity-n)` pairs `(x, y)` of the sweep."""
     x_train, y_train = arrays(
         kar.datasets.load_cifar10(
             "train", args.data_dir, batch_size=1000, limit=args.train_size or None
@@ -264,12 +272,20 @@ def main() -> None:
     x_test, y_test = x_test[order], y_test[order]
     if args.test_size:
         x_test, y_test = x_test[: args.test_size], y_test[: args.test_size]
-    data = (
+    return (
         (x_train, y_train),
         (x_test, y_test),
         (x_test[: args.val_size], y_test[: args.val_size]),
         (x_test[: args.sn_samples], y_test[: args.sn_samples]),
     )
+
+
+def main() -> None:
+    args = settings()
+    folder = output_dir(args.output_dir)
+    output_dir(folder / "maps")
+    start = time.perf_counter()
+    data = load_data(args)
     runs = [
         cached(
             folder / "runs" / f"{run_name(alpha, seed)}.json",

@@ -16,6 +16,7 @@ import sys
 
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import keras_attreg as kar
 
@@ -60,6 +61,16 @@ def _quick(script: str, outputs: pathlib.Path, data_dir, *args) -> str:
     return done.stdout
 
 
+def _assert_rerun_skips(script: str, outputs: pathlib.Path, data_dir, runs: int):
+    """A second `--quick` run skips all `runs` finished runs, trains nothing
+    and leaves their JSONs as they were."""
+    before = {p.name: p.read_text() for p in (outputs / "runs").glob("*.json")}
+    again = _quick(script, outputs, data_dir)
+    assert again.count("skipping finished run") == runs
+    assert "--- training" not in again
+    assert {p.name: p.read_text() for p in (outputs / "runs").glob("*.json")} == before
+
+
 def _report(tmp_path, name: str) -> str:
     """The report built from `tmp_path/outputs/<name>` alone."""
     docs = tmp_path / "docs"
@@ -83,11 +94,7 @@ def test_l1_alpha_sweep_quick_runs_resumes_and_reports(tmp_path, data_dir):
         assert len(run["learning_curve"]["val_accuracy"]) == 1
     for name in ("pareto.png", "learning_curves.png", "sensitivity_n.png", "maps.png"):
         assert (out / name).stat().st_size > 0
-    before = {p.name: p.read_text() for p in (out / "runs").glob("*.json")}
-    again = _quick("l1_alpha_sweep.py", out, data_dir)
-    assert again.count("skipping finished run") == 2
-    assert "--- training" not in again
-    assert {p.name: p.read_text() for p in (out / "runs").glob("*.json")} == before
+    _assert_rerun_skips("l1_alpha_sweep.py", out, data_dir, 2)
 
     report = _report(tmp_path, "l1_alpha_sweep")
     assert "**Table 1 (accuracy kept" in report
@@ -200,6 +207,153 @@ def test_text_imdb_quick_runs_resumes_and_reports(tmp_path, data_dir):
     assert "n/a: DeepLIFT-Rescale does not apply to the LSTM: DeepLIFT" in report
     assert "| 0.01 | 0 |" in report  # one row per (alpha, seed)
     assert (tmp_path / "docs" / "figures" / "text_token_heatmaps.png").exists()
+
+
+@pytest.mark.slow
+def test_lazy_regularization_quick_runs_resumes_and_reports(tmp_path, data_dir):
+    out = tmp_path / "outputs" / "lazy_regularization"
+    _quick("lazy_regularization.py", out, data_dir)
+    result = json.loads((out / "results.json").read_text())
+    assert [(r["model"], r["every"], r["seed"]) for r in result["runs"]] == [
+        ("baseline", 0, 0),
+        ("l1_every1", 1, 0),
+        ("l1_every4", 4, 0),
+        ("l1_every16", 16, 0),
+    ]
+    run = result["runs"][2]
+    # Accuracy and |dS_c/dx|_1 of the saved every=4 weights, recomputed here
+    # with the test's own tape on the same test digits.
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from bn_noise import two_conv_cnn
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    model = two_conv_cnn(batchnorm=False)
+    wrapper = kar.AttributionRegularizedModel(
+        model, kar.L1GradientPenalty(0.01), every=4
+    )
+    wrapper.load_weights(out / "checkpoints" / "l1_every4_seed0.weights.h5")
+    x, y = zip(
+        *kar.datasets.load_mnist("test", data_dir, batch_size=1000, limit=1000),
+        strict=True,
+    )
+    x, y = np.concatenate(x), np.concatenate(y)
+    accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == y)
+    assert run["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+    x_sn = tf.constant(x[:50])
+    with tf.GradientTape() as tape:
+        tape.watch(x_sn)
+        logits = model(x_sn)
+        score = tf.reduce_sum(tf.gather(logits, y[:50], batch_dims=1))
+    norm = np.abs(tape.gradient(score, x_sn).numpy()).sum(axis=(1, 2, 3)).mean()
+    assert run["mean_l1_input_gradient"] == pytest.approx(norm, rel=1e-4)
+    correlation = np.array(run["sensitivity_n"]["correlation"])
+    assert run["sensitivity_n_mean"] == pytest.approx(correlation.mean())
+    # Two epochs timed; the cost per epoch is the second (no tracing).
+    assert len(run["epoch_cpu_seconds"]) == len(run["epoch_wall_seconds"]) == 2
+    assert run["cpu_seconds_per_epoch"] == run["epoch_cpu_seconds"][1] > 0
+
+    # The training times of the first invocation are kept.
+    _assert_rerun_skips("lazy_regularization.py", out, data_dir, 4)
+
+    report = _report(tmp_path, "lazy_regularization")
+    assert "**Lazy regularisation: " in report
+    assert "| l1_every16 | 0 |" in report  # one row per (model, seed)
+
+
+@pytest.mark.slow
+def test_lazy_regularization_cifar10_takes_plain_and_every1_from_the_sweep(
+    tmp_path, data_dir
+):
+    sweep = tmp_path / "outputs" / "l1_alpha_sweep"
+    out = tmp_path / "outputs" / "lazy_regularization_cifar10"
+    cifar = ("--dataset", "cifar10", "--alpha", "0.01")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_ATTREG_DATA": str(data_dir)}
+    missing = subprocess.run(
+        [sys.executable, str(EXAMPLES / "lazy_regularization.py"), "--quick"]
+        + ["--output-dir", str(out), *cifar],
+        cwd=EXAMPLES,
+        env=env,
+        capture_output=True,
+        text=True,
+    )
+    assert missing.returncode != 0
+    assert "alpha0_seed0.json is missing: run examples/l1_alpha_sweep.py" in (
+        missing.stderr
+    )
+    _quick("l1_alpha_sweep.py", sweep, data_dir)
+    _quick("lazy_regularization.py", out, data_dir, *cifar)
+    result = json.loads((out / "results.json").read_text())
+    assert [(r["model"], r["every"]) for r in result["runs"]] == [
+        ("baseline", 0),
+        ("l1_every1", 1),
+        ("l1_every4", 4),
+    ]
+    for run, name in zip(result["runs"], ("alpha0", "alpha0.01"), strict=False):
+        taken = json.loads((sweep / "runs" / f"{name}_seed0.json").read_text())
+        assert {k: run[k] for k in taken} == taken
+    assert result["settings"]["sweep"]["arch"] == "small"
+    # The every=4 row is the accuracy of its saved weights on the sweep's
+    # test images (the first 300 of a fixed permutation, --quick).
+    sys.path.insert(0, str(EXAMPLES))
+    try:
+        from l1_penalty_cifar import vgg
+    finally:
+        sys.path.remove(str(EXAMPLES))
+    model = vgg("small")
+    wrapper = kar.AttributionRegularizedModel(
+        model, kar.L1GradientPenalty(0.01), every=4
+    )
+    wrapper.load_weights(out / "checkpoints" / "alpha0.01_seed0_every4.weights.h5")
+    x, y = zip(
+        *kar.datasets.load_cifar10("test", data_dir, batch_size=1000), strict=True
+    )
+    order = np.random.default_rng(0).permutation(10000)[:300]
+    x, y = np.concatenate(x)[order], np.concatenate(y)[order]
+    accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == y)
+    assert result["runs"][2]["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
+
+    section = reproduce_all.section_lazy(result, tmp_path / "outputs", tmp_path)
+    assert section.text.startswith("## 7b. Lazy regularisation on CIFAR-10")
+    assert "| l1_every4 | 0 |" in section.text
+    assert section.summary[0].startswith("| 7b. Lazy regularisation")
+
+
+def _lazy_summary(rows: dict) -> dict:
+    """A summary of `lazy_regularization.py` from `name: (every, accuracy,
+    L1, SN)`, seed stds 0.01, 0.5 and 0.01."""
+    return {
+        name: {
+            "every": every,
+            "test_accuracy": {"mean": accuracy, "std": 0.01},
+            "mean_l1_input_gradient": {"mean": l1, "std": 0.5},
+            "sensitivity_n_mean": {"mean": sn, "std": 0.01},
+        }
+        for name, (every, accuracy, l1, sn) in rows.items()
+    }
+
+
+def test_lazy_verdict_is_the_largest_k_up_to_which_every_k_keeps_the_effect():
+    rows = {
+        "baseline": (0, 0.93, 12.0, 0.57),
+        "l1_every1": (1, 0.93, 8.0, 0.62),
+        "l1_every2": (2, 0.925, 8.4, 0.615),  # every change within noise
+        "l1_every4": (4, 0.945, 7.6, 0.625),  # accuracy clearly up: kept
+        "l1_every8": (8, 0.93, 9.0, 0.62),  # L1 clearly up: effect not kept
+        "l1_every16": (16, 0.93, 8.0, 0.62),  # kept, but after every=8 failed
+    }
+    verdict, largest, labels = reproduce_all.lazy_verdict(_lazy_summary(rows))
+    assert (verdict, largest) == ("keeps the effect up to every=4", 4)
+    assert labels["l1_every8"]["l1"] == (pytest.approx(1.0), "clearly up")
+    assert labels["l1_every4"]["accuracy"][1] == "clearly up"
+
+    rows["l1_every2"] = (2, 0.91, 8.0, 0.62)  # accuracy clearly down
+    verdict, largest, _ = reproduce_all.lazy_verdict(_lazy_summary(rows))
+    assert (verdict, largest) == ("at no k > 1", None)
+
+    rows["l1_every1"] = (1, 0.93, 11.7, 0.575)  # no effect against the baseline
+    rows["l1_every2"] = (2, 0.93, 11.7, 0.575)
+    assert reproduce_all.lazy_verdict(_lazy_summary(rows))[0] == "no effect to keep"
 
 
 def test_report_keeps_the_section_of_an_experiment_without_outputs(tmp_path):
