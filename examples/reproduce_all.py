@@ -1775,6 +1775,7 @@ def wall_time(name: str, result: dict, timings: dict) -> str:
         return (
             f"{timing['seconds'] / 60:.1f} min in {len(loads)} invocation(s) "
             f"(load average {', '.join(f'{x:.1f}' for x in loads)} at their ends)"
+            + (f"; {timing['note']}" if timing.get("note") else "")
         )
     if result.get("seconds"):
         return f"{result['seconds'] / 60:.1f} min (last invocation of the script)"
