@@ -6,16 +6,14 @@ loss and penalised ones on task + k * alpha * ||dS_c/dx||_1 (nested tapes
 written here), in the order the documentation gives.
 """
 
-import json
 import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _subprocess import run_json
 
 import keras_attreg as kar
 
@@ -281,16 +279,7 @@ def test_every_k_under_mirrored_strategy_follows_the_schedule():
                           "weights": [w.tolist() for w in base.get_weights()]}}))
         """
     )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_json(script)
     x, y = _data(24)
     start = [np.asarray(w, "float32") for w in result["start"]]
     weights, logs = _own_training(start, x, y, 8, [True, False, True], scale=2)

@@ -1,15 +1,12 @@
 """AttributionRegularizedModel + L1GradientPenalty + DelayedActivation."""
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from _subprocess import run_json
 
 import keras_attreg as kar
 from keras_attreg._logits import split_logits
@@ -503,16 +500,7 @@ def test_mirrored_strategy_matches_single_device():
             "grad_max": max(float(np.abs(a).max()) for a in single)}))
         """
     )
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
-    out = subprocess.run(
-        [sys.executable, "-c", script],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        env=env,
-        check=True,
-    )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result = run_json(script)
     for key in ("loss", "attribution_penalty"):
         np.testing.assert_allclose(
             result["mirrored"][key], result["single"][key], rtol=1e-5
