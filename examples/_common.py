@@ -88,6 +88,20 @@ def arrays(dataset) -> tuple[np.ndarray, np.ndarray]:
     return np.concatenate(xs), np.concatenate(ys)
 
 
+def training_batches(load, args: argparse.Namespace, seed: int, limit):
+    """The "train" split of a `kar.datasets` loader (e.g. `load_mnist`) from
+    `args.data_dir`, shuffled with `seed`, in batches of `args.batch_size`,
+    its first `limit` examples (None: all)."""
+    return load(
+        "train",
+        args.data_dir,
+        batch_size=args.batch_size,
+        shuffle=True,
+        seed=seed,
+        limit=limit,
+    )
+
+
 def write_json(path, payload) -> None:
     pathlib.Path(path).write_text(json.dumps(payload, indent=2) + "\n")
     print(f"wrote {path}")

@@ -28,7 +28,16 @@ import time
 
 import keras
 import numpy as np
-from _common import arrays, mean_spread, output_dir, parser, quick, train, write_json
+from _common import (
+    arrays,
+    mean_spread,
+    output_dir,
+    parser,
+    quick,
+    train,
+    training_batches,
+    write_json,
+)
 from matplotlib.figure import Figure
 
 import keras_attreg as kar
@@ -94,13 +103,8 @@ def main() -> None:
     runs = {"with_bn": [], "without_bn": []}
     changes = {}
     for seed in args.seeds:
-        train_ds = kar.datasets.load_mnist(
-            "train",
-            args.data_dir,
-            batch_size=args.batch_size,
-            shuffle=True,
-            seed=seed,
-            limit=args.train_size,
+        train_ds = training_batches(
+            kar.datasets.load_mnist, args, seed, args.train_size
         )
         for key in runs:
             keras.utils.set_random_seed(seed)

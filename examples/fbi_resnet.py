@@ -31,7 +31,15 @@ import time
 
 import keras
 import numpy as np
-from _common import arrays, mean_spread, output_dir, parser, train, write_json
+from _common import (
+    arrays,
+    mean_spread,
+    output_dir,
+    parser,
+    train,
+    training_batches,
+    write_json,
+)
 
 import keras_attreg as kar
 
@@ -81,13 +89,8 @@ def main() -> None:
     x_stats, _ = arrays(test.unbatch().take(200).batch(200))
     runs = {"baseline": [], "fbi": []}
     for seed in args.seeds:
-        train_ds = kar.datasets.load_cifar10(
-            "train",
-            args.data_dir,
-            batch_size=args.batch_size,
-            shuffle=True,
-            seed=seed,
-            limit=args.train_size or None,
+        train_ds = training_batches(
+            kar.datasets.load_cifar10, args, seed, args.train_size or None
         )
         trained = {}
         for name in runs:

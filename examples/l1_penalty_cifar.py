@@ -45,6 +45,7 @@ from _common import (
     parser,
     quick,
     train,
+    training_batches,
     write_json,
 )
 
@@ -122,13 +123,8 @@ def main() -> None:
     runs = {name: [] for name in models}
     curves = {}
     for seed in args.seeds:
-        train_ds = kar.datasets.load_cifar10(
-            "train",
-            args.data_dir,
-            batch_size=args.batch_size,
-            shuffle=True,
-            seed=seed,
-            limit=args.train_size or None,
+        train_ds = training_batches(
+            kar.datasets.load_cifar10, args, seed, args.train_size or None
         )
         trained = {}
         for name, alpha in models.items():

@@ -58,6 +58,7 @@ from _common import (
     parser,
     quick,
     train,
+    training_batches,
     write_json,
 )
 from bn_noise import two_conv_cnn
@@ -214,13 +215,8 @@ def mnist_runs(args, folder) -> list[dict]:
     n_values = np.unique(np.geomspace(1, args.n_max, args.n_points).round()).astype(int)
     runs = []
     for seed in args.seeds:
-        train_ds = kar.datasets.load_mnist(
-            "train",
-            args.data_dir,
-            batch_size=args.batch_size,
-            shuffle=True,
-            seed=seed,
-            limit=args.train_size,
+        train_ds = training_batches(
+            kar.datasets.load_mnist, args, seed, args.train_size
         )
         data = (train_ds, test, sn_data, n_values)
         for name, every in model_names(args.ks).items():
