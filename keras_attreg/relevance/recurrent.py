@@ -30,16 +30,10 @@ import keras
 import tensorflow as tf
 
 from keras_attreg._keras.graph import keras_mask
-from keras_attreg.relevance.rules import Propagation, Rule, stabilize
+from keras_attreg.relevance.rules import Propagation, Rule, _ratio
 
 L = keras.layers
 RECURRENT_LAYERS = (L.SimpleRNN, L.LSTM, L.GRU, L.Bidirectional)
-
-
-def _ratio(relevance, z, epsilon):
-    if epsilon > 0:
-        return relevance * tf.math.reciprocal(stabilize(z, epsilon))
-    return tf.math.divide_no_nan(relevance, z)
 
 
 class _Cell:
@@ -52,6 +46,7 @@ class _Cell:
     """
 
     state_count = 1
+    saved_count = 1  # quantities `step` saves, each (batch, units)
 
     def __init__(self, layer, epsilon, dtype):
         cell = layer.cell
@@ -83,7 +78,7 @@ class _SimpleRNNCell(_Cell):
 
 
 class _LSTMCell(_Cell):
-    state_count = 2
+    state_count, saved_count = 2, 4
 
     def step(self, x, states):
         h, c = states
@@ -106,6 +101,8 @@ class _LSTMCell(_Cell):
 
 
 class _GRUCell(_Cell):
+    saved_count = 5
+
     def step(self, x, states):
         (h,) = states
         cell = self.cell
@@ -171,73 +168,86 @@ def _cell(layer, epsilon, training, dtype) -> _Cell:
     )
 
 
-def layer_relevance(layer, x, mask, initial_states, r_outputs, epsilon, training):
-    """The relevance of the inputs of one SimpleRNN, LSTM or GRU layer.
+class _Unrolled:
+    """One SimpleRNN, LSTM or GRU layer run step by step on its input: its
+    outputs, and the relevance of its inputs given that of its outputs.
 
     Args:
         layer: the layer.
         x: its input sequences, `(batch, time, features)`.
         mask: `(batch, time)` booleans, or None.
         initial_states: the initial state tensors, or None (zeros).
-        r_outputs: the relevance of the layer's flattened outputs (the
-            sequence or last output, then the states if `return_state`).
         epsilon: the stabiliser eps >= 0.
         training: whether the pass runs in training mode.
-
-    Returns:
-        `(r_x, r_initial_states)`: the relevance of `x` and of each initial
-        state (None when no states were given).
     """
-    cell = _cell(layer, epsilon, training, x.dtype)
-    batch, steps = tf.shape(x)[0], tf.shape(x)[1]
-    zero_state = tf.zeros((batch, cell.units), x.dtype)
-    states = list(initial_states or [zero_state] * cell.state_count)
-    mask = tf.ones((batch, steps), tf.bool) if mask is None else tf.cast(mask, tf.bool)
-    if layer.go_backwards:
-        x, mask = tf.reverse(x, [1]), tf.reverse(mask, [1])
-    xs = tf.transpose(x, [1, 0, 2])
-    masks = tf.transpose(mask)[:, :, None]
 
-    def forward(carry, elements):
-        x_t, m_t = elements
-        new, saved = cell.step(x_t, carry[0])
-        new = [tf.where(m_t, a, b) for a, b in zip(new, carry[0], strict=True)]
-        return new, carry[0], saved
+    def __init__(self, layer, x, mask, initial_states, epsilon, training):
+        cell = _cell(layer, epsilon, training, x.dtype)
+        batch, steps = tf.shape(x)[0], tf.shape(x)[1]
+        self.zero_state = tf.zeros((batch, cell.units), x.dtype)
+        states = list(initial_states or [self.zero_state] * cell.state_count)
+        mask = (
+            tf.ones((batch, steps), tf.bool) if mask is None else tf.cast(mask, tf.bool)
+        )
+        if layer.go_backwards:
+            x, mask = tf.reverse(x, [1]), tf.reverse(mask, [1])
+        self.xs = tf.transpose(x, [1, 0, 2])
+        self.masks = tf.transpose(mask)[:, :, None]
 
-    first = cell.step(xs[0], states)[1]  # shapes of the saved quantities
-    _, previous, saved = tf.scan(
-        forward, (xs, masks), initializer=(states, states, first)
-    )
+        def forward(carry, elements):
+            x_t, m_t = elements
+            new, saved = cell.step(x_t, carry[0])
+            new = [tf.where(m_t, a, b) for a, b in zip(new, carry[0], strict=True)]
+            return new, carry[0], saved
 
-    r_output, *r_states = r_outputs
-    if r_output is None:
-        r_output = tf.zeros((steps, batch, cell.units), x.dtype)
-    elif layer.return_sequences:
-        r_output = tf.transpose(r_output, [1, 0, 2])
-    else:  # the last output: the states after the last step
-        last = tf.one_hot(steps - 1, steps, dtype=x.dtype)
-        r_output = last[:, None, None] * r_output[None]
-    r_states = [zero_state if r is None else r for r in r_states] or [
-        zero_state
-    ] * cell.state_count
+        saved = (self.zero_state,) * cell.saved_count
+        self.states, self.previous, self.saved = tf.scan(
+            forward, (self.xs, self.masks), initializer=(states, states, saved)
+        )
+        self.layer, self.cell, self.steps = layer, cell, steps
+        self.given = bool(initial_states)
 
-    def backward(carry, elements):
-        x_t, m_t, states_t, saved_t, r_out = elements
-        r_now = [carry[0][0] + r_out, *carry[0][1:]]
-        r_x, r_prev = cell.relevance(x_t, states_t, saved_t, r_now)
-        r_prev = [tf.where(m_t, a, b) for a, b in zip(r_prev, r_now, strict=True)]
-        return r_prev, tf.where(m_t, r_x, tf.zeros_like(r_x))
+    def output(self):
+        """The layer's first output: the sequence of h (in the order the steps
+        ran) with `return_sequences`, else the last h."""
+        h = self.states[0]
+        return tf.transpose(h, [1, 0, 2]) if self.layer.return_sequences else h[-1]
 
-    r_initial, r_x = tf.scan(
-        backward,
-        (xs, masks, previous, saved, r_output),
-        initializer=(r_states, tf.zeros_like(xs[0])),
-        reverse=True,
-    )
-    r_x = tf.transpose(r_x, [1, 0, 2])
-    if layer.go_backwards:
-        r_x = tf.reverse(r_x, [1])
-    return r_x, [r[0] for r in r_initial] if initial_states else None
+    def relevance(self, r_outputs):
+        """`(r_x, r_initial_states)` from the relevance of the layer's
+        flattened outputs (the sequence or last output, then the states if
+        `return_state`; None where none): the relevance of `x` and of each
+        initial state (None when no states were given)."""
+        cell, steps, zero_state = self.cell, self.steps, self.zero_state
+        r_output, *r_states = r_outputs
+        if r_output is None:
+            r_output = tf.zeros_like(self.states[0])
+        elif self.layer.return_sequences:
+            r_output = tf.transpose(r_output, [1, 0, 2])
+        else:  # the last output: the states after the last step
+            last = tf.one_hot(steps - 1, steps, dtype=zero_state.dtype)
+            r_output = last[:, None, None] * r_output[None]
+        r_states = [zero_state if r is None else r for r in r_states] or [
+            zero_state
+        ] * cell.state_count
+
+        def backward(carry, elements):
+            x_t, m_t, states_t, saved_t, r_out = elements
+            r_now = [carry[0][0] + r_out, *carry[0][1:]]
+            r_x, r_prev = cell.relevance(x_t, states_t, saved_t, r_now)
+            r_prev = [tf.where(m_t, a, b) for a, b in zip(r_prev, r_now, strict=True)]
+            return r_prev, tf.where(m_t, r_x, tf.zeros_like(r_x))
+
+        r_initial, r_x = tf.scan(
+            backward,
+            (self.xs, self.masks, self.previous, self.saved, r_output),
+            initializer=(r_states, tf.zeros_like(self.xs[0])),
+            reverse=True,
+        )
+        r_x = tf.transpose(r_x, [1, 0, 2])
+        if self.layer.go_backwards:
+            r_x = tf.reverse(r_x, [1])
+        return r_x, [r[0] for r in r_initial] if self.given else None
 
 
 def _arguments(call):
@@ -283,15 +293,10 @@ class RecurrentRule(Rule):
                     call, sequences, mask, initial, relevances
                 )
             else:
-                r_x, r_initial = layer_relevance(
-                    layer,
-                    sequences,
-                    mask,
-                    initial,
-                    relevances,
-                    self.epsilon,
-                    call.training,
+                unrolled = _Unrolled(
+                    layer, sequences, mask, initial, self.epsilon, call.training
                 )
+                r_x, r_initial = unrolled.relevance(relevances)
             found = {id(sequences): r_x}
             for tensor, r in zip(initial or (), r_initial or (), strict=True):
                 found[id(tensor)] = r
@@ -308,24 +313,30 @@ class RecurrentRule(Rule):
 
     def _bidirectional(self, call, sequences, mask, initial, relevances):
         layer = call.operation
-        forward, backward = layer.forward_layer, layer.backward_layer
         half = None if initial is None else len(initial) // 2
-        initial_f = None if initial is None else initial[:half]
-        initial_b = None if initial is None else initial[half:]
+        directions = [
+            _Unrolled(
+                sublayer,
+                sequences,
+                mask,
+                None if initial is None else part,
+                self.epsilon,
+                call.training,
+            )
+            for sublayer, part in (
+                (layer.forward_layer, None if initial is None else initial[:half]),
+                (layer.backward_layer, None if initial is None else initial[half:]),
+            )
+        ]
         merged = 2 if layer.merge_mode is None else 1
         r_merged, r_states = relevances[:merged], relevances[merged:]
         if layer.merge_mode is None:
             r_f, r_b = r_merged
         elif layer.merge_mode == "concat":
-            r_f, r_b = tf.split(r_merged[0], [forward.cell.units, -1], axis=-1)
+            units = layer.forward_layer.cell.units
+            r_f, r_b = tf.split(r_merged[0], [units, -1], axis=-1)
         elif layer.merge_mode in ("sum", "ave"):
-            y_f = tf.nest.flatten(
-                forward(sequences, mask=mask, initial_state=initial_f)
-            )
-            y_b = tf.nest.flatten(
-                backward(sequences, mask=mask, initial_state=initial_b)
-            )
-            y_f, y_b = y_f[0], y_b[0]
+            y_f, y_b = (unrolled.output() for unrolled in directions)
             if layer.return_sequences:
                 y_b = tf.reverse(y_b, [1])
             if layer.merge_mode == "ave":
@@ -342,23 +353,7 @@ class RecurrentRule(Rule):
         if layer.return_sequences:
             r_b = tf.reverse(r_b, [1])
         count = len(r_states) // 2
-        r_x_f, r_init_f = layer_relevance(
-            forward,
-            sequences,
-            mask,
-            initial_f,
-            [r_f, *r_states[:count]],
-            self.epsilon,
-            call.training,
-        )
-        r_x_b, r_init_b = layer_relevance(
-            backward,
-            sequences,
-            mask,
-            initial_b,
-            [r_b, *r_states[count:]],
-            self.epsilon,
-            call.training,
-        )
+        r_x_f, r_init_f = directions[0].relevance([r_f, *r_states[:count]])
+        r_x_b, r_init_b = directions[1].relevance([r_b, *r_states[count:]])
         r_initial = None if initial is None else [*r_init_f, *r_init_b]
         return r_x_f + r_x_b, r_initial
