@@ -10,11 +10,14 @@ Models: a CIFAR-sized CNN with and without BatchNorm (`cnn_bn`, `cnn`) and a
 CIFAR ResNet with BatchNorm (`resnet`, ResNet-20 by default). Rows `bare_plain`
 / `bare_l1` are hand-written `tf.function` steps (no wrapper, no `fit`
 machinery) on the same model; their ratio is what the nested tapes cost in
-TensorFlow itself. `l1_off` is the wrapper while `DelayedActivation` holds the
-regulariser off; `*_every4` the lazy regularisation of `every=4`, per step
-averaged over its period. `--jit-compile` compiles the bare steps with XLA (the
-wrapper's steps hold run-time checks that XLA cannot compile; it declines
-`jit_compile`, and Keras then compiles without XLA).
+TensorFlow itself; `bare_l1_2nd` is `bare_l1` with the second derivatives of
+BatchNormalization and max pooling that the wrapper uses
+(`keras_attreg._keras.second_order`). `l1_off` is the wrapper while
+`DelayedActivation` holds the regulariser off; `*_every4` the lazy
+regularisation of `every=4`, per step averaged over its period. `--jit-compile`
+compiles the bare steps with XLA (the wrapper's steps hold run-time checks that
+XLA cannot compile; it declines `jit_compile`, and Keras then compiles without
+XLA).
 
     python benchmarks/step_time.py --output outputs/step_time.json
 """
@@ -22,6 +25,7 @@ wrapper's steps hold run-time checks that XLA cannot compile; it declines
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -32,6 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 import keras_attreg as kar
+from keras_attreg._keras.second_order import second_order_layers
 
 
 def make_cnn(width: int, batchnorm: bool, seed: int) -> keras.Model:
@@ -95,11 +100,16 @@ def compile_step(model: keras.Model):
     return model
 
 
-def bare_step(base: keras.Model, alpha: float | None, jit_compile: bool):
+def bare_step(
+    base: keras.Model, alpha: float | None, jit_compile: bool, second_order: bool
+):
     """A hand-written `tf.function` step, no Keras `fit` machinery and no
     wrapper: plain (`alpha=None`) or with the L1 input-gradient penalty written
     out with two nested tapes. It measures what the nested tapes cost in
     TensorFlow itself, apart from anything `AttributionRegularizedModel` adds.
+    `second_order`: within `second_order_layers(base)`, the wrapper's exact and
+    cheaper second derivatives of BatchNormalization and max pooling (else
+    TensorFlow's own, through Keras's layers).
     """
     optimizer = keras.optimizers.SGD(1e-3)
     optimizer.build(base.trainable_variables)
@@ -107,7 +117,8 @@ def bare_step(base: keras.Model, alpha: float | None, jit_compile: bool):
 
     @tf.function(jit_compile=jit_compile)
     def step(x, y):
-        with tf.GradientTape() as outer:
+        layers = second_order_layers(base) if second_order else contextlib.nullcontext()
+        with tf.GradientTape() as outer, layers:
             if alpha is None:
                 loss = loss_fn(y, base(x, training=True))
             else:
@@ -175,8 +186,13 @@ def time_steps(args, name: str, x, y) -> dict:
 
     steps = {"plain": plain_step, **wrapper_steps(args, name, x, y)}
     x_tensor, y_tensor = tf.constant(x), tf.constant(y)
-    for label, alpha in (("bare_plain", None), ("bare_l1", 1e-3)):
-        bare = bare_step(make_base(name, args), alpha, args.jit_compile)
+    bare_kinds = (
+        ("bare_plain", None, False),
+        ("bare_l1", 1e-3, False),
+        ("bare_l1_2nd", 1e-3, True),
+    )
+    for label, alpha, second_order in bare_kinds:
+        bare = bare_step(make_base(name, args), alpha, args.jit_compile, second_order)
 
         def step(bare=bare):
             bare(x_tensor, y_tensor).numpy()

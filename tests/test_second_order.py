@@ -8,13 +8,15 @@ computes the statistics with that gradient kept. The reference is central
 finite differences in float64 of the test's own total loss.
 """
 
+import contextlib
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
 import keras_attreg as kar
-from keras_attreg._keras.batchnorm import exact_batch_statistics
+from keras_attreg._keras.second_order import second_order_layers
 
 ALPHA = 0.3
 
@@ -128,7 +130,7 @@ def test_exact_statistics_keep_forward_values_and_first_derivatives(dtype):
         with tf.GradientTape() as tape:
             tape.watch(x)
             if exact:
-                with exact_batch_statistics(model):
+                with second_order_layers(model):
                     outputs = model(x, training=True)
             else:
                 outputs = model(x, training=True)
@@ -146,3 +148,136 @@ def test_exact_statistics_keep_forward_values_and_first_derivatives(dtype):
         np.testing.assert_allclose(a, b, rtol=1e-5 if dtype == "float32" else 1e-12)
     # Outside the block, the layer is Keras's own again.
     assert "_moments" not in vars(layer)
+
+
+# Max pooling: the first derivative is TensorFlow's `MaxPoolGrad`, a linear map
+# L of the upstream gradient; its own derivative must be the transpose L^T,
+# also where a window holds ties.
+
+
+def _pool_model(dtype, **pool):
+    inputs = keras.Input((6, 8, 3), dtype=dtype)
+    return keras.Model(inputs, keras.layers.MaxPooling2D(dtype=dtype, **pool)(inputs))
+
+
+def _tied_inputs(dtype):
+    """Few levels, many zeros: most windows hold ties."""
+    rng = np.random.default_rng(4)
+    return tf.constant(np.maximum(np.round(rng.normal(size=(5, 6, 8, 3))), 0), dtype)
+
+
+def _pool_derivatives(model, x, upstream, probe, patched):
+    """(outputs, L(upstream), d<probe, L(upstream)>/d upstream = L^T probe)."""
+    layers = second_order_layers(model) if patched else contextlib.nullcontext()
+    with tf.GradientTape() as outer, layers:
+        outer.watch(upstream)
+        with tf.GradientTape() as inner:
+            inner.watch(x)
+            outputs = model(x)
+        first = inner.gradient(outputs, x, output_gradients=upstream)
+        inner_product = tf.reduce_sum(probe * first)
+    return outputs, first, outer.gradient(inner_product, upstream)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_max_pool_second_derivative_is_the_transpose_of_the_first(dtype):
+    model = _pool_model(dtype)
+    x = _tied_inputs(dtype)
+    rng = np.random.default_rng(5)
+    upstream = tf.constant(rng.normal(size=(5, 3, 4, 3)), dtype)
+    probe = tf.constant(rng.normal(size=(5, 6, 8, 3)), dtype)
+    keras_out, keras_first, _ = _pool_derivatives(model, x, upstream, probe, False)
+    out, first, transpose = _pool_derivatives(model, x, upstream, probe, True)
+    np.testing.assert_array_equal(out, keras_out)
+    np.testing.assert_array_equal(first, keras_first)
+    # <L^T probe, v> = <probe, L v> for any v, L from Keras's own layer.
+    for seed in range(3):
+        v = tf.constant(np.random.default_rng(seed).normal(size=(5, 3, 4, 3)), dtype)
+        _, keras_lv, _ = _pool_derivatives(model, x, v, probe, False)
+        np.testing.assert_allclose(
+            float(tf.reduce_sum(transpose * v)),
+            float(tf.reduce_sum(probe * keras_lv)),
+            rtol=1e-5 if dtype == "float32" else 1e-12,
+        )
+    assert "call" not in vars(model.layers[-1])
+
+
+def _second_order_ops(model, x):
+    """Op types of the traced nested-tape L1 gradient of `model` within
+    `second_order_layers`."""
+
+    @tf.function
+    def step(x):
+        with tf.GradientTape() as outer, second_order_layers(model):
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                total = tf.reduce_sum(model(x, training=True))
+            gradient = inner.gradient(total, x)
+            penalty = tf.reduce_sum(tf.abs(gradient))
+        return outer.gradient(penalty, model.trainable_variables)
+
+    graph = step.get_concrete_function(x).graph
+    return {op.type for op in graph.get_operations()}
+
+
+@pytest.mark.parametrize(
+    "pool, dtype, cheap",
+    [
+        ({}, "float32", True),
+        ({"pool_size": (2, 4)}, "float32", True),
+        ({"strides": 1}, "float32", False),  # overlapping windows
+        ({"pool_size": 3}, "float32", False),  # 9 elements: avg * 9 rounds
+        ({"padding": "same"}, "float32", False),
+        ({}, "float16", False),
+    ],
+)
+def test_max_pool_second_derivative_kernel_choice(pool, dtype, cheap):
+    inputs = keras.Input((12, 12, 2), dtype=dtype)
+    hidden = keras.layers.Conv2D(3, 3, dtype=dtype)(inputs)
+    pooled = keras.layers.MaxPooling2D(dtype=dtype, **pool)(hidden)
+    model = keras.Model(inputs, keras.layers.Dense(2, dtype=dtype)(pooled))
+    x = tf.constant(np.random.default_rng(6).normal(size=(2, 12, 12, 2)), dtype)
+    ops = _second_order_ops(model, x)
+    assert ("MaxPoolGradGrad" not in ops) == cheap
+    assert ("AvgPool" in ops) == cheap
+
+
+def _pooled_cnn():
+    keras.utils.set_random_seed(2)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 2), dtype="float64"),
+            keras.layers.Conv2D(
+                3, 3, padding="same", activation="tanh", dtype="float64"
+            ),
+            keras.layers.MaxPooling2D(dtype="float64"),
+            keras.layers.Conv2D(
+                4, 3, padding="same", activation="tanh", dtype="float64"
+            ),
+            keras.layers.MaxPooling2D((2, 4), dtype="float64"),
+            keras.layers.Flatten(dtype="float64"),
+            keras.layers.Dense(3, dtype="float64"),
+        ]
+    )
+
+
+def test_regularised_step_through_max_pooling_matches_finite_differences():
+    rng = np.random.default_rng(7)
+    x, y = rng.normal(size=(4, 8, 8, 2)), rng.integers(0, 3, 4)
+    base = _pooled_cnn()
+    model = kar.AttributionRegularizedModel(base, kar.L1GradientPenalty(ALPHA))
+    model.compile(
+        optimizer=keras.optimizers.SGD(1.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    indices = {0: [(0, 0, 0, 0), (1, 2, 1, 2)], 2: [(0, 0, 0, 0), (2, 1, 2, 3)]}
+    variables = {i: base.trainable_variables[i] for i in indices}
+    before = {i: v.numpy().copy() for i, v in variables.items()}
+    expected = {
+        i: _finite_differences(base, v, indices[i], x, y) for i, v in variables.items()
+    }
+    model.train_on_batch(x, y)
+    for i, variable in variables.items():
+        step = before[i] - variable.numpy()
+        actual = np.array([step[index] for index in indices[i]])
+        np.testing.assert_allclose(actual, expected[i], rtol=1e-6, atol=1e-9)

@@ -9,8 +9,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg._keras.batchnorm import exact_batch_statistics
 from keras_attreg._keras.distribute import MultiWorkerFitMixin
+from keras_attreg._keras.second_order import second_order_layers
 from keras_attreg._keras.steps import compiled_step
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
 from keras_attreg._validation import check_choice, check_int
@@ -334,14 +334,14 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         weight = self.regularizer_weight * self.every if regularized else None
         if self.nonfinite == "skip":
             state = [tf.identity(v) for v in self.non_trainable_variables]
-        # Exact second derivatives through BatchNormalization's batch
-        # statistics (see `keras_attreg._keras.batchnorm`).
-        statistics = (
-            exact_batch_statistics(self.base_model)
+        # Exact, cheaper second derivatives through BatchNormalization's batch
+        # statistics and max pooling (see `keras_attreg._keras.second_order`).
+        layers = (
+            second_order_layers(self.base_model)
             if regularized
             else contextlib.nullcontext()
         )
-        with tf.GradientTape() as tape, statistics:
+        with tf.GradientTape() as tape, layers:
             y_pred, task, penalty, total = self._step_losses(
                 x, y, sample_weight, targets, True, weight
             )
