@@ -186,10 +186,15 @@ def test_max_pool_second_derivative_is_the_transpose_of_the_first(dtype):
     rng = np.random.default_rng(5)
     upstream = tf.constant(rng.normal(size=(5, 3, 4, 3)), dtype)
     probe = tf.constant(rng.normal(size=(5, 6, 8, 3)), dtype)
-    keras_out, keras_first, _ = _pool_derivatives(model, x, upstream, probe, False)
+    keras_out, keras_first, keras_transpose = _pool_derivatives(
+        model, x, upstream, probe, False
+    )
     out, first, transpose = _pool_derivatives(model, x, upstream, probe, True)
     np.testing.assert_array_equal(out, keras_out)
     np.testing.assert_array_equal(first, keras_first)
+    # TensorFlow's own second derivative (`MaxPoolGradGrad`) agrees.
+    tolerance = 1e-6 if dtype == "float32" else 1e-12
+    np.testing.assert_allclose(transpose, keras_transpose, rtol=tolerance)
     # <L^T probe, v> = <probe, L v> for any v, L from Keras's own layer.
     for seed in range(3):
         v = tf.constant(np.random.default_rng(seed).normal(size=(5, 3, 4, 3)), dtype)

@@ -75,8 +75,10 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
     In the regularised step, BatchNormalization layers in training mode take
     their batch variance with the gradient through the batch mean kept (Keras
     stops it, which is exact for first derivatives only), so the weight
-    gradient of an input-gradient penalty is exact; forward values are
-    Keras's own.
+    gradient of an input-gradient penalty is exact, and MaxPooling2D layers
+    with non-overlapping windows differentiate their gradient as its transpose
+    (half the time of TensorFlow's `MaxPoolGradGrad` on CPU); forward values
+    and first derivatives are Keras's own.
 
     The logit S_c is the pre-softmax score: models ending in a softmax (a
     `Softmax` layer, `Activation("softmax")` or a layer with
