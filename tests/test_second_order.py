@@ -233,6 +233,7 @@ def _second_order_ops(model, x):
         ({"strides": 1}, "float32", False),  # overlapping windows
         ({"pool_size": 3}, "float32", False),  # 9 elements: avg * 9 rounds
         ({"padding": "same"}, "float32", False),
+        ({}, "bfloat16", True),
         ({}, "float16", False),
     ],
 )
