@@ -23,11 +23,11 @@ BatchNorm, the first 10,000 training images, flips and translations, 14
 epochs with cosine decay, batch 128, all 10,000 test images, Sensitivity-n
 over 50) at alpha = 0.001 with every in 2 4 8 16, seeds 0 1 2 (`--quick`:
 every=4). The plain baseline and every=1 are the sweep's own runs (same
-seeds, same initial weights), read from `<sweep-
-dir>/runs/alpha0_seed<s>.json` and `alpha0.001_seed<s>.json` (default
-`--sweep-dir`: `l1_alpha_sweep` beside the output directory) once the lazy
-runs are trained, so they can train while the sweep still runs. Its runs
-carry no per-epoch clock: the cost is the `fit` wall time, taken by
+seeds, same initial weights), read from
+`<sweep-dir>/runs/alpha0_seed<s>.json` and `alpha0.001_seed<s>.json`
+(default `--sweep-dir`: `l1_alpha_sweep` beside the output directory) once
+the lazy runs are trained, so they can train while the sweep still runs. Its
+runs carry no per-epoch clock: the cost is the `fit` wall time, taken by
 different processes under different loads.
 
 CPU size (default): 5,000 training and 1,000 test digits, 3 epochs, batch 64,
