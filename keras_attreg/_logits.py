@@ -63,6 +63,16 @@ def unwrap(model):
     return model if inner is None else inner
 
 
+def attributed_embedding(model, embedding_layer: str | None) -> str | None:
+    """`embedding_layer`; when None, the Embedding layer a training wrapper
+    was given (its `attributed_embedding_layer`), so that attributions of the
+    wrapper are taken at the embedding its penalty was taken at. Like
+    `unwrap`, by attribute."""
+    if embedding_layer is None:
+        return getattr(model, "attributed_embedding_layer", None)
+    return embedding_layer
+
+
 def _inputs(model: keras.Model):
     """The model's inputs, unwrapped when single (as the model is called)."""
     inputs = model.inputs

@@ -261,6 +261,40 @@ def test_several_embeddings_ask_for_a_name_and_a_wrong_name_is_listed():
     assert saliency(model, ids, targets, embedding_layer="b").shape == ids.shape
 
 
+def test_wrapper_attributions_are_taken_at_its_embedding_layer():
+    """A wrapper given `embedding_layer` attributes at that Embedding: the same
+    maps as the base model with the name given, not the other Embedding's."""
+    keras.utils.set_random_seed(3)
+    ids_in = keras.Input((LENGTH,), dtype="int32")
+    a = keras.layers.Embedding(VOCABULARY, DIM, name="a")(ids_in)
+    b = keras.layers.Embedding(VOCABULARY, DIM, name="b")(ids_in)
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Concatenate()([a, b]))
+    base = keras.Model(ids_in, keras.layers.Dense(2)(h))
+    wrapper = kar.AttributionRegularizedModel(
+        base, kar.L1GradientPenalty(0.1), embedding_layer="b"
+    )
+    ids, targets = _ids()
+    at_b = gradient_x_input(base, ids, targets, embedding_layer="b")
+    at_a = gradient_x_input(base, ids, targets, embedding_layer="a")
+    assert np.abs(at_b.numpy() - at_a.numpy()).max() > 1e-3
+    np.testing.assert_array_equal(gradient_x_input(wrapper, ids, targets), at_b)
+    noisy = functools.partial(smoothgrad, samples=3, method="saliency", seed=1)
+    np.testing.assert_array_equal(
+        noisy(wrapper, ids, targets), noisy(base, ids, targets, embedding_layer="b")
+    )
+    options = {"n_values": [1, 4], "num_subsets": 4, "verbose": 0, "seed": 0}
+    np.testing.assert_array_equal(
+        sensitivity_n(wrapper, (ids, targets), "saliency", **options).correlation,
+        sensitivity_n(
+            base, (ids, targets), "saliency", embedding_layer="b", **options
+        ).correlation,
+    )
+    # A method that cannot be told the Embedding layer is refused, not run at
+    # another one.
+    with pytest.raises(ValueError, match="must take `embedding_layer`"):
+        sensitivity_n(wrapper, (ids, targets), lambda *a: saliency(*a), **options)
+
+
 def test_method_names_resolve_and_a_wrong_name_lists_the_valid_ones():
     model = _text_cnn()
     ids, targets = _ids()

@@ -25,6 +25,7 @@ import tensorflow as tf
 from keras_attreg._logits import (
     LogitSplit,
     TokenSplit,
+    attributed_embedding,
     check_targets,
     labels_to_targets,
     split_logits,
@@ -290,6 +291,7 @@ def attribute(
         return _attribute_embedded(
             model, x, targets, kernel, batch_size, tensors, static
         )
+    embedding_layer = attributed_embedding(model, embedding_layer)
     model = unwrap(model)
     split = split_logits(model, embedding_layer=embedding_layer)
     function = traced(model, kernel, embedding_layer, per_token, **static)

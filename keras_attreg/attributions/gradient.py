@@ -17,6 +17,7 @@ import tensorflow as tf
 
 from keras_attreg._logits import (
     TokenSplit,
+    attributed_embedding,
     check_targets,
     input_gradient,
     split_logits,
@@ -86,8 +87,9 @@ def saliency(
         absolute: False gives the signed gradient dS_c/dx_i.
         batch_size: samples per traced call.
         embedding_layer: for token ids, the name of the Embedding layer whose
-            output e the gradient is taken at (default: the one fed by the
-            model's input).
+            output e the gradient is taken at (default: for an
+            `AttributionRegularizedModel` its own `embedding_layer`, else the
+            one fed by the model's input).
 
     Returns:
         A tensor of the shape of `x` (for token ids, (batch, seq_len):
@@ -282,6 +284,7 @@ def smoothgrad(
     Example:
         >>> maps = smoothgrad(model, x_test[:8], y_test[:8], method=gradient_x_input)
     """
+    embedding_layer = attributed_embedding(model, embedding_layer)
     model = unwrap(model)
     samples = check_int("samples", samples, low=1)
     noise = check_float("noise", noise, low=0.0)

@@ -32,12 +32,20 @@ subset, position), so results do not depend on `batch_size` either.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg._logits import check_targets, split_logits, target_scores, unwrap
+from keras_attreg._logits import (
+    attributed_embedding,
+    check_targets,
+    split_logits,
+    target_scores,
+    unwrap,
+)
 from keras_attreg._validation import check_choice, check_int
 from keras_attreg.attributions import get
 from keras_attreg.attributions._utils import (
@@ -401,6 +409,22 @@ def _unpack(data, tokens: bool):
     return x, data[1], tuple(x.shape[1:])
 
 
+def _at_embedding(method, embedding_layer: str):
+    """`method` taking its maps at the Embedding layer `embedding_layer`."""
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    if "embedding_layer" not in parameters:
+        raise ValueError(
+            "Invalid value for argument attributions: on token ids with a chosen "
+            f"Embedding layer ({embedding_layer!r}) the attribution method must "
+            "take `embedding_layer`, so that its maps are taken there too. "
+            f"Received: attributions={method!r}"
+        )
+    return functools.partial(method, embedding_layer=embedding_layer)
+
+
 def sensitivity_n(
     model: keras.Model,
     data,
@@ -454,7 +478,9 @@ def sensitivity_n(
         label: the name of the attributions in plots; default: the method's
             name (`attributions.__name__`), or "precomputed maps" for an array.
         embedding_layer: for token ids, the name of the Embedding layer (as in
-            `kar.attributions.saliency`).
+            `kar.attributions.saliency`; default: the wrapper's own for an
+            `AttributionRegularizedModel` given one). A method `attributions`
+            is then called with it and must take `embedding_layer`.
         baseline_token: for token ids, a token id whose embedding replaces
             the removed tokens' (overrides `baseline`).
 
@@ -471,6 +497,7 @@ def sensitivity_n(
         'gradient_x_input'
         >>> figure = result.plot("sensitivity_n.png")
     """
+    embedding_layer = attributed_embedding(model, embedding_layer)
     model = unwrap(model)
     num_subsets = check_int("num_subsets", num_subsets, low=2)
     features = check_choice("features", features, ("pixel", "element"))
@@ -489,6 +516,8 @@ def sensitivity_n(
     if isinstance(attributions, str):
         attributions = get(attributions, name="attributions")
     method = attributions if callable(attributions) else None
+    if method is not None and tokens and embedding_layer is not None:
+        method = _at_embedding(method, embedding_layer)
     if method is None:
         attributions = float_input(attributions)
         if not isinstance(x, tf.data.Dataset) and attributions.shape != x.shape:

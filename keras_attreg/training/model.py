@@ -194,6 +194,12 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
             name=f"{self.base_model.name}_to_{self.logits_layer}",
         )
 
+    @property
+    def attributed_embedding_layer(self) -> str | None:
+        """The Embedding layer that attributions of this wrapper are taken
+        at when they are given none: the wrapper's `embedding_layer`."""
+        return self.embedding_layer
+
     def call(self, inputs, training=None):
         return self.base_model(inputs, training=training)
 
