@@ -81,24 +81,62 @@ INDICES = {
 }
 
 
-def test_regularised_step_weight_gradient_matches_finite_differences():
-    x, y = _data()
-    base = _bn_cnn()
+def _pooled_cnn():
+    keras.utils.set_random_seed(2)
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 2), dtype="float64"),
+            keras.layers.Conv2D(
+                3, 3, padding="same", activation="tanh", dtype="float64"
+            ),
+            keras.layers.MaxPooling2D(dtype="float64"),
+            keras.layers.Conv2D(
+                4, 3, padding="same", activation="tanh", dtype="float64"
+            ),
+            keras.layers.MaxPooling2D((2, 4), dtype="float64"),
+            keras.layers.Flatten(dtype="float64"),
+            keras.layers.Dense(3, dtype="float64"),
+        ]
+    )
+
+
+def _pooled_data():
+    rng = np.random.default_rng(7)
+    return rng.normal(size=(4, 8, 8, 2)), rng.integers(0, 3, 4)
+
+
+# Entries of both convolutions' kernels, before and between the poolings.
+POOLED_INDICES = {0: [(0, 0, 0, 0), (1, 2, 1, 2)], 2: [(0, 0, 0, 0), (2, 1, 2, 3)]}
+
+
+@pytest.mark.parametrize(
+    "build, data, indices",
+    [
+        (_bn_cnn, _data, INDICES),
+        (_pooled_cnn, _pooled_data, POOLED_INDICES),
+    ],
+    ids=["batchnorm", "max_pooling"],
+)
+def test_regularised_step_weight_gradient_matches_finite_differences(
+    build, data, indices
+):
+    x, y = data()
+    base = build()
     model = kar.AttributionRegularizedModel(base, kar.L1GradientPenalty(ALPHA))
     model.compile(
         optimizer=keras.optimizers.SGD(1.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    variables = {i: base.trainable_variables[i] for i in INDICES}
+    variables = {i: base.trainable_variables[i] for i in indices}
     before = {i: v.numpy().copy() for i, v in variables.items()}
     expected = {
-        i: _finite_differences(base, v, INDICES[i], x, y) for i, v in variables.items()
+        i: _finite_differences(base, v, indices[i], x, y) for i, v in variables.items()
     }
     model.train_on_batch(x, y)
     for i, variable in variables.items():
         # SGD with learning rate 1: the weight change is minus the gradient.
         step = before[i] - variable.numpy()
-        actual = np.array([step[index] for index in INDICES[i]])
+        actual = np.array([step[index] for index in indices[i]])
         np.testing.assert_allclose(actual, expected[i], rtol=1e-6, atol=1e-9)
 
 
@@ -246,44 +284,3 @@ def test_max_pool_second_derivative_kernel_choice(pool, dtype, cheap):
     ops = _second_order_ops(model, x)
     assert ("MaxPoolGradGrad" not in ops) == cheap
     assert ("AvgPool" in ops) == cheap
-
-
-def _pooled_cnn():
-    keras.utils.set_random_seed(2)
-    return keras.Sequential(
-        [
-            keras.Input((8, 8, 2), dtype="float64"),
-            keras.layers.Conv2D(
-                3, 3, padding="same", activation="tanh", dtype="float64"
-            ),
-            keras.layers.MaxPooling2D(dtype="float64"),
-            keras.layers.Conv2D(
-                4, 3, padding="same", activation="tanh", dtype="float64"
-            ),
-            keras.layers.MaxPooling2D((2, 4), dtype="float64"),
-            keras.layers.Flatten(dtype="float64"),
-            keras.layers.Dense(3, dtype="float64"),
-        ]
-    )
-
-
-def test_regularised_step_through_max_pooling_matches_finite_differences():
-    rng = np.random.default_rng(7)
-    x, y = rng.normal(size=(4, 8, 8, 2)), rng.integers(0, 3, 4)
-    base = _pooled_cnn()
-    model = kar.AttributionRegularizedModel(base, kar.L1GradientPenalty(ALPHA))
-    model.compile(
-        optimizer=keras.optimizers.SGD(1.0),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    indices = {0: [(0, 0, 0, 0), (1, 2, 1, 2)], 2: [(0, 0, 0, 0), (2, 1, 2, 3)]}
-    variables = {i: base.trainable_variables[i] for i in indices}
-    before = {i: v.numpy().copy() for i, v in variables.items()}
-    expected = {
-        i: _finite_differences(base, v, indices[i], x, y) for i, v in variables.items()
-    }
-    model.train_on_batch(x, y)
-    for i, variable in variables.items():
-        step = before[i] - variable.numpy()
-        actual = np.array([step[index] for index in indices[i]])
-        np.testing.assert_allclose(actual, expected[i], rtol=1e-6, atol=1e-9)
