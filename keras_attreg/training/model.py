@@ -77,7 +77,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
     stops it, which is exact for first derivatives only), so the weight
     gradient of an input-gradient penalty is exact, and MaxPooling2D layers
     with non-overlapping windows differentiate their gradient as its transpose
-    (half the time of TensorFlow's `MaxPoolGradGrad` on CPU); forward values
+    (cheaper than TensorFlow's `MaxPoolGradGrad`); forward values
     and first derivatives are Keras's own.
 
     The logit S_c is the pre-softmax score: models ending in a softmax (a
