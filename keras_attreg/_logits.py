@@ -22,6 +22,8 @@ from a given e, and `model_input` turns a batch of ids into the pair
 
 from __future__ import annotations
 
+import functools
+import inspect
 import weakref
 
 import keras
@@ -291,6 +293,33 @@ def find_embedding(model: keras.Model, embedding_layer: str | None = None):
             "to choose the one whose output the attributions are taken at."
         )
     return embeddings[0] if embeddings else None
+
+
+def method_at_embedding(
+    method, model: keras.Model, embedding_layer: str, argument: str
+):
+    """`method(model, x, targets)` with its maps taken at the Embedding layer
+    named `embedding_layer`: given `embedding_layer=` when it takes that
+    argument, as it is when that layer is the one it finds by itself, else a
+    ValueError naming `argument` (its maps would be taken elsewhere)."""
+    try:
+        parameters = inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        parameters = {}
+    if "embedding_layer" in parameters:
+        return functools.partial(method, embedding_layer=embedding_layer)
+    try:
+        found = find_embedding(model)
+    except ValueError:
+        found = None
+    if found is not None and found.name == embedding_layer:
+        return method
+    raise ValueError(
+        f"Invalid value for argument {argument}: on token ids with a chosen "
+        f"Embedding layer ({embedding_layer!r}) an attribution method must take "
+        "`embedding_layer`, so that its maps are taken there too. "
+        f"Received: {argument}={method!r}"
+    )
 
 
 class TokenSplit:

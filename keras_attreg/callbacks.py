@@ -19,7 +19,14 @@ from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
 from keras_attreg import attributions as attribution_methods
 from keras_attreg._keras.distribute import mean_over_workers
-from keras_attreg._logits import check_targets, labels_to_targets, split_logits, unwrap
+from keras_attreg._logits import (
+    attributed_embedding,
+    check_targets,
+    labels_to_targets,
+    method_at_embedding,
+    split_logits,
+    unwrap,
+)
 from keras_attreg._validation import check_int
 from keras_attreg.attributions._utils import method_name
 from keras_attreg.evaluation import sensitivity_n
@@ -241,6 +248,20 @@ class AttributionMonitor(keras.callbacks.Callback):
         return unwrap(self.model)
 
     @property
+    def _embedding_layer(self) -> str | None:
+        """The wrapper's own Embedding layer, for token ids (else None)."""
+        return attributed_embedding(self.model, None) if self.tokens else None
+
+    def _methods_at_embedding(self, model) -> dict[str, Callable]:
+        """The methods, their maps taken at the wrapper's Embedding layer."""
+        if self._embedding_layer is None:
+            return self.methods
+        return {
+            name: method_at_embedding(method, model, self._embedding_layer, "methods")
+            for name, method in self.methods.items()
+        }
+
+    @property
     def _writes(self) -> bool:
         """False on the non-chief workers of a multi-worker run."""
         return self.model.distribute_strategy.extended.should_checkpoint
@@ -264,7 +285,7 @@ class AttributionMonitor(keras.callbacks.Callback):
         model = self._scored_model
         maps = {
             name: np.asarray(method(model, self.x_val, self.targets))
-            for name, method in self.methods.items()
+            for name, method in self._methods_at_embedding(model).items()
         }
         scalars = self._scalars(model, maps)
         if scalars:
@@ -338,7 +359,12 @@ class AttributionMonitor(keras.callbacks.Callback):
         scalars = {}
         if self.gradient_norm:
             gradient = np.asarray(
-                attribution_methods.saliency(model, self.x_val, self.targets)
+                attribution_methods.saliency(
+                    model,
+                    self.x_val,
+                    self.targets,
+                    embedding_layer=self._embedding_layer,
+                )
             )
             per_sample = gradient.reshape(len(gradient), -1).sum(axis=1)
             scalars["attributions/mean_l1_input_gradient"] = float(per_sample.mean())
@@ -351,6 +377,7 @@ class AttributionMonitor(keras.callbacks.Callback):
                     n_values=self.sensitivity_n_values,
                     num_subsets=self.num_subsets,
                     seed=self.seed,
+                    embedding_layer=self._embedding_layer,
                     verbose=0,
                 )
                 for n, score in zip(result.n_values, result.correlation, strict=True):

@@ -261,7 +261,7 @@ def test_several_embeddings_ask_for_a_name_and_a_wrong_name_is_listed():
     assert saliency(model, ids, targets, embedding_layer="b").shape == ids.shape
 
 
-def test_wrapper_attributions_are_taken_at_its_embedding_layer():
+def test_wrapper_attributions_are_taken_at_its_embedding_layer(tmp_path):
     """A wrapper given `embedding_layer` attributes at that Embedding: the same
     maps as the base model with the name given, not the other Embedding's."""
     keras.utils.set_random_seed(3)
@@ -293,6 +293,42 @@ def test_wrapper_attributions_are_taken_at_its_embedding_layer():
     # another one.
     with pytest.raises(ValueError, match="must take `embedding_layer`"):
         sensitivity_n(wrapper, (ids, targets), lambda *a: saliency(*a), **options)
+    # The monitor's maps and scalars are taken there too.
+    monitor = kar.callbacks.AttributionMonitor(
+        ids,
+        targets,
+        methods=("saliency",),
+        output_dir=str(tmp_path),
+        sensitivity_n_values=[1, 4],
+        num_subsets=4,
+    )
+    wrapper.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    wrapper.fit(ids, targets, epochs=1, verbose=0, callbacks=[monitor])
+    norm = monitor.history["attributions/mean_l1_input_gradient"]
+    at_b_norm = saliency(base, ids, targets, embedding_layer="b").numpy()
+    np.testing.assert_allclose(norm[-1][1], at_b_norm.sum(1).mean(), rtol=1e-6)
+
+
+def test_a_method_without_embedding_layer_runs_at_the_only_embedding():
+    """A wrapper naming the model's only Embedding still takes custom
+    methods that cannot be given the name: they find that layer themselves."""
+    base = _text_cnn(smooth=True)
+    wrapper = kar.AttributionRegularizedModel(
+        base, kar.L1GradientPenalty(0.1), embedding_layer="embedding"
+    )
+    ids, targets = _ids()
+    options = {"n_values": [1, 4], "num_subsets": 4, "verbose": 0, "seed": 0}
+
+    def own(model, x, t):
+        return saliency(model, x, t)
+
+    np.testing.assert_array_equal(
+        sensitivity_n(wrapper, (ids, targets), own, **options).correlation,
+        sensitivity_n(base, (ids, targets), "saliency", **options).correlation,
+    )
 
 
 def test_method_names_resolve_and_a_wrong_name_lists_the_valid_ones():

@@ -32,8 +32,6 @@ subset, position), so results do not depend on `batch_size` either.
 from __future__ import annotations
 
 import dataclasses
-import functools
-import inspect
 
 import keras
 import numpy as np
@@ -42,6 +40,7 @@ import tensorflow as tf
 from keras_attreg._logits import (
     attributed_embedding,
     check_targets,
+    method_at_embedding,
     split_logits,
     target_scores,
     unwrap,
@@ -409,22 +408,6 @@ def _unpack(data, tokens: bool):
     return x, data[1], tuple(x.shape[1:])
 
 
-def _at_embedding(method, embedding_layer: str):
-    """`method` taking its maps at the Embedding layer `embedding_layer`."""
-    try:
-        parameters = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        parameters = {}
-    if "embedding_layer" not in parameters:
-        raise ValueError(
-            "Invalid value for argument attributions: on token ids with a chosen "
-            f"Embedding layer ({embedding_layer!r}) the attribution method must "
-            "take `embedding_layer`, so that its maps are taken there too. "
-            f"Received: attributions={method!r}"
-        )
-    return functools.partial(method, embedding_layer=embedding_layer)
-
-
 def sensitivity_n(
     model: keras.Model,
     data,
@@ -517,7 +500,7 @@ def sensitivity_n(
         attributions = get(attributions, name="attributions")
     method = attributions if callable(attributions) else None
     if method is not None and tokens and embedding_layer is not None:
-        method = _at_embedding(method, embedding_layer)
+        method = method_at_embedding(method, model, embedding_layer, "attributions")
     if method is None:
         attributions = float_input(attributions)
         if not isinstance(x, tf.data.Dataset) and attributions.shape != x.shape:
