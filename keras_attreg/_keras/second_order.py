@@ -60,8 +60,7 @@ def _cheap_second_order(layer, inputs) -> bool:
     derivative (non-overlapping power-of-two windows, see the module)."""
     area = layer.pool_size[0] * layer.pool_size[1]
     return (
-        layer.pool_mode == "max"
-        and tuple(layer.strides) == tuple(layer.pool_size)
+        tuple(layer.strides) == tuple(layer.pool_size)
         and layer.padding == "valid"
         and layer.data_format == "channels_last"
         and tf.as_dtype(inputs.dtype) in _WINDOW_DTYPES

@@ -463,7 +463,9 @@ def sensitivity_n(
         embedding_layer: for token ids, the name of the Embedding layer (as in
             `kar.attributions.saliency`; default: the wrapper's own for an
             `AttributionRegularizedModel` given one). A method `attributions`
-            is then called with it and must take `embedding_layer`.
+            is then called with it; one without an `embedding_layer`
+            argument is accepted only when that layer is the one it finds
+            by itself.
         baseline_token: for token ids, a token id whose embedding replaces
             the removed tokens' (overrides `baseline`).
 
