@@ -491,25 +491,46 @@ def target_scores(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
 FLOAT16_GRADIENT_SCALE = 2.0**12
 
 
-def input_gradient(split: LogitSplit, x, targets, training: bool = False):
+def input_gradient(split: LogitSplit, x, targets, training: bool = False, score=None):
     """Forward pass plus dS_c(x)/dx, kept differentiable for an outer tape.
 
     For token ids `x` (a model with an Embedding, see `model_input`) the
     gradient is dS_c/de at the Embedding output e, 0 at padding positions
     (token id 0: padding is not a feature, so no method or penalty counts it).
 
+    Args:
+        split: the model split into logits and outputs.
+        x: the input batch (float, or token ids).
+        targets: int32 class indices, shape `(batch,)`.
+        training: forwarded to the layers.
+        score: optional `score(logits, targets) -> (batch,)` to differentiate
+            in place of S_c (`target_scores`), e.g. the sum of the
+            log-probabilities for the RRR penalty.
+
     Returns:
         `(outputs, gradient)` with `gradient` of the shape of `x` (of e for
         token ids).
     """
+    split, x = model_input(split, x)
+    return gradient_at(split, x, targets, training, score)
+
+
+def gradient_at(split, x, targets, training: bool = False, score=None):
+    """`(outputs, d score / dx)` for a split already bound to its input
+    (`model_input`): `x` is the float input, or e for token ids.
+
+    The forward pass runs at `x`, so `x` may be any point of the input space
+    (an interpolation between a sample and a reference, for expected
+    gradients). `score` as in `input_gradient`.
+    """
+    score = target_scores if score is None else score
     # float16 backprop flushes small gradients to zero: the score is scaled
     # by a power of two (exact) and the gradient, of x's dtype (float32 under a
     # mixed policy), unscaled.
-    split, x = model_input(split, x)
     with tf.GradientTape() as tape:
         tape.watch(x)
         logits, outputs = split(x, training=training)
-        scores = target_scores(logits, targets)
+        scores = score(logits, targets)
         scale = FLOAT16_GRADIENT_SCALE if scores.dtype == tf.float16 else 1.0
         if scale != 1.0:
             scores = scores * tf.constant(scale, scores.dtype)

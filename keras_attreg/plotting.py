@@ -141,6 +141,52 @@ def plot_sensitivity_n(results, path) -> Figure:
     return figure
 
 
+def plot_wrong_reason(results, names, path) -> Figure:
+    """Share of attribution mass inside the annotated region, per class.
+
+    One group of bars per class and one for all examples ("all", with one
+    standard error), one bar per result; a dashed line at the region's mean
+    share of the input (chance: an attribution spread evenly).
+
+    Args:
+        results: `WrongReasonResult`s (`kar.evaluation.wrong_reason_score`).
+        names: one name per result (the legend).
+        path: output file (the format follows the suffix, e.g. ".png").
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Example:
+        >>> from keras_attreg.evaluation import wrong_reason_score
+        >>> before = wrong_reason_score(baseline, (x, y), masks)
+        >>> after = wrong_reason_score(fixed, (x, y), masks)
+        >>> figure = plot_wrong_reason([before, after], ["baseline", "RRR"],
+        ...                            "wrong_reason.png")
+    """
+    classes = sorted({c for result in results for c in result.per_class()})
+    groups = [str(c) for c in classes] + ["all"]
+    width = 0.8 / max(len(results), 1)
+    figure = Figure(figsize=(max(5, 0.55 * len(groups) * len(results) + 2), 3.5))
+    ax = figure.subplots()
+    for i, (result, name) in enumerate(zip(results, names, strict=True)):
+        per_class = result.per_class()
+        values = [per_class.get(c, np.nan) for c in classes] + [result.overall]
+        errors = [0.0] * len(classes) + [result.standard_error()]
+        positions = np.arange(len(groups)) + (i - (len(results) - 1) / 2) * width
+        ax.bar(positions, values, width, yerr=errors, label=name)
+    chance = np.mean(np.concatenate([r.chance for r in results]))
+    ax.axhline(chance, color="k", linestyle="--", linewidth=1, label="chance")
+    ax.set_xticks(np.arange(len(groups)), groups)
+    ax.set_xlabel("true class")
+    ax.set_ylabel("share of |attribution| in region")
+    ax.set_ylim(0, 1)
+    ax.set_title("Attribution mass on the annotated region", fontsize=10)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return figure
+
+
 def token_heatmap_figure(
     words: Sequence[Sequence[str]],
     maps: Mapping[str, np.ndarray],

@@ -1,14 +1,18 @@
-"""Evaluation of attribution maps: Sensitivity-n, localisation, the BatchNorm probe."""
+"""Evaluation of attribution maps: Sensitivity-n, localisation, the wrong-reason
+score, the BatchNorm probe."""
 
 from keras_attreg.evaluation.bn_probe import ZeroPixelProbeResult, zero_pixel_probe
 from keras_attreg.evaluation.localisation import mass_in_box, pointing_game
 from keras_attreg.evaluation.sensitivity_n import SensitivityNResult, sensitivity_n
+from keras_attreg.evaluation.wrong_reason import WrongReasonResult, wrong_reason_score
 
 __all__ = [
     "SensitivityNResult",
+    "WrongReasonResult",
     "ZeroPixelProbeResult",
     "mass_in_box",
     "pointing_game",
     "sensitivity_n",
+    "wrong_reason_score",
     "zero_pixel_probe",
 ]

@@ -14,6 +14,7 @@ from keras_attreg._keras.second_order import second_order_layers
 from keras_attreg._keras.steps import compiled_step
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
 from keras_attreg._validation import check_choice, check_int
+from keras_attreg import annotations
 from keras_attreg.training.callbacks import DelayedActivation, _RequireBatches
 from keras_attreg.training.regularizers import AttributionRegularizer
 
@@ -204,21 +205,52 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         return self.base_model(inputs, training=training)
 
     def _prepare(self, data):
-        """Unpacks a batch; checks the input rank and the labels; labels to
-        class indices."""
+        """Unpacks a batch; checks the input rank, the labels and the
+        annotation mask; labels to class indices.
+
+        Returns:
+            `(x, y, sample_weight, targets, mask)`: `y` the labels alone,
+            `mask` the checked annotation mask shaped for the penalty's input
+            (None when the batch carries none).
+        """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y, mask = annotations.split_annotations(y)
         x = tf.convert_to_tensor(x)
         self._check_rank(x.shape)
-        if self._split.tokens is not None:
+        tokens = self._split.tokens is not None
+        if tokens:
             x = tf.cast(x, tf.int32)  # token ids: the penalty is taken at e
         elif not x.dtype.is_floating:
             x = tf.cast(x, self.compute_dtype)
+        if mask is not None:
+            self._check_takes_mask()
+            mask = annotations.mask_for(mask, x.shape, tokens, "float32")
         classes = self._split.num_classes(x.shape)
         targets = check_targets(labels_to_targets(y, "y"), classes, name="y")
         # The compiled loss reads `y`: only after the label checks have run.
         with tf.control_dependencies([targets]):
             y = tf.nest.map_structure(tf.identity, y)
-        return x, y, sample_weight, targets
+        return x, y, sample_weight, targets, mask
+
+    def _check_takes_mask(self):
+        if not self.regularizer.takes_mask:
+            raise ValueError(
+                "Invalid value for argument annotation_mask: "
+                f"{type(self.regularizer).__name__} takes no annotation mask; "
+                "use a masked penalty (e.g. `kar.RRRPenalty`, "
+                "`kar.MaskedGradientPenalty`) or drop the masks. Received: "
+                f"annotation masks with regularizer={self.regularizer!r}"
+            )
+
+    def _require_mask(self, mask):
+        if mask is None and self.regularizer.takes_mask:
+            raise ValueError(
+                f"Invalid value for argument y: {type(self.regularizer).__name__} "
+                "needs annotation masks with the training data: pass "
+                "`fit(x, y, annotation_mask=masks)`, or y=kar.annotate(y, masks) "
+                "(an all-zero mask means no annotation). Received: y without "
+                "annotation masks"
+            )
 
     def _check_rank(self, shape):
         inputs = getattr(self.base_model, "inputs", None)
@@ -239,12 +271,13 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
             per_sample = per_sample * weights
         return _replica_scale(tf.reduce_mean(per_sample))
 
-    def _step_losses(self, x, y, sample_weight, targets, training, weight):
+    def _step_losses(self, x, y, sample_weight, targets, training, weight, mask):
         """Outputs, task loss, batch penalty and total loss of one batch.
 
         `weight` is the regulariser weight the penalty enters the total with;
         `None` gives the plain step: the model's own forward pass, no penalty
-        (`None`), the task loss as total.
+        (`None`), the task loss as total. `mask` is the annotation mask, for
+        a regulariser that takes one.
         """
         # `targets` carries the labels' range check: it runs before the loss.
         with tf.control_dependencies([targets]):
@@ -252,7 +285,10 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         if weight is None:
             y_pred = self(x, training=training)
         else:
-            y_pred, per_sample = self.regularizer(self._split, x, targets, training)
+            masked = {"mask": mask} if self.regularizer.takes_mask else {}
+            y_pred, per_sample = self.regularizer(
+                self._split, x, targets, training, **masked
+            )
         task = self._compute_loss(
             x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=training
         )
@@ -337,8 +373,10 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         `fit` and `train_on_batch` run each kind compiled on its own, as
         `make_train_function` picks.
         """
-        x, y, sample_weight, targets = self._prepare(data)
+        x, y, sample_weight, targets, mask = self._prepare(data)
         x = self._finite_inputs(x)
+        if regularized:
+            self._require_mask(mask)
         weight = self.regularizer_weight * self.every if regularized else None
         if self.nonfinite == "skip":
             state = [tf.identity(v) for v in self.non_trainable_variables]
@@ -351,7 +389,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         )
         with tf.GradientTape() as tape, layers:
             y_pred, task, penalty, total = self._step_losses(
-                x, y, sample_weight, targets, True, weight
+                x, y, sample_weight, targets, True, weight, mask
             )
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
@@ -380,9 +418,18 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         )
 
     def test_step(self, data):
-        x, y, sample_weight, targets = self._prepare(data)
+        """Task loss, metrics and, unless a masked penalty is given no masks
+        (then only the task loss), the regularised loss and penalty."""
+        x, y, sample_weight, targets, mask = self._prepare(data)
+        unmasked = mask is None and self.regularizer.takes_mask
         y_pred, _, penalty, total = self._step_losses(
-            x, y, sample_weight, targets, False, self.regularizer_weight
+            x,
+            y,
+            sample_weight,
+            targets,
+            False,
+            None if unmasked else self.regularizer_weight,
+            mask,
         )
         return self._update_metrics(x, y, sample_weight, y_pred, penalty, total)
 
@@ -431,6 +478,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         for marker, kind in (
             ("keras_attreg: non-finite value", FloatingPointError),
             ("Invalid value for argument y", ValueError),
+            ("Invalid value for argument annotation_mask", ValueError),
         ):
             if marker in error.message:
                 # "assertion failed: [<our message>]": one formatted string.
@@ -440,6 +488,9 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
 
     def _check_data(self, x, y):
         """Eager checks of array inputs at the `fit`/`evaluate` boundary."""
+        y, mask = annotations.split_annotations(y)
+        if mask is not None:
+            self._check_takes_mask()
         if isinstance(x, tf.data.Dataset):
             if x.cardinality() == 0:
                 raise ValueError(
@@ -457,9 +508,38 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         if isinstance(y, (np.ndarray, tf.Tensor)) and len(y):
             classes = self._split.num_classes(np.shape(x))
             check_targets(labels_to_targets(y, "y"), classes, name="y")
+        if isinstance(mask, (np.ndarray, tf.Tensor)):
+            mask = annotations.check_mask_values(mask)
+            if isinstance(x, (np.ndarray, tf.Tensor)):
+                tokens = self._split.tokens is not None
+                annotations.check_mask_shape(mask.shape, np.shape(x), tokens)
 
-    def fit(self, x=None, y=None, *args, **kwargs):
+    @staticmethod
+    def _annotated(x, y, annotation_mask):
+        """`y` with the masks given as `annotation_mask=` (arrays only)."""
+        if annotation_mask is None:
+            return y
+        if isinstance(x, tf.data.Dataset) or y is None:
+            raise ValueError(
+                "Invalid value for argument annotation_mask: it goes with array "
+                "data (x and y); a dataset or generator carries its masks in y "
+                "(`kar.annotate(y, masks)`). Received: annotation_mask with "
+                f"x of type {type(x).__name__}"
+            )
+        if annotations.split_annotations(y)[1] is not None:
+            raise ValueError(
+                "Invalid value for argument annotation_mask: y already carries "
+                "annotation masks. Received: both"
+            )
+        return annotations.annotate(y, annotation_mask)
+
+    def fit(self, x=None, y=None, *args, annotation_mask=None, **kwargs):
         """`keras.Model.fit`, with the data checked first.
+
+        `annotation_mask` (arrays, one mask per example of `x`) is the same
+        as `y=kar.annotate(y, annotation_mask)`; datasets and generators
+        yield `(x, kar.annotate(y, masks))` themselves, and so does
+        `validation_data` (with or without masks).
 
         `DelayedActivation` callbacks are moved to the front of `callbacks`, so
         that each epoch's switch decision is taken before any other callback
@@ -467,6 +547,7 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         goes before them: an epoch (or a validation run) that saw no batch (a
         pipeline empty at run time) stops `fit` with a `ValueError`.
         """
+        y = self._annotated(x, y, annotation_mask)
         self._check_data(x, y)
         kwargs["callbacks"] = [
             _RequireBatches(),
@@ -480,9 +561,14 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         except tf.errors.InvalidArgumentError as error:
             self._reraise(error)
 
-    def evaluate(self, x=None, y=None, *args, **kwargs):
+    def evaluate(self, x=None, y=None, *args, annotation_mask=None, **kwargs):
         """`keras.Model.evaluate`, with the data checked first; data that
-        yields no batch (a pipeline empty at run time) raises a `ValueError`."""
+        yields no batch (a pipeline empty at run time) raises a `ValueError`.
+
+        With annotation masks (`annotation_mask=` or `kar.annotate`), a masked
+        penalty is computed and logged; without, a masked penalty logs NaN and
+        the loss is the task loss."""
+        y = self._annotated(x, y, annotation_mask)
         self._check_data(x, y)
         callbacks = kwargs.get("callbacks") or ()
         if not isinstance(callbacks, keras.callbacks.CallbackList):

@@ -15,12 +15,23 @@ from keras_attreg._logits import LogitSplit, input_gradient
 from keras_attreg._validation import check_choice, check_float
 
 
+def penalty_norm(values: tf.Tensor, norm: str, mask=None) -> tf.Tensor:
+    """Per-sample `sum |v|` (`"l1"`) or `sum v^2` (`"l2"`) over every axis
+    but the batch axis, of `values * mask` when a mask is given."""
+    if mask is not None:
+        values = values * tf.cast(mask, values.dtype)
+    values = tf.abs(values) if norm == "l1" else tf.square(values)
+    return tf.reduce_sum(values, axis=list(range(1, values.shape.rank)))
+
+
 @keras.saving.register_keras_serializable(package="keras_attreg")
 class AttributionRegularizer:
     """Base class of the attribution regularisers.
 
     Subclasses implement `__call__` (forward pass and per-sample penalty),
     optionally `combine` (how the penalty enters the loss) and `get_config`.
+    A regulariser with `takes_mask = True` is called with the batch's
+    annotation mask as `mask=` (see `MaskedRegularizer`).
 
     Attributes:
         name: the key under which the penalty is logged (`val_` + name in
@@ -28,6 +39,7 @@ class AttributionRegularizer:
     """
 
     name = "attribution_penalty"
+    takes_mask = False
 
     def __call__(
         self, split: LogitSplit, x: tf.Tensor, targets: tf.Tensor, training: bool
@@ -99,12 +111,7 @@ class L1GradientPenalty(AttributionRegularizer):
 
     def __call__(self, split, x, targets, training):
         outputs, gradient = input_gradient(split, x, targets, training)
-        axes = list(range(1, gradient.shape.rank))
-        if self.norm == "l1":
-            per_sample = tf.reduce_sum(tf.abs(gradient), axis=axes)
-        else:
-            per_sample = tf.reduce_sum(tf.square(gradient), axis=axes)
-        return outputs, per_sample
+        return outputs, penalty_norm(gradient, self.norm)
 
     def combine(self, task_loss, penalty, weight):
         """L' = L + weight * alpha * penalty."""
