@@ -47,6 +47,7 @@ seed 0, the MLP only: checks the script end to end.
 
 from __future__ import annotations
 
+import functools
 import pathlib
 import time
 
@@ -183,8 +184,10 @@ def run(args, data, folder, model_name, penalty, coefficient, seed, split) -> di
     row["swatch_only_accuracy"] = accuracy(base, *data["swatch_only"])
     for method in ("saliency", "gradient_x_input"):
         score = kar.evaluation.wrong_reason_score(
-            base, (x_test[: args.score_size], y_test[: args.score_size]),
-            m_test[: args.score_size], method=method,
+            base,
+            (x_test[: args.score_size], y_test[: args.score_size]),
+            m_test[: args.score_size],
+            method=method,
         )
         row[f"wrong_reason_{method}"] = score.to_dict()
     return row
@@ -197,20 +200,23 @@ def choose(args, data, folder, model_name) -> dict:
         rows = [
             cached(
                 folder / "calibration" / f"{model_name}_{penalty}_{c:g}.json",
-                lambda c=c: run(
-                    args, data, folder, model_name, penalty, c, 0, "calibration"
+                functools.partial(
+                    run, args, data, folder, model_name, penalty, c, 0, "calibration"
                 ),
             )
             for c in grid
         ]
         best = max(r["validation_accuracy"] for r in rows)
-        pick = min(r["coefficient"] for r in rows if r["validation_accuracy"] >= best - TIE)
+        pick = min(
+            r["coefficient"] for r in rows if r["validation_accuracy"] >= best - TIE
+        )
         chosen[penalty] = {
             "argument": argument,
             "coefficient": pick,
             "grid": {f"{r['coefficient']:g}": r["validation_accuracy"] for r in rows},
         }
-        print(f"{model_name} {penalty}: {argument}={pick:g} ({chosen[penalty]['grid']})")
+        grid = chosen[penalty]["grid"]
+        print(f"{model_name} {penalty}: {argument}={pick:g} ({grid})")
     return chosen
 
 
@@ -245,7 +251,11 @@ def main() -> None:
     cli.add_argument("--train-size", type=int, default=60000)
     cli.add_argument("--score-size", type=int, default=10000)
     args = quick(
-        cli.parse_args(), epochs=1, train_size=2000, score_size=500, seeds=[0],
+        cli.parse_args(),
+        epochs=1,
+        train_size=2000,
+        score_size=500,
+        seeds=[0],
         models=["mlp"],
     )
     folder = output_dir(args.output_dir)
@@ -260,8 +270,16 @@ def main() -> None:
                 rows.append(
                     cached(
                         folder / "runs" / f"{model_name}_{penalty}_seed{seed}.json",
-                        lambda p=penalty, c=c, s=seed: run(
-                            args, data, folder, model_name, p, c, s, "main"
+                        functools.partial(
+                            run,
+                            args,
+                            data,
+                            folder,
+                            model_name,
+                            penalty,
+                            c,
+                            seed,
+                            "main",
                         ),
                     )
                 )
@@ -277,7 +295,9 @@ def main() -> None:
             "runs": {
                 penalty: {
                     **{
-                        key: mean_spread([r[key] for r in rows if r["penalty"] == penalty])
+                        key: mean_spread(
+                            [r[key] for r in rows if r["penalty"] == penalty]
+                        )
                         for key in keys
                     },
                     "wrong_reason_saliency": mean_spread(

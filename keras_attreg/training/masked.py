@@ -49,7 +49,7 @@ def _sum_log_probabilities(logits, targets):
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
 class RRRPenalty(MaskedRegularizer):
-    """"Right for the right reasons" (Ross, Hughes, Doshi-Velez, IJCAI 2017), Eq. 1.
+    """ "Right for the right reasons" (Ross, Hughes, Doshi-Velez, IJCAI 2017), Eq. 1.
 
         L = L_task + lam * sum_d ( A_d * d/dx_d sum_k log p_k(x) )^2
 
@@ -201,15 +201,27 @@ class ExpectedGradientsPenalty(MaskedRegularizer):
     def __call__(self, split, x, targets, training, mask=None):
         bound, x = model_input(split, x)
         outputs = bound(x, training=training)[1]
-        batch = tf.shape(x)[0]
-        reference = tf.gather(x, tf.random.shuffle(tf.range(batch)))
-        t_shape = tf.concat([[batch], tf.ones([x.shape.rank - 1], tf.int32)], 0)
-        t = tf.random.uniform(t_shape, dtype=x.dtype)
+        reference, t = self.references(x)
         _, gradient = gradient_at(
             bound, reference + t * (x - reference), targets, training
         )
         attribution = (x - reference) * gradient
         return outputs, penalty_norm(attribution, self.norm, mask)
+
+    def references(self, x: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """The references x' and the interpolation points t of one batch.
+
+        Override to draw references elsewhere (e.g. from a fixed background
+        set). For token ids `x` is the batch's Embedding output.
+
+        Returns:
+            `(reference, t)`: x' of the shape of `x`, a random permutation of
+            the batch's rows, and t ~ U(0, 1) of shape `(batch, 1, ..., 1)`.
+        """
+        batch = tf.shape(x)[0]
+        reference = tf.gather(x, tf.random.shuffle(tf.range(batch)))
+        t_shape = tf.concat([[batch], tf.ones([x.shape.rank - 1], tf.int32)], 0)
+        return reference, tf.random.uniform(t_shape, dtype=x.dtype)
 
     def get_config(self) -> dict:
         return {"alpha": self.alpha, "norm": self.norm}

@@ -9,12 +9,12 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_attreg import annotations
 from keras_attreg._keras.distribute import MultiWorkerFitMixin
 from keras_attreg._keras.second_order import second_order_layers
-from keras_attreg._keras.steps import compiled_step
+from keras_attreg._keras.steps import LabelsOnlyBuildMixin, compiled_step
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
 from keras_attreg._validation import check_choice, check_int
-from keras_attreg import annotations
 from keras_attreg.training.callbacks import DelayedActivation, _RequireBatches
 from keras_attreg.training.regularizers import AttributionRegularizer
 
@@ -45,7 +45,9 @@ def _all_finite(x: tf.Tensor) -> tf.Tensor:
 
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
-class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
+class AttributionRegularizedModel(
+    LabelsOnlyBuildMixin, MultiWorkerFitMixin, keras.Model
+):
     """Wraps a Keras classifier and trains it with an attribution regulariser.
 
     The training step nests two `tf.GradientTape`s: the inner one gives what the
@@ -204,6 +206,15 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
     def call(self, inputs, training=None):
         return self.base_model(inputs, training=training)
 
+    @staticmethod
+    def _labels_only(data):
+        """The batch `data` with its annotation masks dropped (a sample
+        weight that Keras spread over the annotated `y` taken once)."""
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        y, _ = annotations.split_annotations(y)
+        sample_weight, _ = annotations.split_annotations(sample_weight)
+        return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
+
     def _prepare(self, data):
         """Unpacks a batch; checks the input rank, the labels and the
         annotation mask; labels to class indices.
@@ -215,6 +226,9 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
         """
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         y, mask = annotations.split_annotations(y)
+        # Keras spreads a sample weight given with arrays over the structure
+        # of `y`: one copy per key.
+        sample_weight, _ = annotations.split_annotations(sample_weight)
         x = tf.convert_to_tensor(x)
         self._check_rank(x.shape)
         tokens = self._split.tokens is not None
@@ -532,6 +546,18 @@ class AttributionRegularizedModel(MultiWorkerFitMixin, keras.Model):
                 "annotation masks. Received: both"
             )
         return annotations.annotate(y, annotation_mask)
+
+    def train_on_batch(self, x, y=None, *args, annotation_mask=None, **kwargs):
+        """`keras.Model.train_on_batch`; `annotation_mask` as in `fit`."""
+        y = self._annotated(x, y, annotation_mask)
+        self._check_data(x, y)
+        return super().train_on_batch(x, y, *args, **kwargs)
+
+    def test_on_batch(self, x, y=None, *args, annotation_mask=None, **kwargs):
+        """`keras.Model.test_on_batch`; `annotation_mask` as in `evaluate`."""
+        y = self._annotated(x, y, annotation_mask)
+        self._check_data(x, y)
+        return super().test_on_batch(x, y, *args, **kwargs)
 
     def fit(self, x=None, y=None, *args, annotation_mask=None, **kwargs):
         """`keras.Model.fit`, with the data checked first.
