@@ -14,10 +14,13 @@ TensorFlow itself; `bare_l1_2nd` is `bare_l1` with the second derivatives of
 BatchNormalization and max pooling that the wrapper uses
 (`keras_attreg._keras.second_order`). `l1_off` is the wrapper while
 `DelayedActivation` holds the regulariser off; `*_every4` the lazy
-regularisation of `every=4`, per step averaged over its period. `--jit-compile`
-compiles the bare steps with XLA (the wrapper's steps hold run-time checks that
-XLA cannot compile; it declines `jit_compile`, and Keras then compiles without
-XLA).
+regularisation of `every=4`, per step averaged over its period. The masked
+penalties (issue 19: `masked_l1`, `rrr`, `masked_relevance`,
+`expected_gradients`) train with a 4 x 4 annotation mask per image; each sits
+beside its unmasked twin (`l1`, `l2`, `fbi`; none for expected gradients).
+`--jit-compile` compiles the bare steps with XLA (the wrapper's steps hold
+run-time checks that XLA cannot compile; it declines `jit_compile`, and Keras
+then compiles without XLA).
 
     python benchmarks/step_time.py --output outputs/step_time.json
 """
@@ -92,6 +95,19 @@ def regularizers() -> dict:
     }
 
 
+def masked_regularizers() -> dict:
+    """The masked penalties, each beside its unmasked twin in the table:
+    `masked_l1` (twin `l1`), `rrr` (a squared input gradient, twin `l2`),
+    `masked_relevance` (one relevance pass, twin `fbi`), `expected_gradients`
+    (a second forward pass at the interpolated input: no twin)."""
+    return {
+        "masked_l1": kar.MaskedGradientPenalty(1e-3),
+        "rrr": kar.RRRPenalty(1e-3),
+        "masked_relevance": kar.MaskedRelevancePenalty(1e-3),
+        "expected_gradients": kar.ExpectedGradientsPenalty(1e-3),
+    }
+
+
 def compile_step(model: keras.Model):
     model.compile(
         optimizer=keras.optimizers.SGD(1e-3),
@@ -136,14 +152,14 @@ def bare_step(
     return step
 
 
-def wrapper_steps(args, name: str, x, y) -> dict:
+def wrapper_steps(args, name: str, x, y, mask) -> dict:
     """Steps of `AttributionRegularizedModel` on model `name`; each runs its
     training steps and returns how many it ran.
 
     `l1_off` is the L1 wrapper with its switch variable at 0, as
     `DelayedActivation` holds it before the threshold; `*_every{k}` runs the k
     consecutive steps of one period of `every=k` (one regularised, k - 1
-    plain).
+    plain). The masked penalties train with the annotation mask `mask`.
     """
     variants = [(label, r, 1, False) for label, r in regularizers().items()]
     variants.append(("l1_off", kar.L1GradientPenalty(1e-3), 1, True))
@@ -151,8 +167,10 @@ def wrapper_steps(args, name: str, x, y) -> dict:
         (f"{label}_every{args.every}", regularizers()[label], args.every, False)
         for label in ("l1", "fbi")
     ]
+    variants += [(label, r, 1, False) for label, r in masked_regularizers().items()]
     steps = {}
     for label, regularizer, every, off in variants:
+        masks = {"annotation_mask": mask} if regularizer.takes_mask else {}
         model = kar.AttributionRegularizedModel(
             make_base(name, args), regularizer, every=every
         )
@@ -160,16 +178,16 @@ def wrapper_steps(args, name: str, x, y) -> dict:
         if off:
             model.regularizer_weight.assign(0.0)
 
-        def step(model=model, every=every):
+        def step(model=model, every=every, masks=masks):
             for _ in range(every):
-                model.train_on_batch(x, y)
+                model.train_on_batch(x, y, **masks)
             return every
 
         steps[label] = step
     return steps
 
 
-def time_steps(args, name: str, x, y) -> dict:
+def time_steps(args, name: str, x, y, mask) -> dict:
     """Median time per training step of each step kind, interleaved round by
     round.
 
@@ -184,7 +202,7 @@ def time_steps(args, name: str, x, y) -> dict:
         plain.train_on_batch(x, y)
         return 1
 
-    steps = {"plain": plain_step, **wrapper_steps(args, name, x, y)}
+    steps = {"plain": plain_step, **wrapper_steps(args, name, x, y, mask)}
     x_tensor, y_tensor = tf.constant(x), tf.constant(y)
     bare_kinds = (
         ("bare_plain", None, False),
@@ -255,9 +273,12 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch_size, 32, 32, 3)).astype("float32")
     y = rng.integers(0, 10, args.batch_size)
+    # Decoy MNIST's kind of annotation: a 4 x 4 corner of each image.
+    mask = np.zeros((args.batch_size, 32, 32), "float32")
+    mask[:, :4, :4] = 1.0
     tables = {}
     for name in args.models.split(","):
-        tables[name] = time_steps(args, name, x, y)
+        tables[name] = time_steps(args, name, x, y, mask)
         print(f"\n{name}, batch {args.batch_size}")
         print(f"{'step':<14}{'wall ms':>10}{'x plain':>9}{'CPU ms':>10}{'x plain':>9}")
         for label, row in tables[name].items():
