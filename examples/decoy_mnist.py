@@ -31,7 +31,7 @@ wrong_reason_score`: share of |attribution| on the swatch, for the vanilla
 gradient and gradient x input, over the decoy test set); the swatch-only
 accuracy (the training rule's swatch on a blank image: 1.0 means the swatch
 alone gives the class, 0.1 chance); epochs and wall time. The summary
-(`summary.json`) gives mean and seed spread per model and penalty; figures:
+(`results.json`) gives mean and seed spread per model and penalty; figures:
 the gradient maps of every model on six decoy test digits (seed 0) and the
 wrong-reason score per class.
 
@@ -318,7 +318,7 @@ def main() -> None:
                 for penalty in ["baseline", *PENALTIES]
             },
         }
-    write_json(folder / "summary.json", summary)
+    write_json(folder / "results.json", summary)
 
 
 if __name__ == "__main__":
