@@ -41,6 +41,17 @@ class MaskedRegularizer(AttributionRegularizer):
         return task_loss + factor * tf.cast(penalty, task_loss.dtype)
 
 
+class _WeightedNormPenalty(MaskedRegularizer):
+    """A masked penalty with a weight `alpha` and a `norm` ("l1" or "l2")."""
+
+    def __init__(self, alpha: float = 1.0, norm: str = "l1"):
+        self.alpha = check_float("alpha", alpha, low=0.0)
+        self.norm = check_choice("norm", norm, ("l1", "l2"))
+
+    def get_config(self) -> dict:
+        return {"alpha": self.alpha, "norm": self.norm}
+
+
 def _sum_log_probabilities(logits, targets):
     """sum_k log p_k(x), the score RRR differentiates (the targets unused)."""
     del targets
@@ -89,7 +100,7 @@ class RRRPenalty(MaskedRegularizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
-class MaskedGradientPenalty(MaskedRegularizer):
+class MaskedGradientPenalty(_WeightedNormPenalty):
     """The input-gradient penalty of `L1GradientPenalty`, inside the mask.
 
         L = L_task + alpha * || A * dS_c(x)/dx ||_1      (norm="l1")
@@ -111,16 +122,9 @@ class MaskedGradientPenalty(MaskedRegularizer):
 
     name = "masked_gradient_penalty"
 
-    def __init__(self, alpha: float = 1.0, norm: str = "l1"):
-        self.alpha = check_float("alpha", alpha, low=0.0)
-        self.norm = check_choice("norm", norm, ("l1", "l2"))
-
     def __call__(self, split, x, targets, training, mask=None):
         outputs, gradient = input_gradient(split, x, targets, training)
         return outputs, penalty_norm(gradient, self.norm, mask)
-
-    def get_config(self) -> dict:
-        return {"alpha": self.alpha, "norm": self.norm}
 
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
@@ -167,7 +171,7 @@ class MaskedRelevancePenalty(MaskedRegularizer):
 
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
-class ExpectedGradientsPenalty(MaskedRegularizer):
+class ExpectedGradientsPenalty(_WeightedNormPenalty):
     """An expected-gradients attribution prior (Erion et al., Nature MI 2021), masked.
 
         EG(x) = (x - x') * dS_c/dx (x' + t (x - x')),   x' ~ batch, t ~ U(0, 1)
@@ -194,10 +198,6 @@ class ExpectedGradientsPenalty(MaskedRegularizer):
 
     name = "expected_gradients_penalty"
 
-    def __init__(self, alpha: float = 1.0, norm: str = "l1"):
-        self.alpha = check_float("alpha", alpha, low=0.0)
-        self.norm = check_choice("norm", norm, ("l1", "l2"))
-
     def __call__(self, split, x, targets, training, mask=None):
         bound, x = model_input(split, x)
         outputs = bound(x, training=training)[1]
@@ -222,6 +222,3 @@ class ExpectedGradientsPenalty(MaskedRegularizer):
         reference = tf.gather(x, tf.random.shuffle(tf.range(batch)))
         t_shape = tf.concat([[batch], tf.ones([x.shape.rank - 1], tf.int32)], 0)
         return reference, tf.random.uniform(t_shape, dtype=x.dtype)
-
-    def get_config(self) -> dict:
-        return {"alpha": self.alpha, "norm": self.norm}
