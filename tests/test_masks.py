@@ -535,3 +535,49 @@ def test_masks_for_a_regularizer_that_takes_none_and_none_for_one_that_needs_the
 def test_bad_penalty_arguments_raise(kind, kwargs, match):
     with pytest.raises(ValueError, match=f"argument {match}.*Received"):
         kind(**kwargs)
+
+
+def test_every_masked_penalty_on_token_ids_takes_one_value_per_token():
+    """Token-id models: a mask of ones on the masked gradient gives
+    `L1GradientPenalty`'s value (the embedding-level L1 norm, padding out);
+    the masked relevance and expected-gradients penalties are zero under a
+    zero mask and grow when tokens are masked (the penalty is a sum over
+    masked tokens of non-negative terms: masking more never lowers it)."""
+    ids, y, _ = _tokens()
+    base = _text()
+    full = _wrapped(base, kar.L1GradientPenalty(1.0)).test_on_batch(
+        ids, y, return_dict=True
+    )
+    ones = np.ones(ids.shape, "float32")
+    masked = _wrapped(base, kar.MaskedGradientPenalty(1.0)).test_on_batch(
+        ids, y, annotation_mask=ones, return_dict=True
+    )
+    np.testing.assert_allclose(
+        masked["masked_gradient_penalty"], full["attribution_penalty"], rtol=1e-6
+    )
+    for regularizer in (
+        kar.MaskedRelevancePenalty(1.0),
+        kar.ExpectedGradientsPenalty(1.0),
+    ):
+        model = _wrapped(base, regularizer)
+        values = [
+            model.test_on_batch(ids, y, annotation_mask=m, return_dict=True)[
+                regularizer.name
+            ]
+            for m in (np.zeros(ids.shape), np.eye(5)[np.arange(6) % 4], ones)
+        ]
+        assert values[0] == 0.0 and values[1] > 0 and values[2] > 0
+        if isinstance(regularizer, kar.MaskedRelevancePenalty):  # deterministic
+            assert values[1] < values[2]
+
+
+def test_export_serves_x_alone_after_training_with_masks(tmp_path):
+    """The exported SavedModel's endpoint takes x alone and returns the base
+    model's outputs (compared with the base model on the same x)."""
+    x, y, mask = _images(seed=12)
+    base = _cnn(12)
+    model = _wrapped(base, kar.RRRPenalty(1.0), lr=0.01)
+    model.fit(x, y, annotation_mask=mask, epochs=1, verbose=0)
+    model.export(str(tmp_path / "serving"), verbose=False)
+    served = tf.saved_model.load(str(tmp_path / "serving"))
+    np.testing.assert_allclose(served.serve(x), base(x), rtol=1e-5, atol=1e-6)
