@@ -108,6 +108,18 @@ def test_commands_name_existing_scripts(page):
                 )
 
 
+@pytest.mark.parametrize("page", PAGES, ids=lambda page: page.name)
+def test_linked_figures_and_pages_exist(page):
+    """Every image and relative link of the page points to a file of the repo
+    (anchors and web addresses aside), checked against the file system."""
+    text = page.read_text()
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        path = target.split("#")[0]
+        if not path or re.match(r"[a-z]+:", path):
+            continue
+        assert (page.parent / path).exists(), f"{page.name}: {target}"
+
+
 def test_readme_test_command_is_what_ci_runs():
     commands = [
         code.strip()
