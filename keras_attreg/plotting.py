@@ -166,7 +166,8 @@ def plot_wrong_reason(results, names, path) -> Figure:
     classes = sorted({c for result in results for c in result.per_class()})
     groups = [str(c) for c in classes] + ["all"]
     width = 0.8 / max(len(results), 1)
-    figure = Figure(figsize=(max(5, 0.55 * len(groups) * len(results) + 2), 3.5))
+    inches = min(14.0, max(5.0, 0.16 * len(groups) * len(results) + 2))
+    figure = Figure(figsize=(inches, 3.5))
     ax = figure.subplots()
     for i, (result, name) in enumerate(zip(results, names, strict=True)):
         per_class = result.per_class()
@@ -179,7 +180,14 @@ def plot_wrong_reason(results, names, path) -> Figure:
     ax.set_xticks(np.arange(len(groups)), groups)
     ax.set_xlabel("true class")
     ax.set_ylabel("share of |attribution| in region")
-    ax.set_ylim(0, 1)
+    tallest = max(
+        [
+            chance,
+            *(r.overall for r in results),
+            *(v for r in results for v in r.per_class().values()),
+        ]
+    )
+    ax.set_ylim(0, min(1.0, 1.25 * tallest) if tallest > 0 else 1.0)
     ax.set_title("Attribution mass on the annotated region", fontsize=10)
     ax.legend(fontsize=8)
     figure.tight_layout()
