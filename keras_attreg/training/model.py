@@ -83,6 +83,12 @@ class AttributionRegularizedModel(
     (cheaper than TensorFlow's `MaxPoolGradGrad`); forward values
     and first derivatives are Keras's own.
 
+    A regulariser that takes annotation masks (`RRRPenalty`,
+    `MaskedGradientPenalty`, ...) gets them with the labels:
+    `fit(x, y, annotation_mask=masks)` with arrays, or `y=kar.annotate(y,
+    masks)` in any data form `fit` takes (docs/masks.md); `predict` and
+    `export` take `x` alone.
+
     The logit S_c is the pre-softmax score: models ending in a softmax (a
     `Softmax` layer, `Activation("softmax")` or a layer with
     `activation="softmax"`) are handled; otherwise name the logit layer.
