@@ -131,3 +131,30 @@ def test_decoy_mnist_swatch_follows_ross_et_al():
         kar.datasets.make_decoy_mnist(images.astype("float32"), labels)
     with pytest.raises(ValueError, match="labels"):
         kar.datasets.make_decoy_mnist(images, labels + 5)
+
+
+def test_token_ids_give_one_share_per_sentence_from_the_weights():
+    """Token ids: saliency per token of Embedding-Flatten-Dense(no bias) is
+    sum_d |W[t * dim + d, c]| (the gradient at the embedding is the weight
+    row), so the share of the masked tokens follows from the kernel alone."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [
+            keras.Input((5,), dtype="int32"),
+            keras.layers.Embedding(12, 4),
+            keras.layers.Flatten(),
+            keras.layers.Dense(2, use_bias=False),
+        ]
+    )
+    ids = np.random.default_rng(0).integers(1, 12, (3, 5)).astype("int32")
+    y = np.array([0, 1, 1])
+    masks = np.zeros((3, 5), "float32")
+    masks[:, 1] = 1
+    masks[2, 3] = 1
+    per_token = np.abs(model.layers[-1].kernel.numpy()).reshape(5, 4, 2).sum(axis=1)
+    expected = [
+        (per_token[:, c] * m).sum() / per_token[:, c].sum()
+        for c, m in zip(y, masks, strict=True)
+    ]
+    score = kar.evaluation.wrong_reason_score(model, (ids, y), masks)
+    np.testing.assert_allclose(score.per_sample, expected, rtol=1e-5)
