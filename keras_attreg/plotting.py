@@ -158,10 +158,15 @@ def plot_wrong_reason(results, names, path) -> Figure:
 
     Example:
         >>> from keras_attreg.evaluation import wrong_reason_score
-        >>> before = wrong_reason_score(baseline, (x, y), masks)
-        >>> after = wrong_reason_score(fixed, (x, y), masks)
-        >>> figure = plot_wrong_reason([before, after], ["baseline", "RRR"],
+        >>> masks = np.zeros((8, 28, 28))
+        >>> masks[:, :4, :4] = 1  # a corner that must not be the reason
+        >>> data = (x_test[:8], y_test[:8])
+        >>> saliency = wrong_reason_score(model, data, masks)
+        >>> gxi = wrong_reason_score(model, data, masks, method="gradient_x_input")
+        >>> figure = plot_wrong_reason([saliency, gxi], ["saliency", "grad x input"],
         ...                            "wrong_reason.png")
+        >>> len(figure.axes)
+        1
     """
     classes = sorted({c for result in results for c in result.per_class()})
     groups = [str(c) for c in classes] + ["all"]
