@@ -12,7 +12,9 @@ model is trained from the same initial weights and data order per seed:
 - `rrr`: `kar.RRRPenalty` (Ross et al. Eq. 1);
 - `masked_gradient`: `kar.MaskedGradientPenalty` (L1 of dS_c/dx in the mask);
 - `masked_relevance`: `kar.MaskedRelevancePenalty` (epsilon-LRP, L1 in the mask);
-- `expected_gradients`: `kar.ExpectedGradientsPenalty` (Erion et al., L1).
+- `expected_gradients`: `kar.ExpectedGradientsPenalty` (Erion et al., L1);
+- `clean_reference`: the same model trained plainly on MNIST without the
+  decoy (what it reaches when there is no shortcut to learn).
 
 Models: Ross et al.'s MLP (2 x 50 ReLU, the headline) and a small CNN (two
 3x3 convolutions with max pooling). Inputs are pixel / 255.
@@ -66,6 +68,10 @@ PENALTIES = {
 }
 VALIDATION = 5000
 TIE = 0.002
+# Trained on MNIST without the decoy: what the model reaches when there is
+# no shortcut to learn (a reference, not a competitor).
+REFERENCE = "clean_reference"
+TRAININGS = ["baseline", *PENALTIES, REFERENCE]
 
 
 def build(model: str, seed: int) -> keras.Model:
@@ -111,6 +117,7 @@ def load(data_dir) -> dict:
 
     return {
         "train": (images(train_set.images), y_train, train_set.masks),
+        "clean_train": images(x_train),
         "held_out": (images(held_out.images), held_out.labels, held_out.masks),
         "test": (images(test_set.images), y_test, test_set.masks),
         "clean": (images(x_test), y_test),
@@ -134,7 +141,7 @@ def accuracy(model, x, y) -> float:
 
 
 def regularizer(penalty: str, coefficient: float):
-    if penalty == "baseline":
+    if penalty in ("baseline", REFERENCE):
         return None
     kind, argument, _ = PENALTIES[penalty]
     return kind(**{argument: coefficient})
@@ -150,8 +157,10 @@ def run(args, data, folder, model_name, penalty, coefficient, seed, split) -> di
         val = data["test"]
     x, y, mask = x[: args.train_size], y[: args.train_size], mask[: args.train_size]
     name = f"{split}_{model_name}_{penalty}_{coefficient:g}_seed{seed}"
-    if penalty == "baseline":
+    if penalty in ("baseline", REFERENCE):
         mask, val = None, (*val[:2], None)
+    if penalty == REFERENCE:
+        x = data["clean_train"][: args.train_size]
     base = build(model_name, seed)
     start = time.perf_counter()
     base, logs = train(
@@ -265,7 +274,7 @@ def main() -> None:
         chosen = choose(args, data, folder, model_name)
         rows = []
         for seed in args.seeds:
-            for penalty in ["baseline", *PENALTIES]:
+            for penalty in TRAININGS:
                 c = chosen[penalty]["coefficient"] if penalty in chosen else 0.0
                 rows.append(
                     cached(
@@ -315,7 +324,7 @@ def main() -> None:
                         ]
                     ),
                 }
-                for penalty in ["baseline", *PENALTIES]
+                for penalty in TRAININGS
             },
         }
     write_json(folder / "results.json", summary)

@@ -1676,6 +1676,10 @@ DECOY_PENALTIES = {
     "masked_relevance": "masked eps-LRP relevance (`MaskedRelevancePenalty`)",
     "expected_gradients": "expected gradients (`ExpectedGradientsPenalty`)",
 }
+DECOY_LABELS = {
+    "baseline": "baseline (no mask)",
+    "clean_reference": "reference: trained on MNIST without the decoy",
+}
 DECOY_MODELS = {"mlp": "MLP (Ross et al., 2 x 50 ReLU)", "cnn": "small CNN"}
 DECOY_GOAL = 0.97
 DECOY_COLLAPSE = 0.90
@@ -1766,7 +1770,7 @@ def section_decoy(result, outputs, docs) -> Section:
             "| train s per run | verdict |",
             "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         ]
-        for name in ["baseline", *DECOY_PENALTIES]:
+        for name in ["baseline", *DECOY_PENALTIES, "clean_reference"]:
             if name not in runs:
                 continue
             row = runs[name]
@@ -1775,8 +1779,9 @@ def section_decoy(result, outputs, docs) -> Section:
                 if name in chosen
                 else "-"
             )
+            label = DECOY_LABELS.get(name, DECOY_PENALTIES.get(name))
             lines.append(
-                f"| {DECOY_PENALTIES.get(name, 'baseline (no mask)')} | {coefficient} "
+                f"| {label} | {coefficient} "
                 f"| {pm(row['decoy_test_accuracy'], 4)}"
                 f"{arrow(row['decoy_test_accuracy'], base['decoy_test_accuracy'])} "
                 f"| {pm(row['clean_test_accuracy'], 4)}"

@@ -420,6 +420,7 @@ def test_decoy_mnist_quick_runs_resumes_and_reports(tmp_path, data_dir):
         "masked_gradient",
         "masked_relevance",
         "expected_gradients",
+        "clean_reference",
     }
     run = json.loads((out / "runs" / "mlp_rrr_seed0.json").read_text())
     sys.path.insert(0, str(EXAMPLES))
@@ -444,7 +445,7 @@ def test_decoy_mnist_quick_runs_resumes_and_reports(tmp_path, data_dir):
     assert 0 <= run["wrong_reason_saliency"]["overall"] <= 1
 
     again = _quick("decoy_mnist.py", out, data_dir)
-    assert again.count("skipping finished run") == 12 + 5
+    assert again.count("skipping finished run") == 12 + 6
     assert "--- training" not in again
 
     report = _report(tmp_path, "decoy_mnist")
