@@ -1722,6 +1722,59 @@ def decoy_verdict(runs: dict, amended: bool = True) -> tuple[str, dict]:
     return "not reproduced", per_penalty
 
 
+def decoy_reading(runs: dict) -> list[str]:
+    """Bullets that read one model's table: the clean digits, the reference,
+    what the swatch alone does, the cost in training time."""
+    base = runs["baseline"]
+    fixed = [name for name in DECOY_PENALTIES if name in runs]
+    lines = [
+        f"- Clean digits: the baseline scores "
+        f"{base['clean_test_accuracy']['mean']:.3f} on them, "
+        + (
+            "below its decoy test accuracy: without a swatch it fails too, "
+            "consistent with a blank corner being read as a shade no training "
+            "class had."
+            if base["clean_test_accuracy"]["mean"] < base["decoy_test_accuracy"]["mean"]
+            else "about its decoy test accuracy or above."
+        ),
+        "- The swatch alone (blank image, training-rule swatch) gives the class "
+        f"for {base['swatch_only_accuracy']['mean']:.3f} of the baseline's "
+        "predictions (chance 0.1); for the penalised models: "
+        + ", ".join(
+            f"{name} {runs[name]['swatch_only_accuracy']['mean']:.3f}" for name in fixed
+        )
+        + ".",
+    ]
+    reference = runs.get("clean_reference")
+    if reference:
+
+        def against(key):
+            return ", ".join(
+                f"{name} {change(runs[name][key], reference[key])[1]}" for name in fixed
+            )
+
+        lines.append(
+            "- Against the same model trained without the decoy (reference: clean "
+            f"test {pm(reference['clean_test_accuracy'], 4)}, decoy test "
+            f"{pm(reference['decoy_test_accuracy'], 4)}), the penalised models' "
+            f"clean test accuracy is {against('clean_test_accuracy')}; their decoy "
+            f"test accuracy {against('decoy_test_accuracy')} (the reference never "
+            "saw a swatch)."
+        )
+    seconds = base["train_seconds"]["mean"]
+    if seconds > 0:
+        lines.append(
+            "- Training time against the baseline's (`fit` wall time, indicative: "
+            "other jobs shared the machine): "
+            + ", ".join(
+                f"{name} {runs[name]['train_seconds']['mean'] / seconds:.2f}x"
+                for name in fixed
+            )
+            + "."
+        )
+    return lines
+
+
 def section_decoy(result, outputs, docs) -> Section:
     settings = result["settings"]
     models = [m for m in DECOY_MODELS if m in result]
@@ -1808,6 +1861,7 @@ def section_decoy(result, outputs, docs) -> Section:
             f"decoy test accuracy {base['decoy_test_accuracy']['mean']:.4f} "
             f"{'<' if base['decoy_test_accuracy']['mean'] < DECOY_COLLAPSE else '>='} "
             f"{DECOY_COLLAPSE}); under the rule as first written: {original}.",
+            *decoy_reading(runs),
             "",
             figure(
                 outputs,
