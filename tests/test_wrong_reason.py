@@ -72,8 +72,9 @@ def test_share_per_class_and_for_gradient_x_input_by_hand():
 
 
 def test_a_dataset_of_annotated_batches_gives_the_same_scores(tmp_path):
-    """The same examples from arrays and from a tf.data pipeline of
-    (x, kar.annotate(y, masks)); `plot` writes the comparison figure."""
+    """The same examples from arrays and from a tf.data pipeline, a generator
+    and a PyDataset of (x, kar.annotate(y, masks)); `plot` writes the
+    comparison figure."""
     rng = np.random.default_rng(1)
     model = _linear(rng.normal(size=(16, 2)).astype("float32"))
     x = rng.random((6, 4, 4, 1)).astype("float32")
@@ -83,6 +84,21 @@ def test_a_dataset_of_annotated_batches_gives_the_same_scores(tmp_path):
     dataset = tf.data.Dataset.from_tensor_slices((x, kar.annotate(y, masks)))
     batched = kar.evaluation.wrong_reason_score(model, dataset.batch(4))
     np.testing.assert_allclose(batched.per_sample, arrays.per_sample)
+
+    def batches():
+        for i in (0, 4):
+            yield x[i : i + 4], kar.annotate(y[i : i + 4], masks[i : i + 4])
+
+    class Batches(keras.utils.PyDataset):
+        def __len__(self):
+            return 2
+
+        def __getitem__(self, i):
+            return list(batches())[i]
+
+    for source in (batches(), Batches()):
+        scores = kar.evaluation.wrong_reason_score(model, source)
+        np.testing.assert_allclose(scores.per_sample, arrays.per_sample)
     figure = arrays.plot(tmp_path / "wr.png", batched, names=["a", "b"])
     assert (tmp_path / "wr.png").exists() and figure.axes
     assert arrays.to_dict()["num_samples"] == 6

@@ -17,8 +17,8 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_attreg import annotations
 from keras_attreg._logits import labels_to_targets
@@ -95,9 +95,11 @@ class WrongReasonResult:
 
 
 def _batches(data, annotation_mask, batch_size):
-    """`(x, y, mask)` NumPy batches from arrays or a dataset of
-    `(x, kar.annotate(y, masks))`."""
-    if isinstance(data, tf.data.Dataset):
+    """`(x, y, mask)` NumPy batches from arrays, or from a `tf.data.Dataset`,
+    `keras.utils.PyDataset` or generator of `(x, kar.annotate(y, masks))`."""
+    if isinstance(data, keras.utils.PyDataset):
+        data = (data[i] for i in range(len(data)))
+    if not isinstance(data, (tuple, list)):  # a dataset or a generator
         if annotation_mask is not None:
             raise ValueError(
                 "Invalid value for argument annotation_mask: a dataset carries "
@@ -114,10 +116,12 @@ def _batches(data, annotation_mask, batch_size):
                 )
             yield np.asarray(x), np.asarray(y), np.asarray(mask)
         return
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
+    if len(data) != 2:
         raise ValueError(
-            "Invalid value for argument data: expected (x, y) arrays or a "
-            f"tf.data.Dataset. Received: data of type {type(data).__name__}"
+            "Invalid value for argument data: expected (x, y) arrays, or a "
+            "tf.data.Dataset, keras.utils.PyDataset or generator of (x, "
+            f"kar.annotate(y, masks)) batches. Received: data with {len(data)} "
+            "parts"
         )
     x, y = data
     y, mask = annotations.split_annotations(y)
@@ -151,8 +155,9 @@ def wrong_reason_score(
 
     Args:
         model: a Keras classifier (or an `AttributionRegularizedModel`).
-        data: `(x, y)` arrays, or a `tf.data.Dataset` of
-            `(x, kar.annotate(y, masks))` batches.
+        data: `(x, y)` arrays, or a `tf.data.Dataset`, a
+            `keras.utils.PyDataset` or a generator of
+            `(x, kar.annotate(y, masks))` batches (the forms `evaluate` takes).
         annotation_mask: with arrays, the masks (1: the region that must not
             be the reason), of the shape `fit` accepts (`kar.annotate`); or
             carried in `y` as `kar.annotate(y, masks)`.
