@@ -98,7 +98,7 @@ def _batches(data, annotation_mask, batch_size):
     """`(x, y, mask)` NumPy batches from arrays, or from a `tf.data.Dataset`,
     `keras.utils.PyDataset` or generator of `(x, kar.annotate(y, masks))`."""
     if isinstance(data, keras.utils.PyDataset):
-        data = (data[i] for i in range(len(data)))
+        data = map(data.__getitem__, range(len(data)))
     if not isinstance(data, (tuple, list)):  # a dataset or a generator
         if annotation_mask is not None:
             raise ValueError(
