@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The project's test command (README, .ci/run): the whole suite on the newest
-# supported TensorFlow/Keras, then the graph and relevance tests on the oldest
-# supported pins (setup.cfg: tensorflow>=2.18, keras>=3.8), each in its own venv.
+# supported TensorFlow/Keras, then the graph, relevance and annotation-mask tests
+# (the parts that touch Keras internals) on the oldest supported pins
+# (setup.cfg: tensorflow>=2.18, keras>=3.8), each in its own venv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 -m venv .venv
@@ -13,4 +14,5 @@ python3 -m venv .venv-oldest
     tests/test_relevance.py tests/test_relevance_graph.py tests/test_relevance_text.py \
     tests/test_relevance_recurrent.py \
     tests/test_fbi.py \
-    tests/test_attributions.py
+    tests/test_attributions.py \
+    tests/test_masks.py
