@@ -1824,8 +1824,8 @@ def section_decoy(result, outputs, docs) -> Section:
         "annotation_mask=...)`, [docs/masks.md](masks.md)) it should not. Published: "
         "Rieger et al. (ICML 2020, CDEP) report about 0.60 test accuracy for the "
         "vanilla model and about 0.99 for RRR on Decoy MNIST (as issue 19 quotes "
-        "them; their model and training differ from Ross et al.'s MLP, and the "
-        "paper itself was not at hand here).",
+        "them; the paper itself, its model and its training were not at hand "
+        "here).",
         "",
         f"Setting: all {settings['train_size']:,} training digits, "
         f"{settings['epochs']} epochs, Adam 1e-3, batch {settings['batch_size']}, "
