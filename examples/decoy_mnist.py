@@ -233,6 +233,7 @@ def figures(args, data, folder, model_name, chosen) -> None:
     """Gradient maps of each model of seed 0 on six decoy test digits, and the
     wrong-reason score per class."""
     x, y, mask = (array[:6] for array in data["test"])
+    x_all, y_all, m_all = (a[: args.score_size] for a in data["test"])
     maps, scores = {}, []
     for penalty in ["baseline", *PENALTIES]:
         coefficient = chosen[penalty]["coefficient"] if penalty in chosen else 0.0
@@ -240,7 +241,6 @@ def figures(args, data, folder, model_name, chosen) -> None:
         name = f"main_{model_name}_{penalty}_{coefficient:g}_seed0"
         base.load_weights(folder / "models" / f"{name}.weights.h5")
         maps[penalty] = kar.attributions.saliency(base, x, y)
-        x_all, y_all, m_all = (a[: args.score_size] for a in data["test"])
         scores.append(kar.evaluation.wrong_reason_score(base, (x_all, y_all), m_all))
     kar.plotting.plot_attribution_maps(
         maps, folder / f"maps_{model_name}.png", images=x

@@ -25,8 +25,7 @@ import tensorflow as tf
 from keras_attreg._logits import _require
 
 LABELS = "y"
-MASK = "annotation_mask"
-_NAME = "annotation_mask"
+MASK = "annotation_mask"  # also the argument name in error messages
 
 
 def annotate(y, annotation_mask) -> dict:
@@ -94,8 +93,8 @@ def check_mask_shape(mask_shape, x_shape, tokens: bool) -> None:
     )
     what = "one value per token" if tokens else "one value per input"
     raise ValueError(
-        f"Invalid value for argument {_NAME}: expected {what}, shape {accepted} "
-        f"for x of shape {x_shape}. Received: {_NAME} with shape {mask_shape}"
+        f"Invalid value for argument {MASK}: expected {what}, shape {accepted} "
+        f"for x of shape {x_shape}. Received: {MASK} with shape {mask_shape}"
     )
 
 
@@ -107,17 +106,17 @@ def check_mask_values(mask):
         return tf.cast(mask, tf.float32)
     if not (mask.dtype.is_floating or mask.dtype.is_integer):
         raise ValueError(
-            f"Invalid value for argument {_NAME}: expected a numeric or boolean "
-            f"mask of 0 and 1. Received: {_NAME} of dtype {mask.dtype.name}"
+            f"Invalid value for argument {MASK}: expected a numeric or boolean "
+            f"mask of 0 and 1. Received: {MASK} of dtype {mask.dtype.name}"
         )
     mask = tf.cast(mask, tf.float32)
     binary = tf.reduce_all(tf.logical_or(tf.equal(mask, 0.0), tf.equal(mask, 1.0)))
     return _require(
         binary,
-        f"Invalid value for argument {_NAME}: expected 0 (no constraint) or 1 "
+        f"Invalid value for argument {MASK}: expected 0 (no constraint) or 1 "
         "(input that must not be the reason) everywhere; NaN, Inf and other "
         "values are refused.",
-        _NAME,
+        MASK,
         mask,
         lambda values: f"values {np.unique(values[(values != 0) & (values != 1)])[:8]}",
     )

@@ -65,6 +65,17 @@ def _box_masks(boxes, num_maps: int, height: int, width: int) -> np.ndarray:
     )
 
 
+def share_inside(magnitude: np.ndarray, inside: np.ndarray) -> np.ndarray:
+    """Per sample, the share of `magnitude` (non-negative, any rank) where
+    `inside` (broadcast against it) is set; NaN where a sample's magnitude
+    is all zero."""
+    axes = tuple(range(1, magnitude.ndim))
+    total = magnitude.sum(axis=axes)
+    within = (magnitude * inside).sum(axis=axes)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, within / total, np.nan)
+
+
 def mass_in_box(attributions, boxes) -> np.ndarray:
     """Share of the attribution magnitude inside each sample's box.
 
@@ -84,11 +95,7 @@ def mass_in_box(attributions, boxes) -> np.ndarray:
     array([0.75])
     """
     magnitude = _pixel_magnitude(attributions)
-    inside = _box_masks(boxes, *magnitude.shape)
-    total = magnitude.sum(axis=(1, 2))
-    in_box = np.where(inside, magnitude, 0.0).sum(axis=(1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(total > 0, in_box / total, np.nan)
+    return share_inside(magnitude, _box_masks(boxes, *magnitude.shape))
 
 
 def pointing_game(attributions, boxes, tolerance: int = 0) -> np.ndarray:

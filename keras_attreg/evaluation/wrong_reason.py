@@ -25,6 +25,7 @@ from keras_attreg._logits import labels_to_targets
 from keras_attreg._validation import check_int
 from keras_attreg.attributions import get
 from keras_attreg.attributions._utils import method_name
+from keras_attreg.evaluation.localisation import share_inside
 
 
 @dataclasses.dataclass(frozen=True)
@@ -182,24 +183,21 @@ def wrong_reason_score(
     method = get(method)
     shares, labels, chances = [], [], []
     for x, y, mask in _batches(data, annotation_mask, batch_size):
-        annotations.check_mask_values(mask)
+        mask = annotations.check_mask_values(mask).numpy().astype(np.float64)
+        annotations.check_mask_shape(mask.shape, x.shape, tokens=False)
         targets = labels_to_targets(y, "y").numpy()
         maps = np.abs(np.asarray(method(model, x, targets), dtype=np.float64))
-        mask = np.asarray(mask, dtype=np.float64)
-        annotations.check_mask_shape(mask.shape, x.shape, tokens=False)
         # Magnitude per mask cell: summed over the axes the mask broadcasts on.
         if mask.ndim < maps.ndim:
             maps = maps.sum(axis=tuple(range(mask.ndim, maps.ndim)))
         elif mask.shape[-1] == 1 and maps.shape[-1] != 1:
             maps = maps.sum(axis=-1, keepdims=True)
-        axes = tuple(range(1, maps.ndim))
-        total = maps.sum(axis=axes)
-        inside = (maps * mask).sum(axis=axes)
-        keep = (mask.sum(axis=axes) > 0) & (total > 0)
-        shares.append(inside[keep] / total[keep])
+        share = share_inside(maps, mask)
+        area = mask.sum(axis=tuple(range(1, mask.ndim)))
+        keep = (area > 0) & np.isfinite(share)
+        shares.append(share[keep])
         labels.append(targets[keep])
-        cells = np.prod(mask.shape[1:])
-        chances.append(mask.sum(axis=axes)[keep] / cells)
+        chances.append(area[keep] / np.prod(mask.shape[1:]))
     return WrongReasonResult(
         per_sample=np.concatenate(shares) if shares else np.zeros(0),
         labels=np.concatenate(labels) if labels else np.zeros(0, int),

@@ -213,12 +213,20 @@ class AttributionRegularizedModel(
         return self.base_model(inputs, training=training)
 
     @staticmethod
-    def _labels_only(data):
-        """The batch `data` with its annotation masks dropped (a sample
-        weight that Keras spread over the annotated `y` taken once)."""
+    def _unpack(data):
+        """`(x, labels, sample_weight, mask)` of a batch whose `y` may carry
+        annotation masks (`mask` None when it does not). Keras spreads a
+        sample weight given with arrays over the structure of `y`, one copy
+        per key: it is taken once."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y, _ = annotations.split_annotations(y)
+        y, mask = annotations.split_annotations(y)
         sample_weight, _ = annotations.split_annotations(sample_weight)
+        return x, y, sample_weight, mask
+
+    @classmethod
+    def _labels_only(cls, data):
+        """The batch `data` with its annotation masks dropped."""
+        x, y, sample_weight, _ = cls._unpack(data)
         return keras.utils.pack_x_y_sample_weight(x, y, sample_weight)
 
     def _prepare(self, data):
@@ -230,11 +238,7 @@ class AttributionRegularizedModel(
             `mask` the checked annotation mask shaped for the penalty's input
             (None when the batch carries none).
         """
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        y, mask = annotations.split_annotations(y)
-        # Keras spreads a sample weight given with arrays over the structure
-        # of `y`: one copy per key.
-        sample_weight, _ = annotations.split_annotations(sample_weight)
+        x, y, sample_weight, mask = self._unpack(data)
         x = tf.convert_to_tensor(x)
         self._check_rank(x.shape)
         tokens = self._split.tokens is not None
