@@ -84,6 +84,27 @@ def test_statistics_match_their_definitions():
     by_hand = np.mean(centered**3) / np.mean(centered**2) ** 1.5
     assert stats.moment_skewness == pytest.approx(by_hand)
     assert stats.moment_skewness == pytest.approx(scipy.stats.skew(flat))
+    assert stats.squared_variation == pytest.approx(flat.var() / flat.mean() ** 2)
+    by_hand = np.mean(centered**4) / np.mean(centered**2) ** 2 - 3
+    assert stats.excess_kurtosis == pytest.approx(by_hand)
+    assert stats.zero_fraction == pytest.approx(np.sum(flat == 0) / flat.size)
+    assert 0.3 < stats.zero_fraction < 0.7  # half of a rectified normal
+
+
+def test_primary_skewness_rises_with_sparsity_where_the_literal_reading_falls():
+    """Hand-derived (issue 20, finding 1): for [0, 0, 1, 1] the third moment is 0
+    and mean(a^2)/Var(a) = 0.5/0.25 = 2; for the sparser [0, 0, 0, 1] the third
+    moment is (3*(-1/4)^3 + (3/4)^3)/4 / (3/16)^1.5 = 2/sqrt(3) and the literal
+    reading 0.25/0.1875 = 4/3. The paper's "more skewed to 0" must rise."""
+    dense, sparse = activation_statistics(
+        {"dense": np.array([0.0, 0.0, 1.0, 1.0]), "sparse": np.array([0.0, 0, 0, 1])}
+    )
+    assert dense.moment_skewness == pytest.approx(0.0, abs=1e-12)
+    assert sparse.moment_skewness == pytest.approx(2 / np.sqrt(3))
+    assert dense.energy_skewness == pytest.approx(2.0)
+    assert sparse.energy_skewness == pytest.approx(4 / 3)
+    # Var/mean^2: 0.25/0.25 = 1 and 0.1875/0.0625 = 3.
+    assert (dense.squared_variation, sparse.squared_variation) == pytest.approx((1, 3))
 
 
 def test_energy_skewness_is_scale_free():

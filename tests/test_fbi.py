@@ -48,6 +48,93 @@ def test_penalty_is_the_mean_l1_over_the_k_layers():
     np.testing.assert_allclose(penalty.numpy(), np.mean(per_layer, axis=0), rtol=1e-6)
 
 
+def _numpy_fbi(x, weights, y, eps, reduction, pooling, normalize, start):
+    """The test's own FBI loss of Input(4, 2) -> MaxPooling1D(2) -> Flatten ->
+    Dense(3, relu) -> Dense(2), written out in NumPy: the forward pass, the
+    epsilon rule a-_i = a+_{i-1} * W_i^T (R_i / (z_i + eps sign z_i)),
+    winner-takes-all through the max pooling, Eq. 3 per sample."""
+    w1, b1, w2, b2 = weights
+    pairs = x.reshape(len(x), 2, 2, 2)  # (batch, window, position in window, ch)
+    pooled = pairs.max(axis=2)
+    a1 = pooled.reshape(len(x), -1)
+    z1 = a1 @ w1 + b1
+    h = np.maximum(z1, 0)
+    z2 = h @ w2 + b2
+    rows = np.arange(len(x))
+    r2 = z2.copy() if start == "all" else np.zeros_like(z2)
+    if start != "all":
+        r2[rows, y] = z2[rows, y]
+
+    def back(a, w, z, r):
+        return a * ((r / (z + eps * np.where(z >= 0, 1.0, -1.0))) @ w.T)
+
+    r_h = back(h, w2, z2, r2)  # relevance of Dense 2's input
+    r_a1 = back(a1, w1, z1, r_h)  # ReLU passes relevance on unchanged
+    winner = pairs == pooled[:, :, None, :]
+    r_x = (winner * r_a1.reshape(len(x), 2, 1, 2)).reshape(x.shape)
+    maps = [(a1, r_a1), (h, r_h)]
+    if pooling:
+        maps.insert(0, (x, r_x))
+    reduce = np.sum if reduction == "sum" else np.mean
+    per_layer = []
+    for forward, backward in maps:
+        forward = forward.reshape(len(x), -1)
+        backward = backward.reshape(len(x), -1)
+        if normalize:
+            forward = forward / np.abs(forward).sum(1, keepdims=True)
+            backward = backward / np.abs(backward).sum(1, keepdims=True)
+        per_layer.append(reduce(np.abs(forward - backward), axis=1))
+    return np.mean(per_layer, axis=0)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"reduction": "sum"},
+        {"layers": "kernel_and_pooling"},
+        {"normalize": True},
+        {"start": "all"},
+        {"reduction": "sum", "layers": "kernel_and_pooling", "start": "all"},
+    ],
+)
+def test_each_reading_matches_a_numpy_relevance_pass(options):
+    """Oracle: `_numpy_fbi`, the whole pass and Eq. 3 by hand in NumPy. Dropping
+    the pooling term, summing instead of averaging, skipping the normalisation
+    or starting from the true class alone changes the value."""
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential(
+        [
+            keras.Input((4, 2), dtype="float64"),
+            L.MaxPooling1D(2, dtype="float64"),
+            L.Flatten(dtype="float64"),
+            L.Dense(3, activation="relu", bias_initializer="ones", dtype="float64"),
+            L.Dense(2, bias_initializer="ones", dtype="float64"),
+        ]
+    )
+    x = np.random.default_rng(4).normal(size=(5, 4, 2))
+    y = np.array([0, 1, 1, 0, 1])
+    _, penalty = FBILoss(lam=0.5, eps=0.05, **options)(
+        split_logits(model), tf.constant(x), tf.constant(y, tf.int32), False
+    )
+    expected = _numpy_fbi(
+        x,
+        [w.numpy() for w in model.weights],
+        y,
+        0.05,
+        options.get("reduction", "mean"),
+        options.get("layers") == "kernel_and_pooling",
+        options.get("normalize", False),
+        options.get("start", "target"),
+    )
+    np.testing.assert_allclose(penalty.numpy(), expected, rtol=1e-9)
+    default = _numpy_fbi(
+        x, [w.numpy() for w in model.weights], y, 0.05, "mean", False, False, "target"
+    )
+    if options:
+        assert not np.allclose(expected, default, rtol=1e-3)
+
+
 def test_weight_gradient_matches_finite_differences_float64():
     model = _model(dtype="float64")
     x, y = _data(dtype="float64")
@@ -127,6 +214,10 @@ def test_combine_is_eq4_with_the_switch():
         ({"lam": 1.5}, "lam.*Received: lam=1.5"),
         ({"lam": float("nan")}, "lam.*Received: lam=nan"),
         ({"eps": 0.0}, "eps.*Received: eps=0.0"),
+        ({"reduction": "max"}, "reduction.*Received: reduction='max'"),
+        ({"layers": "all"}, "layers.*Received: layers='all'"),
+        ({"normalize": 1}, "normalize.*Received: normalize=1"),
+        ({"start": "true"}, "start.*Received: start='true'"),
     ],
 )
 def test_bad_arguments_raise(kwargs, message):
@@ -154,7 +245,14 @@ def test_config_round_trip():
         keras.saving.serialize_keras_object(regularizer)
     )
     assert isinstance(restored, FBILoss)
-    assert restored.get_config() == {"lam": 0.01, "eps": 0.2}
+    assert restored.get_config() == {
+        "lam": 0.01,
+        "eps": 0.2,
+        "reduction": "mean",
+        "layers": "kernel",
+        "normalize": False,
+        "start": "target",
+    }
 
 
 def _fit(regularizer=None, callbacks=(), epochs=2):
@@ -222,7 +320,8 @@ def test_wrapper_with_fbi_loss_survives_keras_save_and_load(tmp_path):
     path = tmp_path / "fbi.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
-    assert restored.regularizer.get_config() == {"lam": 0.02, "eps": 0.3}
+    assert restored.regularizer.get_config()["lam"] == 0.02
+    assert restored.regularizer.get_config()["eps"] == 0.3
     np.testing.assert_array_equal(
         restored.predict(x, verbose=0), model.predict(x, verbose=0)
     )

@@ -3,14 +3,22 @@
 Per convolution layer, over the rectified activations a >= 0 of a dataset:
 
 - `max`: the largest activation.
-- `energy_skewness`: the paper's "skewness", read literally as "the inverse of
-  the variance in the energy-normalized curves": the activations are divided
-  by their root mean square (unit energy, ã = a / sqrt(mean(a^2))) and
-  `1 / Var(ã) = mean(a^2) / Var(a)` is reported. Scale-free; for a >= 0 it is
-  `1 + mean(a)^2 / Var(a) >= 1`.
-- `moment_skewness`: the standard third standardised moment
-  `E[(a - mu)^3] / sigma^3` (`scipy.stats.skew`), large when the mass sits
-  near 0 with a long right tail.
+- `moment_skewness`: the skewness, read as the third standardised moment
+  `E[(a - mu)^3] / sigma^3` (`scipy.stats.skew`). The primary reading of the
+  paper's "skewness": it grows as the mass gathers at 0 under a long right
+  tail (the paper: "more skewed to 0 ... the larger the skewness value is,
+  the more skewed the distributions are") and, like the paper's Table 1
+  values (0.603 to 2.576), it can fall below 1.
+- `energy_skewness`: a documented alternative, the paper's wording read
+  literally ("the inverse of the variance in the energy-normalized curves"):
+  the activations divided by their root mean square, ã = a / sqrt(mean(a^2)),
+  and `1 / Var(ã) = mean(a^2) / Var(a)`. For a >= 0 this is
+  `1 + mean(a)^2 / Var(a) >= 1`, so it cannot give the paper's values below 1,
+  and it falls as activations get sparser ([0, 0, 1, 1] gives 2, [0, 0, 0, 1]
+  gives 4/3): the paper cannot have computed it.
+- `squared_variation` (Var(a) / mean(a)^2) and `excess_kurtosis`: two more
+  scale-free candidates that rise with sparsity, reported so that each
+  reading can be held against Table 1's magnitudes (docs/fbi.md).
 """
 
 from __future__ import annotations
@@ -39,14 +47,22 @@ class ActivationStatistics:
     Attributes:
         layer: the convolution layer's name.
         max: the maximum activation.
-        energy_skewness: 1 / Var(a / sqrt(mean(a^2))) (the paper's skewness).
-        moment_skewness: the third standardised moment of a.
+        moment_skewness: the third standardised moment of a (the primary
+            reading of the paper's skewness).
+        energy_skewness: 1 / Var(a / sqrt(mean(a^2))) (the paper's wording
+            read literally; >= 1, so not the paper's quantity).
+        squared_variation: Var(a) / mean(a)^2.
+        excess_kurtosis: E[(a - mu)^4] / sigma^4 - 3.
+        zero_fraction: the share of activations that are exactly 0.
     """
 
     layer: str
     max: float
-    energy_skewness: float
     moment_skewness: float
+    energy_skewness: float
+    squared_variation: float
+    excess_kurtosis: float
+    zero_fraction: float
 
 
 _CONVOLUTIONS = tuple(layer for layer in LAYERS_IN_K if "Conv" in layer.__name__)
@@ -149,10 +165,15 @@ def layer_activations(
 
 
 def energy_skewness(values) -> float:
-    """1 / Var(ã) with ã = a / sqrt(mean(a^2)): the paper's skewness, read literally.
+    """1 / Var(ã) with ã = a / sqrt(mean(a^2)): the paper's wording, read literally.
+
+    Not the paper's quantity (it is >= 1 for a >= 0 and falls with sparsity);
+    kept as the documented alternative to `moment_skewness`.
 
     >>> round(energy_skewness(np.array([0.0, 0.0, 1.0, 1.0])), 12)
     2.0
+    >>> round(energy_skewness(np.array([0.0, 0.0, 0.0, 1.0])), 12)
+    1.333333333333
     """
     values = np.asarray(values, np.float64).ravel()
     normalized = values / np.sqrt(np.mean(values**2))
@@ -162,7 +183,7 @@ def energy_skewness(values) -> float:
 def activation_statistics(
     activations: Mapping[str, np.ndarray],
 ) -> list[ActivationStatistics]:
-    """Table 1 of Yoo et al.: max and both skewness definitions per layer.
+    """Table 1 of Yoo et al.: max and the skewness readings per layer.
 
     Args:
         activations: `{layer name: activations}` (e.g. `layer_activations`).
@@ -176,15 +197,21 @@ def activation_statistics(
     >>> stats[0].layer, bool(stats[0].max > 0)
     ('conv1', True)
     """
-    return [
-        ActivationStatistics(
-            layer=name,
-            max=float(np.max(values)),
-            energy_skewness=energy_skewness(values),
-            moment_skewness=float(scipy.stats.skew(np.ravel(values))),
+    result = []
+    for name, values in activations.items():
+        flat = np.ravel(values).astype(np.float64)
+        result.append(
+            ActivationStatistics(
+                layer=name,
+                max=float(np.max(flat)),
+                moment_skewness=float(scipy.stats.skew(flat)),
+                energy_skewness=energy_skewness(flat),
+                squared_variation=float(np.var(flat) / np.mean(flat) ** 2),
+                excess_kurtosis=float(scipy.stats.kurtosis(flat)),
+                zero_fraction=float(np.mean(flat == 0)),
+            )
         )
-        for name, values in activations.items()
-    ]
+    return result
 
 
 def statistics_table(results: Mapping[str, Sequence[ActivationStatistics]]) -> str:
@@ -205,8 +232,9 @@ def statistics_table(results: Mapping[str, Sequence[ActivationStatistics]]) -> s
     lines = [header]
     for title, field in (
         ("max", "max"),
-        ("skewness (1/var, energy-normalised)", "energy_skewness"),
         ("skewness (3rd moment)", "moment_skewness"),
+        ("1/var, energy-normalised", "energy_skewness"),
+        ("share of zeros", "zero_fraction"),
     ):
         cells = [" / ".join(f"{getattr(s, field):.3f}" for s in row) for row in rows]
         lines.append([title, *cells])

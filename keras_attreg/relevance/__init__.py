@@ -15,6 +15,8 @@ from keras_attreg.relevance.composites import (
 from keras_attreg.relevance.propagation import (
     DEFAULT_EPSILON,
     LAYERS_IN_K,
+    POOLING_LAYERS,
+    START_SCORES,
     Relevance,
     deeplift_pass,
     relevance_map,
@@ -35,6 +37,8 @@ from keras_attreg.relevance.rules import (
 __all__ = [
     "DEFAULT_EPSILON",
     "LAYERS_IN_K",
+    "POOLING_LAYERS",
+    "START_SCORES",
     "BatchNormRule",
     "Composite",
     "EpsilonRule",

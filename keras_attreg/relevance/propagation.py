@@ -43,6 +43,18 @@ LAYERS_IN_K = KERNEL_LAYERS
 (BatchNormalization folded in; a separable convolution counts once). Pooling,
 reshaping, merging, normalisation and activation layers are not counted."""
 
+POOLING_LAYERS = tuple(
+    getattr(keras.layers, f"{kind}Pooling{rank}D")
+    for kind in ("Max", "Average", "GlobalMax", "GlobalAverage")
+    for rank in (1, 2, 3)
+)
+"""The pooling layers, counted in K beside `LAYERS_IN_K` when a reading of
+Eq. 3 takes every layer of the network (`FBILoss(layers="kernel_and_pooling")`)."""
+
+START_SCORES = ("target", "all")
+"""Where the pass starts: the target logit S_c alone (Eq. 2 with the true
+class, the default) or every logit (the relevance of the logit layer is S)."""
+
 
 @dataclasses.dataclass(frozen=True)
 class Relevance:
@@ -237,6 +249,8 @@ def relevance_pass(
     targets: tf.Tensor,
     eps: float = DEFAULT_EPSILON,
     training: bool = False,
+    counted: tuple = LAYERS_IN_K,
+    start: str = "target",
 ) -> Relevance:
     """Forward pass, then the relevance pass from the target logit to the input.
 
@@ -259,6 +273,10 @@ def relevance_pass(
         targets: int class indices c, shape `(batch,)` (not checked here).
         eps: the stabiliser of the epsilon rule (validated by the callers).
         training: forwarded to the layers (BatchNormalization, Dropout).
+        counted: the layer types whose input and relevance are returned
+            (`LAYERS_IN_K`, optionally with `POOLING_LAYERS`).
+        start: `"target"` (R_logits = S_c * onehot(c)) or `"all"`
+            (R_logits = S, every logit); validated by the callers.
 
     Returns:
         A `Relevance` with the per-layer forward inputs and backward maps.
@@ -266,23 +284,27 @@ def relevance_pass(
     outputs, records, producers = _forward(split, x, epsilon_composite(eps), training)
     _fold_batch_norms(records, producers, training)
     logits, seed = _logit(split, records, outputs)
-    start = tf.one_hot(targets, tf.shape(logits)[-1], dtype=seed.dtype)
-    scores = tf.cast(target_scores(logits, targets), seed.dtype)
-    relevance = _propagate(records, seed, start * scores[:, None], "backward")
+    if start == "all":
+        initial = tf.cast(logits, seed.dtype)
+    else:
+        onehot = tf.one_hot(targets, tf.shape(logits)[-1], dtype=seed.dtype)
+        scores = tf.cast(target_scores(logits, targets), seed.dtype)
+        initial = onehot * scores[:, None]
+    relevance = _propagate(records, seed, initial, "backward")
 
     def relevance_of(tensor):
         found = relevance.get(tensor.ref())
         return tf.zeros_like(tensor) if found is None else found
 
-    counted = [
-        record for record in records if isinstance(record.call.operation, LAYERS_IN_K)
+    chosen = [
+        record for record in records if isinstance(record.call.operation, counted)
     ]
     return Relevance(
         outputs=tf.nest.flatten(outputs)[0],
         logits=logits,
-        layers=[record.call.operation for record in counted],
-        forward_inputs=[record.call.inputs[0] for record in counted],
-        backward_maps=[relevance_of(record.call.inputs[0]) for record in counted],
+        layers=[record.call.operation for record in chosen],
+        forward_inputs=[record.call.inputs[0] for record in chosen],
+        backward_maps=[relevance_of(record.call.inputs[0]) for record in chosen],
         input_relevance=relevance_of(_source(split, x, records)),
     )
 

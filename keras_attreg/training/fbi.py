@@ -5,9 +5,18 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_attreg._validation import check_float
-from keras_attreg.relevance import DEFAULT_EPSILON, LAYERS_IN_K, relevance_pass
+from keras_attreg._validation import check_choice, check_float
+from keras_attreg.relevance import (
+    DEFAULT_EPSILON,
+    LAYERS_IN_K,
+    POOLING_LAYERS,
+    START_SCORES,
+    relevance_pass,
+)
 from keras_attreg.training.regularizers import AttributionRegularizer
+
+REDUCTIONS = ("mean", "sum")
+COUNTED = {"kernel": LAYERS_IN_K, "kernel_and_pooling": LAYERS_IN_K + POOLING_LAYERS}
 
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
@@ -35,32 +44,75 @@ class FBILoss(AttributionRegularizer):
     lambda: `L = (1 - weight*lambda) * L_TSK + weight*lambda * L_FBI`. The
     paper switches the loss on once validation accuracy exceeds 70%.
 
+    The paper leaves four choices open; the defaults are the reading above,
+    and each alternative it supports is an argument (docs/fbi.md compares
+    them in training): `reduction="sum"` (Eq. 3's "absolute difference"
+    summed over the units, so lambda weighs about as much as the number of
+    units times the mean), `layers="kernel_and_pooling"` (pooling layers
+    counted in K too), `normalize=True` (each map divided by its own L1 norm
+    per sample before the difference, so the loss compares where the maps
+    put their mass and cannot be lowered by shrinking every activation) and
+    `start="all"` (the relevance pass starts from every logit, R = S, not
+    from S_c of the true class).
+
     Args:
         lam: lambda in [0, 1] (0.001 in the paper).
         eps: the stabiliser eps > 0 of the epsilon rule.
+        reduction: `"mean"` or `"sum"` of |a+_{i-1} - a-_i| over the units.
+        layers: `"kernel"` (K = layers with a kernel) or
+            `"kernel_and_pooling"`.
+        normalize: compare a+_{i-1} / |a+_{i-1}|_1 with a-_i / |a-_i|_1.
+        start: `"target"` (the true-class logit) or `"all"` (every logit).
 
     Example:
 
     >>> import keras_attreg as kar
-    >>> kar.FBILoss(lam=1e-3).get_config()
-    {'lam': 0.001, 'eps': 0.01}
+    >>> config = kar.FBILoss(lam=1e-3, reduction="sum").get_config()
+    >>> config["lam"], config["reduction"], config["layers"], config["start"]
+    (0.001, 'sum', 'kernel', 'target')
     """
 
     name = "fbi_loss"
 
-    def __init__(self, lam: float = 1e-3, eps: float = DEFAULT_EPSILON):
+    def __init__(
+        self,
+        lam: float = 1e-3,
+        eps: float = DEFAULT_EPSILON,
+        reduction: str = "mean",
+        layers: str = "kernel",
+        normalize: bool = False,
+        start: str = "target",
+    ):
         self.lam = check_float("lam", lam, low=0.0, high=1.0)
         self.eps = check_float("eps", eps, low=0.0, low_inclusive=False)
+        self.reduction = check_choice("reduction", reduction, REDUCTIONS)
+        self.layers = check_choice("layers", layers, tuple(COUNTED))
+        if not isinstance(normalize, bool):
+            raise ValueError(
+                "Invalid value for argument normalize: expected True or False. "
+                f"Received: normalize={normalize!r}"
+            )
+        self.normalize = normalize
+        self.start = check_choice("start", start, START_SCORES)
 
     def __call__(self, split, x, targets, training):
-        result = relevance_pass(split, x, targets, self.eps, training=training)
-        if not any(layer.trainable for layer in result.layers):
+        result = relevance_pass(
+            split,
+            x,
+            targets,
+            self.eps,
+            training=training,
+            counted=COUNTED[self.layers],
+            start=self.start,
+        )
+        kernels = [layer for layer in result.layers if isinstance(layer, LAYERS_IN_K)]
+        if not any(layer.trainable for layer in kernels):
             raise ValueError(
                 "FBILoss needs at least one trainable layer with a kernel (the K "
                 "layers of Eq. 3: "
                 f"{', '.join(t.__name__ for t in LAYERS_IN_K)}). "
                 f"Received: model {split.model.name!r} with "
-                f"counted layers {[layer.name for layer in result.layers]}"
+                f"counted layers {[layer.name for layer in kernels]}"
             )
         # Layers may compute in different dtypes (a float32 input into a
         # float64 model, float16 under mixed precision): each mean is taken in
@@ -68,21 +120,22 @@ class FBILoss(AttributionRegularizer):
         wide = tf.float32
         if any(a.dtype == tf.float64 for a in result.forward_inputs):
             wide = tf.float64
+        reduce = tf.reduce_sum if self.reduction == "sum" else tf.reduce_mean
         per_layer = [
-            tf.reduce_mean(
-                tf.abs(
-                    tf.reshape(
-                        tf.cast(forward, wide) - tf.cast(backward, wide),
-                        [tf.shape(forward)[0], -1],
-                    )
-                ),
-                axis=1,
-            )
+            reduce(tf.abs(self._flat(forward, wide) - self._flat(backward, wide)), 1)
             for forward, backward in zip(
                 result.forward_inputs, result.backward_maps, strict=True
             )
         ]
         return result.outputs, tf.add_n(per_layer) / len(per_layer)
+
+    def _flat(self, tensor, dtype):
+        """`tensor` as `(batch, units)` in `dtype`, divided by its L1 norm per
+        sample if `normalize` (a map of zeros stays zero)."""
+        flat = tf.cast(tf.reshape(tensor, [tf.shape(tensor)[0], -1]), dtype)
+        if not self.normalize:
+            return flat
+        return tf.math.divide_no_nan(flat, tf.reduce_sum(tf.abs(flat), 1, True))
 
     def combine(self, task_loss, penalty, weight):
         """L = (1 - weight*lambda) * L_TSK + weight*lambda * L_FBI (Eq. 4)."""
@@ -90,4 +143,11 @@ class FBILoss(AttributionRegularizer):
         return (1 - lam) * task_loss + lam * tf.cast(penalty, task_loss.dtype)
 
     def get_config(self) -> dict:
-        return {"lam": self.lam, "eps": self.eps}
+        return {
+            "lam": self.lam,
+            "eps": self.eps,
+            "reduction": self.reduction,
+            "layers": self.layers,
+            "normalize": self.normalize,
+            "start": self.start,
+        }
