@@ -58,6 +58,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import scipy.stats
 
 EXAMPLES = pathlib.Path(__file__).resolve().parent
 ROOT = EXAMPLES.parent
@@ -73,6 +74,17 @@ PAPER_FBI_SKEW.append((0.651, 1.012))
 # Kiritoshi et al. 2019, Table 1 (accuracy on CIFAR-10, VGG with BatchNorm).
 PAPER_L1_TABLE = {"VGG16": (0.713, 0.730), "VGG19": (0.730, 0.743)}
 VERDICT_ORDER = ("not reproduced", "partly", "reproduced")
+# The primary reading of Yoo et al.'s "skewness" (issue 20, finding 1;
+# docs/fbi.md): the third standardised moment. `energy_skewness` (the wording
+# read literally) is reported beside it as the alternative.
+SKEWNESS = "moment_skewness"
+FBI_STATS = ("max", SKEWNESS, "energy_skewness")
+SKEW_CANDIDATES = {
+    "moment_skewness": "third standardised moment (primary)",
+    "energy_skewness": "mean(a^2) / Var(a) (literal wording)",
+    "squared_variation": "Var(a) / mean(a)^2",
+    "excess_kurtosis": "excess kurtosis",
+}
 
 
 @dataclasses.dataclass
@@ -119,6 +131,42 @@ def change(stat: dict, base: dict) -> tuple[float, str]:
     if d > noise:
         return d, "clearly up"
     return d, "clearly down" if d < -noise else "within noise"
+
+
+def paired(runs: list[dict], key: str, setting: str, value, quantity) -> dict:
+    """Paired-by-seed change of `quantity(run)` at `run[setting] == value`
+    against `run[setting] == 0` (docs/VERDICT_RULES.md, issue 20).
+
+    Returns `{"d", "low", "high", "label", "seeds"}`: the mean of the per-seed
+    differences, its 95% Student-t interval and the label (up / down beyond
+    noise when the interval excludes 0, within noise otherwise). Seeds with
+    only one of the two runs are left out.
+    """
+    by_seed = {(r[setting], r["seed"]): quantity(r) for r in runs}
+    seeds = sorted(s for v, s in by_seed if v == value and (0.0, s) in by_seed)
+    diffs = np.array([by_seed[(value, s)] - by_seed[(0.0, s)] for s in seeds])
+    d = float(diffs.mean())
+    if len(diffs) < 2:
+        return {"d": d, "low": np.nan, "high": np.nan, "label": "n/a", "seeds": seeds}
+    half = scipy.stats.t.ppf(0.975, len(diffs) - 1) * diffs.std(ddof=1)
+    half /= np.sqrt(len(diffs))
+    low, high = d - half, d + half
+    label = (
+        "up beyond noise"
+        if low > 0
+        else "down beyond noise"
+        if high < 0
+        else "within noise"
+    )
+    return {"d": d, "low": low, "high": high, "label": label, "seeds": seeds}
+
+
+def interval(change: dict, digits: int = 4) -> str:
+    """'+d [low, high] (label)' of a `paired` result."""
+    return (
+        f"{change['d']:+.{digits}f} [{change['low']:+.{digits}f}, "
+        f"{change['high']:+.{digits}f}] ({change['label']})"
+    )
 
 
 def arrow(stat: dict, base: dict) -> str:
@@ -236,46 +284,45 @@ def section_l1_sweep(result, outputs, docs) -> Section:
     base = summary["0"]
     n_values = result["n_values"]
     seeds = base["seeds"]
-    accuracy = {
-        k: change(summary[k]["test_accuracy"], base["test_accuracy"]) for k in keys
-    }
-    sn = {
-        k: change(summary[k]["sensitivity_n_mean"], base["sensitivity_n_mean"])
-        for k in keys
-    }
     penalised = [k for k in keys if float(k) > 0]
-    keeps = {k: accuracy[k][1] != "clearly down" for k in penalised}
-    raises = {k: sn[k][1] == "clearly up" for k in penalised}
+    # Issue 20 rules: paired-by-seed differences with 95% intervals.
+    acc_paired = {
+        k: paired(runs, "test_accuracy", "alpha", float(k), accuracy_of)
+        for k in penalised
+    }
+    sn_paired = {
+        k: paired(runs, "sn", "alpha", float(k), lambda r: r["sensitivity_n_mean"])
+        for k in penalised
+    }
+    keeps = {k: acc_paired[k]["label"] != "down beyond noise" for k in penalised}
+    raises = {k: sn_paired[k]["label"] == "up beyond noise" for k in penalised}
     both = [k for k in penalised if keeps[k] and raises[k]]
-    higher_kept = [k for k in penalised if keeps[k] and sn[k][0] > 0]
+    higher_kept = [k for k in penalised if keeps[k] and sn_paired[k]["d"] > 0]
     table1 = "reproduced" if both else "partly" if higher_kept else "not reproduced"
     curves = {
         (r["alpha"], r["seed"]): np.array(r["sensitivity_n"]["correlation"])
         for r in runs
     }
-    paired = {
+    every_seed = {
         k: all(np.all(curves[(float(k), s)] > curves[(0.0, s)]) for s in seeds)
         for k in penalised
     }
-    mean_higher = {
-        k: bool(
-            np.all(
-                np.array(summary[k]["sensitivity_n_curve"]["mean"])
-                > np.array(base["sensitivity_n_curve"]["mean"])
-            )
-        )
+    per_n = {k: curve_changes(summary[k], base) for k in penalised}
+    mostly_up = {
+        k: per_n[k].count("clearly up") >= len(n_values) / 2
+        and "clearly down" not in per_n[k]
         for k in penalised
     }
     fig4 = (
         "reproduced"
-        if any(paired[k] and keeps[k] for k in penalised)
+        if any(every_seed.values())
         else "partly"
-        if any(mean_higher.values())
+        if any(mostly_up.values())
         else "not reproduced"
     )
     drops = [k for k in penalised if not keeps[k]]
-    accuracy_up = [k for k in penalised if accuracy[k][1] == "clearly up"]
-    best = max(both or higher_kept or penalised, key=lambda k: sn[k][0])
+    accuracy_up = [k for k in penalised if acc_paired[k]["label"] == "up beyond noise"]
+    best = max(both or higher_kept or penalised, key=lambda k: sn_paired[k]["d"])
     lines = [
         "## 2. L1 gradient penalty on CIFAR-10: alpha sweep (Kiritoshi et al. 2019, "
         "Table 1 and Fig. 4)",
@@ -326,20 +373,22 @@ def section_l1_sweep(result, outputs, docs) -> Section:
         )
     lines += [
         "",
-        "Per alpha, mean ± std over seeds; change against alpha = 0 with the "
-        "rule's label (clearly up / down: beyond the larger seed std, "
-        "docs/VERDICT_RULES.md):",
+        "Per alpha, mean ± std over seeds; the change against alpha = 0 paired by "
+        "seed (the mean of the per-seed differences, its 95% Student-t interval "
+        "and the label of docs/VERDICT_RULES.md, issue 20: beyond noise when the "
+        "interval excludes 0):",
         "",
-        "| alpha | test accuracy | accuracy change | SN | SN change | "
-        "mean L1 norm of dS_c/dx |",
+        "| alpha | test accuracy | paired accuracy change [95% CI] | SN | "
+        "paired SN change [95% CI] | mean L1 norm of dS_c/dx |",
         "| --- | --- | --- | --- | --- | --- |",
     ]
     for k in keys:
         row = summary[k]
+        acc_cell = interval(acc_paired[k]) if k in acc_paired else "(reference)"
+        sn_cell = interval(sn_paired[k], 3) if k in sn_paired else "(reference)"
         lines.append(
-            f"| {k} | {pm(row['test_accuracy'], 4)} | {accuracy[k][0]:+.4f} "
-            f"({accuracy[k][1]}) | {pm(row['sensitivity_n_mean'])} | "
-            f"{sn[k][0]:+.3f} ({sn[k][1]}) | "
+            f"| {k} | {pm(row['test_accuracy'], 4)} | {acc_cell} | "
+            f"{pm(row['sensitivity_n_mean'])} | {sn_cell} | "
             f"{pm(row['mean_l1_input_gradient'], 1)} |"
         )
     lines += [
@@ -365,22 +414,47 @@ def section_l1_sweep(result, outputs, docs) -> Section:
         "",
         "Verdicts (rules written before the runs, docs/VERDICT_RULES.md):",
         "",
-        f"- alpha keeping accuracy (not clearly down): "
+        "- alpha not costing accuracy (paired interval not below 0): "
         f"{', '.join(k for k in penalised if keeps[k]) or 'none'}; raising SN "
-        f"clearly: {', '.join(k for k in penalised if raises[k]) or 'none'}; both: "
-        f"{', '.join(both) or 'none'}. Accuracy clearly down from alpha = "
-        f"{drops[0] if drops else 'never (in this grid)'}"
-        + (" (the smallest such alpha in the grid)." if drops else ".")
-        + " Accuracy clearly up (the paper's +0.017 / +0.013): "
+        f"beyond noise: {', '.join(k for k in penalised if raises[k]) or 'none'}; "
+        f"both: {', '.join(both) or 'none'}. **Accuracy first costs beyond noise "
+        f"at alpha = {drops[0] if drops else 'no alpha of this grid'}**"
+        + (f" (paired change {interval(acc_paired[drops[0]])})." if drops else ".")
+        + " Accuracy up beyond noise (the paper's +0.017 / +0.013): "
         f"{', '.join(accuracy_up) or 'at no alpha'}.",
         f"- **Table 1 (accuracy kept while the penalty improves the attributions): "
-        f"{table1}.**",
-        "- Fig. 4, penalised curve above the same seed's alpha = 0 curve at every "
-        "n in every seed: "
-        + ", ".join(f"alpha={k}: {paired[k]}" for k in penalised)
-        + "; mean curve above at every n: "
-        + ", ".join(f"alpha={k}: {mean_higher[k]}" for k in penalised)
-        + f". **Fig. 4: {fig4}.**",
+        f"{table1}.**"
+        + (
+            " Lower end of the accuracy interval at the alphas that keep it: "
+            + ", ".join(f"{k}: {acc_paired[k]['low']:+.4f}" for k in both)
+            + "."
+            if both
+            else ""
+        ),
+        "- Fig. 4 (a Sensitivity-n claim; accuracy is judged by Table 1), "
+        "penalised curve above the same seed's alpha = 0 curve at every n in "
+        "every seed: "
+        + ", ".join(f"alpha={k}: {every_seed[k]}" for k in penalised)
+        + "; n values where the mean curve is clearly above / clearly below: "
+        + ", ".join(
+            f"alpha={k}: {per_n[k].count('clearly up')} / "
+            f"{per_n[k].count('clearly down')} of {len(n_values)}"
+            for k in penalised
+        )
+        + f". **Fig. 4: {fig4}**"
+        + (
+            " (at alpha "
+            + ", ".join(
+                f"{k}, accuracy change {acc_paired[k]['d']:+.4f}"
+                for k in penalised
+                if every_seed[k]
+            )
+            + ")."
+            if any(every_seed.values())
+            else "."
+        ),
+        "",
+        *schedule_lines(outputs, result),
         "",
         figure(
             outputs,
@@ -419,32 +493,208 @@ def section_l1_sweep(result, outputs, docs) -> Section:
         f"0.730 | narrow VGG, {settings['train_size'] or 50000} CIFAR images, "
         f"{settings['epochs']} epochs, {len(seeds)} seeds: alpha 0 "
         f"{b['test_accuracy']['mean']:.3f} -> alpha {best} "
-        f"{c['test_accuracy']['mean']:.3f} (SN {b['sensitivity_n_mean']['mean']:.3f}"
-        f" -> {c['sensitivity_n_mean']['mean']:.3f}); accuracy clearly down from "
-        f"alpha {drops[0] if drops else '(never)'} | {table1} |",
+        f"{c['test_accuracy']['mean']:.3f} (paired change "
+        f"{interval(acc_paired[best])}; SN {b['sensitivity_n_mean']['mean']:.3f}"
+        f" -> {c['sensitivity_n_mean']['mean']:.3f}); accuracy first costs beyond "
+        f"noise at alpha {drops[0] if drops else '(none)'} | {table1} |",
         f"| 2b. L1 penalty raises modified Sensitivity-n (Fig. 4) | higher for "
         f"every n | every n, every seed at alpha "
-        f"{', '.join(k for k in penalised if paired[k]) or 'none'}"
-        + (
-            ", none of which keeps accuracy"
-            if fig4 != "reproduced" and any(paired.values())
-            else ""
-        )
-        + f" | {fig4} |",
+        f"{', '.join(k for k in penalised if every_seed[k]) or 'none'} | {fig4} |",
     ]
     return Section("\n".join(lines), summary_rows)
+
+
+def accuracy_of(run: dict) -> float:
+    return run["test_accuracy"]
+
+
+def curve_changes(row: dict, base: dict) -> list[str]:
+    """Per n, the label of the mean Sensitivity-n change against `base` (the
+    `d > noise` rule at the top of docs/VERDICT_RULES.md)."""
+    curve, ref = row["sensitivity_n_curve"], base["sensitivity_n_curve"]
+    return [
+        change({"mean": m, "std": s}, {"mean": m0, "std": s0})[1]
+        for m, s, m0, s0 in zip(
+            curve["mean"], curve["std"], ref["mean"], ref["std"], strict=True
+        )
+    ]
+
+
+def schedule_lines(outputs: pathlib.Path, sweep: dict) -> list[str]:
+    """The learning-rate schedule check (issue 20): the paired accuracy change
+    at each alpha of the constant-rate runs, beside the cosine runs' change
+    on the same seeds."""
+    constant = load(outputs / "l1_lr_schedule" / "results.json")
+    if not constant:
+        return ["Learning-rate schedule: the constant-rate runs are not in outputs/."]
+    runs, cosine_runs = constant["runs"], sweep["runs"]
+    alphas = sorted({r["alpha"] for r in runs if r["alpha"] > 0})
+    seeds = sorted({r["seed"] for r in runs})
+    lines = [
+        "Learning-rate schedule (`python examples/l1_alpha_sweep.py --output-dir "
+        "outputs/l1_lr_schedule --lr-schedule constant --alphas 0 1e-3 --seeds "
+        f"{' '.join(map(str, seeds))}`): Adam at a constant 1e-3 for "
+        f"{constant['settings']['epochs']} epochs, each run's accuracy the mean "
+        "of its last 3 epochs on all test images, against the cosine runs above "
+        "on the same seeds; paired accuracy change against alpha = 0 [95% CI]:",
+        "",
+        "| alpha | schedule | accuracy, alpha = 0 | accuracy | "
+        "paired change [95% CI] |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    labels = {}
+    for alpha in alphas:
+        for name, source in (("cosine", cosine_runs), ("constant", runs)):
+            rows = [r for r in source if r["seed"] in seeds]
+            result = paired(rows, "accuracy", "alpha", alpha, accuracy_of)
+            labels[(alpha, name)] = result["label"]
+            mean = {
+                a: np.mean([r["test_accuracy"] for r in rows if r["alpha"] == a])
+                for a in (0.0, alpha)
+            }
+            lines.append(
+                f"| {alpha:g} | {name} | {mean[0.0]:.4f} | {mean[alpha]:.4f} | "
+                f"{interval(result)} |"
+            )
+    lines.append("")
+    for alpha in alphas:
+        same = labels[(alpha, "cosine")] == labels[(alpha, "constant")]
+        lines.append(
+            f"At alpha = {alpha:g} the schedule "
+            + ("does not change the reading" if same else "**changes the reading**")
+            + f" (cosine: {labels[(alpha, 'cosine')]}, constant: "
+            f"{labels[(alpha, 'constant')]})."
+        )
+    return lines
 
 
 def fbi_verdict(counts: dict, accuracy_label: str) -> str:
     """Table 1 verdict at one lambda (docs/VERDICT_RULES.md)."""
     paper_max = sum(b > a for a, b in PAPER_FBI_MAX)
     paper_skew = sum(b > a for a, b in PAPER_FBI_SKEW)
-    counts_met = counts["max"] >= paper_max and counts["energy_skewness"] >= paper_skew
+    skew = counts[SKEWNESS]
+    counts_met = counts["max"] >= paper_max and skew >= paper_skew
     if counts_met and accuracy_label != "clearly down":
         return "reproduced"
-    if counts_met or counts["max"] + counts["energy_skewness"] >= 6:
+    if counts_met or counts["max"] + skew >= 6:
         return "partly"
     return "not reproduced"
+
+
+def fbi_judgements(summary: dict, lams: list[str]) -> tuple[dict, dict, dict]:
+    """`(counts, verdicts, accuracy)` per lambda against `summary["0"]`: layers
+    clearly up / down per Table 1 statistic, the verdict of
+    docs/VERDICT_RULES.md and the accuracy change."""
+    base = summary["0"]
+    layers = list(base["table1"]["max"])
+    counts, verdicts, accuracy = {}, {}, {}
+    for k in lams:
+        table = summary[k]["table1"]
+        counts[k] = {
+            key: {
+                label: sum(
+                    change(table[key][layer], base["table1"][key][layer])[1] == label
+                    for layer in layers
+                )
+                for label in ("clearly up", "clearly down")
+            }
+            for key in table
+            if key in base["table1"]
+        }
+        accuracy[k] = change(summary[k]["test_accuracy"], base["test_accuracy"])
+        verdicts[k] = fbi_verdict(
+            {key: counts[k][key]["clearly up"] for key in FBI_STATS}, accuracy[k][1]
+        )
+    return counts, verdicts, accuracy
+
+
+def table1_lines(summary: dict, keys: list[str]) -> list[str]:
+    """Table 1 per conv layer and lambda (max, the skewness readings, the share
+    of zeros when measured), mean ± std with arrows against lambda = 0; and
+    each skewness candidate of the conventional model beside the paper's."""
+    base = summary["0"]
+    layers = list(base["table1"]["max"])
+    titles = {
+        "max": "Max activation",
+        SKEWNESS: "Skewness, the third standardised moment (primary reading, "
+        "docs/fbi.md)",
+        "energy_skewness": "Alternative reading: 1 / variance of the "
+        "energy-normalised activations, mean(a^2) / Var(a) (>= 1 by construction)",
+        "zero_fraction": "Share of zero activations",
+    }
+    lines = []
+    for key, title in titles.items():
+        if key not in base["table1"]:
+            continue
+        lines += [
+            "",
+            f"{title} per conv layer, mean ± std over seeds:",
+            "",
+            "| lambda | " + " | ".join(layers) + " |",
+            "| --- " * (len(layers) + 1) + "|",
+        ]
+        if key in ("max", SKEWNESS):
+            paper = PAPER_FBI_MAX if key == "max" else PAPER_FBI_SKEW
+            lines.append(
+                "| paper (conv. / FBI at 0.001) | "
+                + " | ".join(f"{a:.3f} / {b:.3f}" for a, b in paper)
+                + " |"
+            )
+        for k in keys:
+            cells = summary[k]["table1"][key]
+            lines.append(
+                f"| {k} | "
+                + " | ".join(
+                    pm(cells[layer]) + arrow(cells[layer], base["table1"][key][layer])
+                    for layer in layers
+                )
+                + " |"
+            )
+    found = [key for key in SKEW_CANDIDATES if key in base["table1"]]
+    lines += [
+        "",
+        "The skewness readings of the conventional model (lambda = 0) beside the "
+        "paper's conventional column (issue 20, finding 1: which reading has the "
+        "paper's magnitudes?):",
+        "",
+        "| reading | " + " | ".join(layers) + " |",
+        "| --- " * (len(layers) + 1) + "|",
+        "| paper, conventional | "
+        + " | ".join(f"{a:.3f}" for a, _ in PAPER_FBI_SKEW)
+        + " |",
+        *(
+            f"| {SKEW_CANDIDATES[key]} | "
+            + " | ".join(
+                f"{base['table1'][key][layer]['mean']:.3f}" for layer in layers
+            )
+            + " |"
+            for key in found
+        ),
+    ]
+    return lines
+
+
+def verdict_lines(counts, verdicts, accuracy, lams) -> list[str]:
+    """The per-lambda verdict table of experiment 3."""
+    lines = [
+        "Verdicts per lambda (docs/VERDICT_RULES.md; paper: 4/5 layers up for the "
+        "max, 5/5 for the skewness), layers clearly up / clearly down:",
+        "",
+        "| lambda | max | skewness (3rd moment) | alternative (energy) | accuracy "
+        "| verdict |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for k in lams:
+        c = counts[k]
+        lines.append(
+            f"| {k} | "
+            + " | ".join(
+                f"{c[key]['clearly up']} / {c[key]['clearly down']}"
+                for key in FBI_STATS
+            )
+            + f" | {accuracy[k][0]:+.4f} ({accuracy[k][1]}) | {verdicts[k]} |"
+        )
+    return lines
 
 
 def box_cell(stat: dict, base: dict) -> str:
@@ -461,26 +711,9 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
     settings, summary, runs = result["settings"], result["summary"], result["runs"]
     keys = sorted(summary, key=float)
     base = summary["0"]
-    layers = list(base["table1"]["max"])
     lams = [k for k in keys if float(k) > 0]
-    stats = ("max", "energy_skewness", "moment_skewness")
-    counts, verdicts, accuracy = {}, {}, {}
-    for k in lams:
-        table = summary[k]["table1"]
-        counts[k] = {
-            key: {
-                label: sum(
-                    change(table[key][layer], base["table1"][key][layer])[1] == label
-                    for layer in layers
-                )
-                for label in ("clearly up", "clearly down")
-            }
-            for key in stats
-        }
-        accuracy[k] = change(summary[k]["test_accuracy"], base["test_accuracy"])
-        verdicts[k] = fbi_verdict(
-            {key: counts[k][key]["clearly up"] for key in stats}, accuracy[k][1]
-        )
+    stats = FBI_STATS
+    counts, verdicts, accuracy = fbi_judgements(summary, lams)
     best = max(lams, key=lambda k: (VERDICT_ORDER.index(verdicts[k]), -float(k)))
     seeds = base["seeds"]
     lines = [
@@ -505,10 +738,11 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
         "Smaller than the issue's setting (the whole sweep had to share a "
         "2-core machine with other jobs).",
         "",
-        "Every run (lambda x seed); max and paper skewness of conv1..conv5:",
+        "Every run (lambda x seed); max and skewness (third standardised moment) "
+        "of conv1..conv5:",
         "",
         "| lambda | seed | test accuracy | L_FBI | FBI on from epoch | Sensitivity-n "
-        "eps-LRP | Sensitivity-n grad*input | max | energy skewness |",
+        "eps-LRP | Sensitivity-n grad*input | max | skewness |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in sorted(runs, key=lambda r: (r["lam"], r["seed"])):
@@ -521,7 +755,7 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
             f"{sn['gradient*input']['mean_over_n']:.3f} | "
             + " ".join(f"{row['max']:.2f}" for row in r["table1"])
             + " | "
-            + " ".join(f"{row['energy_skewness']:.3f}" for row in r["table1"])
+            + " ".join(f"{row[SKEWNESS]:.3f}" for row in r["table1"])
             + " |"
         )
     lines += [
@@ -547,39 +781,7 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
             )
             + " |"
         )
-    for key, title in zip(
-        stats,
-        (
-            "Max activation",
-            "Paper's skewness (1 / variance of the energy-normalised activations)",
-            "Third standardised moment",
-        ),
-        strict=True,
-    ):
-        lines += [
-            "",
-            f"{title} per conv layer, mean ± std over seeds:",
-            "",
-            "| lambda | " + " | ".join(layers) + " |",
-            "| --- " * (len(layers) + 1) + "|",
-        ]
-        if key != "moment_skewness":
-            paper = PAPER_FBI_MAX if key == "max" else PAPER_FBI_SKEW
-            lines.append(
-                "| paper (conv. / FBI at 0.001) | "
-                + " | ".join(f"{a:.3f} / {b:.3f}" for a, b in paper)
-                + " |"
-            )
-        for k in keys:
-            cells = summary[k]["table1"][key]
-            lines.append(
-                f"| {k} | "
-                + " | ".join(
-                    pm(cells[layer]) + arrow(cells[layer], base["table1"][key][layer])
-                    for layer in layers
-                )
-                + " |"
-            )
+    lines += table1_lines(summary, keys)
     box_rows = [k for k in keys if summary[k]["box"]]
     if box_rows:
         box_seeds = summary[box_rows[0]]["box"]["seeds"]
@@ -635,27 +837,11 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
         ]
     lines += [
         "",
-        "Verdicts per lambda (docs/VERDICT_RULES.md; paper: 4/5 layers up for the "
-        "max, 5/5 for the skewness), layers clearly up / clearly down:",
-        "",
-        "| lambda | max | paper's skewness | moment skewness | accuracy | verdict |",
-        "| --- | --- | --- | --- | --- | --- |",
+        *verdict_lines(counts, verdicts, accuracy, lams),
     ]
-    for k in lams:
-        c = counts[k]
-        lines.append(
-            f"| {k} | "
-            + " | ".join(
-                f"{c[key]['clearly up']} / {c[key]['clearly down']}" for key in stats
-            )
-            + f" | {accuracy[k][0]:+.4f} ({accuracy[k][1]}) | {verdicts[k]} |"
-        )
     paper_lam = verdicts.get("0.001", "not run")
     top = lams[-1]
-    most = {
-        key: max(counts[k][key]["clearly up"] for k in lams)
-        for key in ("max", "energy_skewness")
-    }
+    most = {key: max(counts[k][key]["clearly up"] for k in lams) for key in stats}
     lrp_gxi = max(
         abs(
             r["sensitivity_n"]["epsilon-LRP"]["mean_over_n"]
@@ -673,8 +859,9 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
         )
         + f"; at the paper's lambda = 0.001: {paper_lam}. At the largest lambda "
         f"({top}) the max is clearly down in {counts[top]['max']['clearly down']}/5 "
-        f"layers and the paper's skewness in "
-        f"{counts[top]['energy_skewness']['clearly down']}/5, while L_FBI is "
+        f"layers and the skewness clearly up in "
+        f"{counts[top][SKEWNESS]['clearly up']}/5 (the literal reading: clearly "
+        f"down in {counts[top]['energy_skewness']['clearly down']}/5), while L_FBI is "
         f"{change(summary[top]['test_fbi_loss'], base['test_fbi_loss'])[1]} "
         "(the regulariser does lower its own loss). Sensitivity-n of epsilon-LRP "
         "and gradient*input differ by at most "
@@ -684,8 +871,8 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
     summary_rows = [
         "| 3. FBI raises activation max / skewness (FBI paper, Table 1) | 4/5 and "
         f"5/5 layers at lambda 0.001 | lambda {', '.join(lams)}, {len(seeds)} "
-        f"seeds: max clearly up in at most {most['max']}/5 layers, skewness in at "
-        f"most {most['energy_skewness']}/5; at lambda {top} the max is clearly "
+        f"seeds: max clearly up in at most {most['max']}/5 layers, skewness (3rd "
+        f"moment) in at most {most[SKEWNESS]}/5; at lambda {top} the max is clearly "
         f"down in {counts[top]['max']['clearly down']}/5 | {verdicts[best]} |"
     ]
     if box_rows:
@@ -706,6 +893,140 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
             + " | - |"
         )
     return Section("\n".join(lines), summary_rows)
+
+
+READING_TEXT = {
+    "default": "section 3's reading: mean over the units, K = the layers with a "
+    "kernel, raw maps, standardised inputs, relevance from the true-class logit",
+    "sum": "the L1 summed over the units (`reduction='sum'`)",
+    "pooling_in_k": "pooling layers counted in K (`layers='kernel_and_pooling'`)",
+    "normalised": "each map divided by its own L1 norm (`normalize=True`)",
+    "unit_inputs": "pixels in [0, 1]",
+    "all_outputs": "relevance started from every logit (`start='all'`)",
+}
+
+
+def layer_cells(row: dict, base: dict, key: str, digits: int) -> str:
+    """The per-layer means of one Table 1 statistic, arrows against `base`."""
+    return " ".join(
+        f"{stat['mean']:.{digits}f}" + arrow(stat, base["table1"][key][layer]).strip()
+        for layer, stat in row["table1"][key].items()
+    )
+
+
+def section_fbi_readings(result, outputs, docs) -> Section:
+    settings, summaries = result["settings"], result["summary"]
+    readings = list(summaries)
+    best, judged = {}, {}
+    for reading in readings:
+        summary = summaries[reading]
+        lams = sorted((k for k in summary if float(k) > 0), key=float)
+        judged[reading] = (lams, *fbi_judgements(summary, lams))
+        _, counts, verdicts, accuracy = judged[reading]
+        best[reading] = max(
+            lams,
+            key=lambda k, v=verdicts, c=counts: (
+                VERDICT_ORDER.index(v[k]),
+                c[k]["max"]["clearly up"] + c[k][SKEWNESS]["clearly up"],
+                -float(k),
+            ),
+        )
+    seeds = sorted({s for v in summaries.values() for s in v["0"]["seeds"]})
+    lines = [
+        "## 3c. FBI: the readings the paper leaves open (issue 20, finding 5)",
+        "",
+        "Section 3's reading is one of several the paper allows. Each other "
+        "reading changes one choice (`FBILoss` arguments, docs/fbi.md), with "
+        "the network, data and schedule of section 3 (the first "
+        f"{settings['train_size']} training digits, {settings['epochs']} epochs, "
+        f"FBI on above {settings['threshold']:.0%} validation accuracy), lambda "
+        "in {0.001, 0.01, 0.1}, seeds "
+        f"{', '.join(map(str, seeds))}; Table 1 on {settings['analysis_size']} "
+        "test digits; each reading against the lambda = 0 runs of its input "
+        "scale. Rules: docs/VERDICT_RULES.md (issue 20, experiment 3b), written "
+        "before the runs. Cells: per conv layer conv1..conv5, the mean over "
+        "seeds, ↑ / ↓ clearly up / down against lambda = 0 (beyond the larger "
+        "seed std); counts: layers clearly up / clearly down.",
+        "",
+    ]
+    for reading in readings:
+        summary = summaries[reading]
+        lams, counts, verdicts, accuracy = judged[reading]
+        base = summary["0"]
+        lines += [
+            f"**{reading}**: {READING_TEXT.get(reading, reading)}.",
+            "",
+            "| lambda | test accuracy | L_FBI (own reading) | max | skewness (3rd "
+            "moment) | share of zeros | max up / down | skewness up / down | "
+            "zeros up / down | verdict |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
+        for k in ["0", *lams]:
+            row = summary[k]
+            tally = (
+                [
+                    f"{counts[k][key]['clearly up']} / {counts[k][key]['clearly down']}"
+                    for key in ("max", SKEWNESS, "zero_fraction")
+                ]
+                if k != "0"
+                else ["-", "-", "-"]
+            )
+            lines.append(
+                f"| {k} | {pm(row['test_accuracy'], 4)}"
+                f"{arrow(row['test_accuracy'], base['test_accuracy'])} | "
+                f"{pm(row['test_fbi_loss'], 4)}"
+                f"{arrow(row['test_fbi_loss'], base['test_fbi_loss'])} | "
+                f"{layer_cells(row, base, 'max', 2)} | "
+                f"{layer_cells(row, base, SKEWNESS, 2)} | "
+                f"{layer_cells(row, base, 'zero_fraction', 2)} | "
+                + " | ".join(tally)
+                + f" | {verdicts.get(k, '(reference)')} |"
+            )
+        shrink = max(counts[k]["max"]["clearly down"] for k in lams)
+        lines += [
+            "",
+            f"Best verdict: **{verdicts[best[reading]]}** (lambda {best[reading]}); "
+            f"the max clearly down in up to {shrink}/5 layers.",
+            "",
+        ]
+    default_rank = VERDICT_ORDER.index(judged["default"][2][best["default"]])
+    better = [
+        r
+        for r in readings
+        if VERDICT_ORDER.index(judged[r][2][best[r]]) > default_rank
+        and judged[r][3][best[r]][1] != "clearly down"
+    ]
+    if better:
+        recommended = max(
+            better,
+            key=lambda r: (
+                VERDICT_ORDER.index(judged[r][2][best[r]]),
+                judged[r][1][best[r]]["max"]["clearly up"]
+                + judged[r][1][best[r]][SKEWNESS]["clearly up"],
+                -float(best[r]),
+            ),
+        )
+    else:
+        recommended = "default"
+    lines += [
+        "**Recommended reading (rule of experiment 3b): "
+        f"{recommended}**"
+        + (
+            " (no reading has a better Table 1 verdict than section 3's, so "
+            "`FBILoss`'s defaults stay as they are)."
+            if recommended == "default"
+            else f" (best verdict {judged[recommended][2][best[recommended]]} at "
+            f"lambda {best[recommended]})."
+        ),
+    ]
+    row = (
+        "| 3c. FBI readings the paper leaves open (issue 20) | 4/5 and 5/5 layers "
+        "up | best verdict per reading, "
+        f"{len(seeds)} seeds: "
+        + "; ".join(f"{r} {judged[r][2][best[r]]}" for r in readings)
+        + f" | recommended: {recommended} |"
+    )
+    return Section("\n".join(lines), [row])
 
 
 def method_table(model_name: str, row: dict) -> list[str]:
@@ -1966,6 +2287,7 @@ EXPERIMENTS = [
     Experiment("bn_noise", "bn_noise.py", section_bn_noise),
     Experiment("l1_alpha_sweep", "l1_alpha_sweep.py", section_l1_sweep),
     Experiment("fbi_lambda_sweep", "fbi_lambda_sweep.py", section_fbi_sweep),
+    Experiment("fbi_readings", "fbi_readings.py", section_fbi_readings),
     Experiment("compare_attributions", "compare_attributions.py", section_compare),
     Experiment(
         "ancona_tanh",
