@@ -120,6 +120,28 @@ def test_linked_figures_and_pages_exist(page):
         assert (page.parent / path).exists(), f"{page.name}: {target}"
 
 
+PRODUCED = re.compile(r"<!-- produced by: (\S+) -->\n(.*?)<!-- /produced -->", re.S)
+
+
+def test_readme_numbers_appear_in_the_report():
+    """Issue 20, finding 3: every decimal number of the README (code aside)
+    appears in docs/RESULTS.md or docs/benchmarks.md, the generated report and
+    the benchmark record; a block marked `<!-- produced by: FILE -->` takes its
+    numbers from the committed script or test it names instead. Oracle: the
+    report files' text, searched for each number as written."""
+    text = re.sub(r"```.*?```", "", (ROOT / "README.md").read_text(), flags=re.S)
+    for source, _ in PRODUCED.findall(text):
+        assert (ROOT / source).is_file(), source
+    checked = PRODUCED.sub("", text)
+    report = "".join(
+        (ROOT / "docs" / name).read_text() for name in ("RESULTS.md", "benchmarks.md")
+    )
+    numbers = re.findall(r"(?<![\w.])\d+\.\d+(?![\w.])", checked)
+    assert len(numbers) > 20  # the results table and the prose are checked
+    missing = sorted({n for n in numbers if n not in report})
+    assert not missing, f"README numbers found in no report: {missing}"
+
+
 def test_readme_test_command_is_what_ci_runs():
     commands = [
         code.strip()
