@@ -40,29 +40,29 @@ import tensorflow as tf
 from keras_attreg._logits import (
     attributed_embedding,
     check_targets,
-    method_at_embedding,
     split_logits,
     target_scores,
     unwrap,
 )
 from keras_attreg._validation import check_choice, check_int
-from keras_attreg.attributions import get
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
-    batches,
     example_input,
-    float_input,
     for_each_chunk,
-    method_name,
-    model_dtype_input,
     reference,
     traced,
+)
+from keras_attreg.evaluation._batches import (
+    PRECOMPUTED,
+    attributed_batches,
+    data_source,
+    label_of,
+    resolve_method,
 )
 
 # A correlation is undefined when R_n or S_n is constant over the subsets:
 # std <= _CONSTANT_TOLERANCE * max|value| (float32 inputs, float64 statistics).
 _CONSTANT_TOLERANCE = 1e-6
-_PRECOMPUTED = "precomputed maps"
 
 
 @dataclasses.dataclass
@@ -90,7 +90,7 @@ class SensitivityNResult:
     undefined: np.ndarray
     absolute: bool
     too_short: np.ndarray | None = None
-    label: str = _PRECOMPUTED
+    label: str = PRECOMPUTED
 
     def standard_error(self) -> np.ndarray:
         """Standard error of `correlation` across samples, per n, shape (K,).
@@ -396,18 +396,6 @@ def _token_kernel(
     return tf.where(short, tf.constant(np.nan, tf.float64), correlation)
 
 
-def _unpack(data, tokens: bool):
-    if isinstance(data, tf.data.Dataset):
-        return data, None, tuple(data.element_spec[0].shape[1:])
-    if not isinstance(data, (tuple, list)) or len(data) != 2:
-        raise ValueError(
-            "Invalid value for argument data: expected a tuple (x, targets) or a "
-            f"`tf.data.Dataset` of (x, targets) batches. Received: data={data!r}"
-        )
-    x = model_dtype_input(data[0], tokens)
-    return x, data[1], tuple(x.shape[1:])
-
-
 def sensitivity_n(
     model: keras.Model,
     data,
@@ -488,25 +476,14 @@ def sensitivity_n(
     features = check_choice("features", features, ("pixel", "element"))
     seed = check_int("seed", seed)
     batch_size = check_int("batch_size", batch_size, low=1)
-    if label is not None and not isinstance(label, str):
-        raise ValueError(
-            f"Invalid value for argument label: expected a string. Received: "
-            f"label={label!r}"
-        )
     split = split_logits(model, embedding_layer=embedding_layer)
     tokens = split.tokens is not None
-    x, targets, sample_shape = _unpack(data, tokens)
+    source = data_source(data, tokens)
+    sample_shape = source.sample_shape
     count = sample_shape[0] if tokens else num_features(sample_shape, features)
     n_values = _check_n_values(n_values, count, "token" if tokens else features)
-    if isinstance(attributions, str):
-        attributions = get(attributions, name="attributions")
-    method = attributions if callable(attributions) else None
-    if method is not None and tokens and embedding_layer is not None:
-        method = method_at_embedding(method, model, embedding_layer, "attributions")
-    if method is None:
-        attributions = float_input(attributions)
-        if not isinstance(x, tf.data.Dataset) and attributions.shape != x.shape:
-            raise _shape_error(attributions.shape, x.shape)
+    method, maps = resolve_method(model, attributions, tokens, embedding_layer)
+    label = label_of(method, label)
     if tokens:
         tensors = (tf.constant(n_values, tf.int32),)
         kernel = traced(
@@ -531,17 +508,12 @@ def sensitivity_n(
             pixel=features == "pixel" and len(sample_shape) == 3,
             chunk=batch_size,
         )
-    total = None if isinstance(x, tf.data.Dataset) else int(x.shape[0])
-    progress = keras.utils.Progbar(total, verbose=verbose, unit_name="sample")
+    progress = keras.utils.Progbar(source.total, verbose=verbose, unit_name="sample")
     rows, lengths, offset, classes, base = [], [], 0, None, None
-    for x_batch, t_batch in batches(x, targets, batch_size, name="data", tokens=tokens):
+    for x_batch, t_batch, batch_maps in attributed_batches(
+        model, source, method, maps, batch_size
+    ):
         size = int(x_batch.shape[0])
-        if method is None:
-            maps = attributions[offset : offset + size]
-        else:
-            maps = tf.convert_to_tensor(method(model, x_batch, t_batch))
-        if maps.shape != x_batch.shape:
-            raise _shape_error(maps.shape, x_batch.shape)
         if classes is None:
             classes = split.num_classes(x_batch.shape)
             base = reference(
@@ -554,19 +526,13 @@ def sensitivity_n(
         check_targets(t_batch, classes)
         ids = tf.range(offset, offset + size)
         dtype = base.dtype
-        rows.append(kernel(x_batch, tf.cast(maps, dtype), t_batch, ids, base, *tensors))
+        rows.append(
+            kernel(x_batch, tf.cast(batch_maps, dtype), t_batch, ids, base, *tensors)
+        )
         if tokens:
             lengths.append(np.count_nonzero(x_batch.numpy(), axis=1))
         offset += size
         progress.update(offset)
-    if method is None and offset != attributions.shape[0]:
-        raise ValueError(
-            "Invalid value for argument attributions: expected one map per sample "
-            f"of data ({offset} samples). Received: attributions with shape "
-            f"{attributions.shape}"
-        )
-    if label is None:
-        label = _PRECOMPUTED if method is None else method_name(method)
     per_sample = tf.concat(rows, axis=0).numpy()
     if absolute:
         per_sample = np.abs(per_sample)
@@ -585,12 +551,4 @@ def sensitivity_n(
         absolute=bool(absolute),
         label=label,
         too_short=too_short,
-    )
-
-
-def _shape_error(received, expected) -> ValueError:
-    return ValueError(
-        "Invalid value for argument attributions: expected maps of the shape of "
-        f"the inputs {tuple(expected)}. Received: attributions with shape "
-        f"{tuple(received)}"
     )

@@ -1,0 +1,196 @@
+"""The data forms every evaluation function takes, and the maps beside them.
+
+`evaluate` takes `(x, y)` arrays, a `tf.data.Dataset`, a
+`keras.utils.PyDataset` or a generator of `(x, y)` batches; so does every
+metric of this package. `DataSource` turns any of them into batches of at
+most `batch_size` samples with the sample shape known before the first
+batch is scored; `attributed_batches` adds the attribution maps of each
+batch (a method called batch by batch, a method's name, or precomputed maps
+sliced in step with the data).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+from collections.abc import Callable, Iterator
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from keras_attreg._logits import method_at_embedding
+from keras_attreg.attributions import get
+from keras_attreg.attributions._utils import (
+    batches,
+    float_input,
+    method_name,
+    model_dtype_input,
+)
+
+PRECOMPUTED = "precomputed maps"
+_FORMS = (
+    "a tuple (x, targets), or a tf.data.Dataset, keras.utils.PyDataset or "
+    "generator of (x, targets) batches"
+)
+
+
+@dataclasses.dataclass
+class DataSource:
+    """Batches of `(x, targets)` from any data form `evaluate` takes.
+
+    Attributes:
+        x: the input array (arrays), or an iterable of `(x, y)` batches.
+        targets: the targets (arrays), else None.
+        sample_shape: the shape of one sample.
+        total: the number of samples when known (arrays), else None.
+        tokens: the inputs are token ids.
+    """
+
+    x: object
+    targets: object
+    sample_shape: tuple
+    total: int | None
+    tokens: bool
+
+    def batches(self, batch_size: int) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
+        """`(x, targets)` tensors of at most `batch_size` samples, checked."""
+        if isinstance(self.x, _Batches):
+            for x, y in self.x:
+                yield from batches(x, y, batch_size, name="data", tokens=self.tokens)
+            return
+        yield from batches(
+            self.x, self.targets, batch_size, name="data", tokens=self.tokens
+        )
+
+
+def data_source(data, tokens: bool) -> DataSource:
+    """A `DataSource` for `data` (any of the forms `evaluate` takes).
+
+    Raises:
+        ValueError: `data` is none of them, naming what was received.
+    """
+    if isinstance(data, (tuple, list)):
+        if len(data) != 2:
+            raise ValueError(
+                f"Invalid value for argument data: expected {_FORMS}. Received: "
+                f"a {type(data).__name__} of {len(data)} parts"
+            )
+        x = model_dtype_input(data[0], tokens)
+        return DataSource(x, data[1], tuple(x.shape[1:]), int(x.shape[0]), tokens)
+    if isinstance(data, tf.data.Dataset):
+        shape = tuple(data.element_spec[0].shape[1:])
+        if None not in shape:
+            return DataSource(data, None, shape, None, tokens)
+        iterator = iter(data)
+    elif isinstance(data, keras.utils.PyDataset):
+        iterator = (data[index] for index in range(len(data)))
+    elif isinstance(data, Iterator):
+        iterator = data
+    else:
+        raise ValueError(
+            f"Invalid value for argument data: expected {_FORMS}. Received: "
+            f"data of type {type(data).__name__}"
+        )
+    first = next(iterator, None)
+    if first is None:
+        raise ValueError(
+            "Invalid value for argument data: expected at least one batch. "
+            "Received: no data"
+        )
+    if not isinstance(first, (tuple, list)) or len(first) not in (2, 3):
+        raise ValueError(
+            "Invalid value for argument data: expected batches (x, targets) or "
+            f"(x, targets, sample_weight). Received: a batch of type "
+            f"{type(first).__name__}"
+        )
+    batch_iterable = ((b[0], b[1]) for b in itertools.chain([first], iterator))
+    shape = tuple(np.shape(first[0])[1:])
+    return DataSource(_Batches(batch_iterable), None, shape, None, tokens)
+
+
+class _Batches:
+    """An iterable of `(x, y)` batches (a PyDataset's or a generator's)."""
+
+    def __init__(self, iterable):
+        self.iterable = iterable
+
+    def __iter__(self):
+        return iter(self.iterable)
+
+
+def resolve_method(
+    model: keras.Model,
+    attributions,
+    tokens: bool,
+    embedding_layer: str | None,
+    name: str = "attributions",
+) -> tuple[Callable | None, object]:
+    """`(method, maps)`: the method to call batch by batch (None for
+    precomputed maps) and the precomputed maps as a float tensor (None for a
+    method). A method's name is looked up in the attribution registry."""
+    if isinstance(attributions, str):
+        attributions = get(attributions, name=name)
+    if callable(attributions):
+        method = attributions
+        if tokens and embedding_layer is not None:
+            method = method_at_embedding(method, model, embedding_layer, name)
+        return method, None
+    return None, float_input(attributions)
+
+
+def attributed_batches(
+    model: keras.Model,
+    source: DataSource,
+    method: Callable | None,
+    maps,
+    batch_size: int,
+    name: str = "attributions",
+) -> Iterator[tuple[tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """`(x, targets, maps)` per batch of `source`.
+
+    `maps` (precomputed, aligned with the data) are sliced in step with the
+    batches; otherwise `method(model, x, targets)` is called per batch.
+
+    Raises:
+        ValueError: maps of another shape than their inputs, or another number
+            of maps than samples.
+    """
+    if method is None and source.total is not None and maps.shape[0] != source.total:
+        raise shape_error(maps.shape, (source.total, *source.sample_shape), name)
+    offset = 0
+    for x_batch, t_batch in source.batches(batch_size):
+        size = int(x_batch.shape[0])
+        if method is None:
+            batch_maps = maps[offset : offset + size]
+        else:
+            batch_maps = tf.convert_to_tensor(method(model, x_batch, t_batch))
+        if batch_maps.shape != x_batch.shape:
+            raise shape_error(batch_maps.shape, x_batch.shape, name)
+        offset += size
+        yield x_batch, t_batch, batch_maps
+    if method is None and offset != maps.shape[0]:
+        raise ValueError(
+            f"Invalid value for argument {name}: expected one map per sample of "
+            f"data ({offset} samples). Received: {name} with shape {maps.shape}"
+        )
+
+
+def label_of(method: Callable | None, label: str | None) -> str:
+    """The name of the attributions in results: `label`, the method's name,
+    or "precomputed maps"."""
+    if label is not None:
+        if not isinstance(label, str):
+            raise ValueError(
+                "Invalid value for argument label: expected a string. Received: "
+                f"label={label!r}"
+            )
+        return label
+    return PRECOMPUTED if method is None else method_name(method)
+
+
+def shape_error(received, expected, name: str = "attributions") -> ValueError:
+    return ValueError(
+        f"Invalid value for argument {name}: expected maps of the shape of the "
+        f"inputs {tuple(expected)}. Received: {name} with shape {tuple(received)}"
+    )
