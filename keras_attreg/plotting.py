@@ -141,6 +141,60 @@ def plot_sensitivity_n(results, path) -> Figure:
     return figure
 
 
+def plot_perturbation_curves(results, path) -> Figure:
+    """Deletion or insertion curves in one figure: mean score against the
+    fraction of features removed or inserted, bands of one standard error.
+
+    Args:
+        results: a sequence of `PerturbationCurveResult`s (one mode), each
+            labelled with its `label` and its area under the curve.
+        path: output file (the format follows the suffix).
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Example:
+        >>> from keras_attreg.evaluation import deletion
+        >>> results = [deletion(model, (x_test[:4], y_test[:4]), m, step=0.5)
+        ...            for m in ("gradient_x_input", "saliency")]
+        >>> figure = plot_perturbation_curves(results, "deletion.png")
+        >>> labels = figure.axes[0].get_legend_handles_labels()[1]
+        >>> [label.split(" (area")[0] for label in labels]
+        ['gradient_x_input', 'saliency']
+    """
+    figure = Figure(figsize=(5, 3.5))
+    ax = figure.subplots()
+    for result in results:
+        (line,) = ax.plot(
+            result.fractions,
+            result.curve,
+            marker="o",
+            ms=3,
+            label=f"{result.label} (area {result.area():.3f})",
+        )
+        error = result.standard_error()
+        ax.fill_between(
+            result.fractions,
+            result.curve - error,
+            result.curve + error,
+            color=line.get_color(),
+            alpha=0.2,
+            linewidth=0,
+        )
+    modes = sorted({result.mode for result in results})
+    verb = {"deletion": "removed", "insertion": "inserted"}
+    ax.set_xlabel(
+        "fraction of features " + (verb[modes[0]] if len(modes) == 1 else "changed")
+    )
+    ax.set_ylabel(results[0].score if results else "score")
+    ax.set_title(f"{' / '.join(modes)} (bands: ±1 standard error)", fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
+    return figure
+
+
 def plot_wrong_reason(results, names, path) -> Figure:
     """Share of attribution mass inside the annotated region, per class.
 

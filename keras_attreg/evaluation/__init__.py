@@ -1,15 +1,23 @@
-"""Evaluation of attribution maps: Sensitivity-n, localisation, the wrong-reason
-score, the BatchNorm probe."""
+"""Evaluation of attribution maps: faithfulness (Sensitivity-n, deletion and
+insertion), localisation, the wrong-reason score, the BatchNorm probe."""
 
 from keras_attreg.evaluation.bn_probe import ZeroPixelProbeResult, zero_pixel_probe
+from keras_attreg.evaluation.deletion import (
+    PerturbationCurveResult,
+    deletion,
+    insertion,
+)
 from keras_attreg.evaluation.localisation import mass_in_box, pointing_game
 from keras_attreg.evaluation.sensitivity_n import SensitivityNResult, sensitivity_n
 from keras_attreg.evaluation.wrong_reason import WrongReasonResult, wrong_reason_score
 
 __all__ = [
+    "PerturbationCurveResult",
     "SensitivityNResult",
     "WrongReasonResult",
     "ZeroPixelProbeResult",
+    "deletion",
+    "insertion",
     "mass_in_box",
     "pointing_game",
     "sensitivity_n",

@@ -327,7 +327,7 @@ def token_subsets(
     )
 
 
-def _replace_tokens(e, sample, mask, baseline):
+def replace_tokens(e, sample, mask, baseline):
     """Rows `e[sample]` with the masked positions set to the baseline's: one
     gather from the rows of e and of the baseline, (rows, seq_len, dim)."""
     batch, length, dim = tf.unstack(tf.shape(e))
@@ -375,7 +375,7 @@ def _token_kernel(
             tf.gather(real, sample),
             tf.gather(n_values, item // num_subsets),
         )
-        masked = _replace_tokens(e, sample, mask, baseline)
+        masked = replace_tokens(e, sample, mask, baseline)
         drop = tf.gather(scores, sample) - target_scores(
             tokens.rows(sample).logits(masked), tf.gather(targets, sample)
         )
