@@ -162,6 +162,8 @@ def attributed_batches(
     for x_batch, t_batch in source.batches(batch_size):
         size = int(x_batch.shape[0])
         if method is None:
+            if offset + size > maps.shape[0]:
+                raise _count_error(f"at least {offset + size}", maps.shape, name)
             batch_maps = maps[offset : offset + size]
         else:
             batch_maps = tf.convert_to_tensor(method(model, x_batch, t_batch))
@@ -170,10 +172,14 @@ def attributed_batches(
         offset += size
         yield x_batch, t_batch, batch_maps
     if method is None and offset != maps.shape[0]:
-        raise ValueError(
-            f"Invalid value for argument {name}: expected one map per sample of "
-            f"data ({offset} samples). Received: {name} with shape {maps.shape}"
-        )
+        raise _count_error(str(offset), maps.shape, name)
+
+
+def _count_error(samples: str, shape, name: str) -> ValueError:
+    return ValueError(
+        f"Invalid value for argument {name}: expected one map per sample of "
+        f"data ({samples} samples). Received: {name} with shape {tuple(shape)}"
+    )
 
 
 def label_of(method: Callable | None, label: str | None) -> str:
