@@ -1,5 +1,5 @@
 """Evaluation of attribution maps: faithfulness (Sensitivity-n, deletion and
-insertion), localisation, the wrong-reason score, the BatchNorm probe."""
+insertion, infidelity), localisation, the wrong-reason score, the BatchNorm probe."""
 
 from keras_attreg.evaluation.bn_probe import ZeroPixelProbeResult, zero_pixel_probe
 from keras_attreg.evaluation.deletion import (
@@ -7,16 +7,19 @@ from keras_attreg.evaluation.deletion import (
     deletion,
     insertion,
 )
+from keras_attreg.evaluation.infidelity import InfidelityResult, infidelity
 from keras_attreg.evaluation.localisation import mass_in_box, pointing_game
 from keras_attreg.evaluation.sensitivity_n import SensitivityNResult, sensitivity_n
 from keras_attreg.evaluation.wrong_reason import WrongReasonResult, wrong_reason_score
 
 __all__ = [
+    "InfidelityResult",
     "PerturbationCurveResult",
     "SensitivityNResult",
     "WrongReasonResult",
     "ZeroPixelProbeResult",
     "deletion",
+    "infidelity",
     "insertion",
     "mass_in_box",
     "pointing_game",
