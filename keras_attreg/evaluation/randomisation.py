@@ -53,6 +53,7 @@ import keras
 import numpy as np
 
 from keras_attreg._keras.graph import is_graph_model
+from keras_attreg._keras.variables import owned_trainable_variables
 from keras_attreg._logits import (
     attributed_embedding,
     check_targets,
@@ -207,32 +208,6 @@ def _all_layers(model) -> list:
     return found
 
 
-def _sublayers(layer) -> list:
-    """`layer` and the layers it holds, pre-order (a parent before its own)."""
-    flatten = getattr(layer, "_flatten_layers", None)
-    if flatten is None:
-        return [layer]
-    return list(flatten(include_self=True, recursive=True))
-
-
-def _randomised_variables(layer) -> list:
-    """`(owner, variable)` for each variable of `layer` created as trainable,
-    in `layer.weights` order; `owner` is the (sub)layer that created it."""
-    owned = {}
-    for sub in _sublayers(layer):
-        trainable = getattr(sub, "_trainable_variables", None)
-        if trainable is None:  # not a Keras 3 layer: fall back on the flags
-            trainable = [v for v in sub.weights if v.trainable]
-        for variable in trainable:
-            owned[id(variable)] = sub  # the deepest owner wins (pre-order)
-    found, seen = [], set()
-    for variable in layer.weights:
-        if id(variable) in owned and id(variable) not in seen:
-            seen.add(id(variable))
-            found.append((owned[id(variable)], variable))
-    return found
-
-
 def _initializer(owner, variable):
     """The initializer `owner` holds for `variable`, else None."""
     name = variable.name
@@ -267,7 +242,7 @@ def _seeded(initializer, seed: int):
 def randomise_layer(layer, seed: int) -> None:
     """Re-initialises, in place, the variables of `layer` created as trainable
     (the rule of the module docstring)."""
-    for index, (owner, variable) in enumerate(_randomised_variables(layer)):
+    for index, (owner, variable) in enumerate(owned_trainable_variables(layer)):
         initializer = _seeded(
             _initializer(owner, variable), variable_seed(seed, layer.name, index)
         )
@@ -281,7 +256,7 @@ def _chosen_layers(model, layers) -> list[int]:
         units = [
             position
             for position, layer in enumerate(every)
-            if not is_graph_model(layer) and _randomised_variables(layer)
+            if not is_graph_model(layer) and owned_trainable_variables(layer)
         ]
         if not units:
             raise ValueError(
@@ -303,10 +278,10 @@ def _chosen_layers(model, layers) -> list[int]:
     named = {}
     for position, layer in enumerate(every):
         named.setdefault(layer.name, position)
-    candidates = [layer.name for layer in every if _randomised_variables(layer)]
+    candidates = [layer.name for layer in every if owned_trainable_variables(layer)]
     positions = []
     for name in layers:
-        if name not in named or not _randomised_variables(every[named[name]]):
+        if name not in named or not owned_trainable_variables(every[named[name]]):
             raise ValueError(
                 "Invalid value for argument layers: expected names of layers of "
                 f"model {model.name!r} that have weights (one of {candidates}). "
