@@ -1,0 +1,150 @@
+"""Throughput of the faithfulness metrics against the model's batched forward.
+
+Deletion, insertion, infidelity and ROAD score perturbed copies of each input;
+their floor is the model's own batched forward on the same number of inputs
+(`sensitivity_n.py`'s `batched_forward`, timed in alternation with the metric
+so that both see the same background load). ROAD's noisy linear imputation
+(a sparse solve per image, on the CPU) is timed apart, and ROAD's rate
+without it is its total time minus the imputation's. Prints a table and
+writes JSON.
+
+    python benchmarks/faithfulness.py --samples 64 --json faithfulness.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from sensitivity_n import (  # noqa: E402
+    batched_forward,
+    load_inputs,
+    mnist_cnn,
+    paired,
+    text_cnn,
+    token_ids,
+)
+
+from keras_attreg.attributions import gradient_x_input  # noqa: E402
+from keras_attreg.evaluation import (  # noqa: E402
+    deletion,
+    infidelity,
+    insertion,
+    noisy_linear_imputation,
+    road,
+)
+
+
+def against_forward(model, metric, inputs: int, args) -> dict:
+    """Rates (model inputs per second) of `metric()` and of the plain batched
+    forward on the same number of inputs, timed in alternation."""
+    run_forward, forward_inputs = batched_forward(model, inputs, args.batch_size)
+    seconds, forward_seconds = paired(metric, run_forward, args.rounds)
+    return {
+        "inputs": inputs,
+        "seconds": seconds,
+        "rate": inputs / seconds,
+        "forward_rate": forward_inputs / forward_seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=64)
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--step", type=float, default=0.05)
+    parser.add_argument("--perturbations", type=int, default=64)
+    parser.add_argument("--data-dir", default=os.environ.get("KERAS_ATTREG_DATA", ""))
+    parser.add_argument("--json", default=None, help="write the table as JSON here")
+    args = parser.parse_args()
+    model = mnist_cnn()
+    x, y = load_inputs(args.samples, pathlib.Path(args.data_dir or "../shared/data"))
+    maps = np.asarray(gradient_x_input(model, x, y))
+    steps = len(np.append(np.arange(0.0, 1.0, args.step), 1.0))
+    fractions = tuple(np.round(np.arange(0.1, 1.0, 0.1), 2))
+    rows = {}
+    common = {"step": args.step, "batch_size": args.batch_size}
+    rows["deletion (MNIST CNN)"] = against_forward(
+        model, lambda: deletion(model, (x, y), maps, **common), len(x) * steps, args
+    )
+    rows["insertion (MNIST CNN)"] = against_forward(
+        model, lambda: insertion(model, (x, y), maps, **common), len(x) * steps, args
+    )
+    rows["infidelity, Gaussian (MNIST CNN)"] = against_forward(
+        model,
+        lambda: infidelity(
+            model,
+            (x, y),
+            maps,
+            num_perturbations=args.perturbations,
+            batch_size=args.batch_size,
+        ),
+        len(x) * args.perturbations,
+        args,
+    )
+    ranks = np.argsort(-maps.sum(-1).reshape(len(x), -1), axis=1)
+    masks = []
+    for f in fractions:
+        mask = np.zeros(ranks.shape, bool)
+        np.put_along_axis(mask, ranks[:, : round(f * ranks.shape[1])], True, axis=1)
+        masks.append(mask.reshape(x.shape[:-1]))
+    start = time.perf_counter()
+    for mask in masks:
+        noisy_linear_imputation(x, mask)
+    imputation = time.perf_counter() - start
+    inputs = len(x) * len(fractions)
+    row = against_forward(
+        model,
+        lambda: road(
+            model, (x, y), maps, fractions=fractions, batch_size=args.batch_size
+        ),
+        inputs,
+        args,
+    )
+    row["imputation_seconds"] = imputation
+    row["rate_without_imputation"] = inputs / max(row["seconds"] - imputation, 1e-9)
+    rows["ROAD MoRF (MNIST CNN)"] = row
+    text = text_cnn()
+    ids, labels = token_ids(args.samples, text)
+    token_maps = np.asarray(gradient_x_input(text, ids, labels))
+    rows["deletion over tokens (text CNN)"] = against_forward(
+        text,
+        lambda: deletion(text, (ids, labels), token_maps, **common),
+        len(ids) * steps,
+        args,
+    )
+    print(f"{'metric':<36}{'inputs':>8}{'inputs/s':>11}{'forward/s':>11}{'ratio':>7}")
+    for name, row in rows.items():
+        rate = row.get("rate_without_imputation", row["rate"])
+        row["ratio"] = rate / row["forward_rate"]
+        print(
+            f"{name:<36}{row['inputs']:>8}{rate:>11.0f}{row['forward_rate']:>11.0f}"
+            f"{row['ratio']:>7.2f}"
+        )
+        if "imputation_seconds" in row:
+            print(
+                f"{'  (imputation apart: ' + format(row['imputation_seconds'], '.2f')}"
+                f" s for {row['inputs']} images; with it {row['rate']:.0f}/s)"
+            )
+    report = {
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
+        "load_average_1min": os.getloadavg()[0],
+        "settings": vars(args),
+        "rows": rows,
+    }
+    if args.json:
+        pathlib.Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
