@@ -183,9 +183,9 @@ def change(stat: dict, base: dict) -> tuple[float, str]:
     return d, "clearly down" if d < -noise else "within noise"
 
 
-def paired(runs: list[dict], key: str, setting: str, value, quantity) -> dict:
+def paired(runs: list[dict], setting: str, value, quantity, base=0.0) -> dict:
     """Paired-by-seed change of `quantity(run)` at `run[setting] == value`
-    against `run[setting] == 0` (docs/VERDICT_RULES.md, issue 20).
+    against `run[setting] == base` (docs/VERDICT_RULES.md, issue 20).
 
     Returns `{"d", "low", "high", "label", "seeds"}`: the mean of the per-seed
     differences, its 95% Student-t interval and the label (up / down beyond
@@ -193,8 +193,8 @@ def paired(runs: list[dict], key: str, setting: str, value, quantity) -> dict:
     only one of the two runs are left out.
     """
     by_seed = {(r[setting], r["seed"]): quantity(r) for r in runs}
-    seeds = sorted(s for v, s in by_seed if v == value and (0.0, s) in by_seed)
-    diffs = np.array([by_seed[(value, s)] - by_seed[(0.0, s)] for s in seeds])
+    seeds = sorted(s for v, s in by_seed if v == value and (base, s) in by_seed)
+    diffs = np.array([by_seed[(value, s)] - by_seed[(base, s)] for s in seeds])
     d = float(diffs.mean())
     if len(diffs) < 2:
         return {"d": d, "low": np.nan, "high": np.nan, "label": "n/a", "seeds": seeds}
@@ -336,12 +336,9 @@ def section_l1_sweep(result, outputs, docs) -> Section:
     seeds = base["seeds"]
     penalised = [k for k in keys if float(k) > 0]
     # Issue 20 rules: paired-by-seed differences with 95% intervals.
-    acc_paired = {
-        k: paired(runs, "test_accuracy", "alpha", float(k), accuracy_of)
-        for k in penalised
-    }
+    acc_paired = {k: paired(runs, "alpha", float(k), accuracy_of) for k in penalised}
     sn_paired = {
-        k: paired(runs, "sn", "alpha", float(k), lambda r: r["sensitivity_n_mean"])
+        k: paired(runs, "alpha", float(k), lambda r: r["sensitivity_n_mean"])
         for k in penalised
     }
     keeps = {k: acc_paired[k]["label"] != "down beyond noise" for k in penalised}
@@ -602,7 +599,7 @@ def section_l1_schedule(constant: dict, outputs, docs) -> Section:
     for alpha in alphas:
         for name, source in (("cosine", cosine_runs), ("constant", runs)):
             rows = [r for r in source if r["seed"] in seeds]
-            result = paired(rows, "accuracy", "alpha", alpha, accuracy_of)
+            result = paired(rows, "alpha", alpha, accuracy_of)
             labels[(alpha, name)] = result["label"]
             mean = {
                 a: np.mean([r["test_accuracy"] for r in rows if r["alpha"] == a])
@@ -1096,6 +1093,149 @@ def section_fbi_readings(result, outputs, docs) -> Section:
         + f" | recommended: {recommended} |"
     )
     return Section("\n".join(lines), [row])
+
+
+FAITHFUL_DIRECTION = {
+    "deletion_auc": -1,
+    "insertion_auc": 1,
+    "road_morf_auc": -1,
+    "road_lerf_auc": 1,
+    "sensitivity_n": 1,
+}
+REJUDGED = {
+    "l1": ("L1 gradient penalty, CIFAR-10 (section 2)", "alpha", "0"),
+    "fbi": ("FBI, MNIST (section 3)", "lambda", "0"),
+    "decoy": ("Decoy MNIST (section 8)", "penalty", "baseline"),
+}
+
+
+def rejudged_rows(rows: list[dict], method: str) -> list[dict]:
+    """Flat rows `{setting, seed, metric: value}` of one method."""
+    flat = []
+    for row in rows:
+        values = dict(row["methods"][method])
+        sn = row.get("sensitivity_n")
+        if isinstance(sn, dict):
+            sn = sn.get(METHOD_LABELS.get(method, method))
+        if sn is not None:
+            values["sensitivity_n"] = sn
+        flat.append({"setting": row["setting"], "seed": row["seed"], **values})
+    return flat
+
+
+METHOD_LABELS = {"epsilon_lrp": "epsilon-LRP", "gradient_x_input": "gradient*input"}
+
+
+def faithfulness_verdict(changes: dict) -> tuple[str, list[str], list[str]]:
+    """`(verdict, agreeing, disagreeing)` from `{metric: paired change}`."""
+    agree, disagree = [], []
+    for metric, result in changes.items():
+        sign = FAITHFUL_DIRECTION[metric]
+        if result["label"] == "within noise" or result["label"] == "n/a":
+            continue
+        faithful = (result["label"] == "up beyond noise") == (sign > 0)
+        (agree if faithful else disagree).append(metric)
+    if agree and len(agree) == len(changes):
+        return "by every metric", agree, disagree
+    return ("by some" if agree else "by none"), agree, disagree
+
+
+def section_faithfulness(result, outputs, docs) -> Section:
+    lines = [
+        "## 9. The regularisers re-judged by faithfulness metrics they do not "
+        "optimise (issue 21)",
+        "",
+        "Every win above is on Sensitivity-n or on a quantity the penalty itself "
+        "lowers. Here the saved models of sections 2, 3 and 8 are scored by the "
+        "deletion and insertion areas (Petsiuk et al. 2018; softmax probability "
+        "of the true class, features set to 0, steps of 5%) and the ROAD areas "
+        "(Rong et al. 2022; accuracy, noisy linear imputation, most- and "
+        "least-relevant first, fractions 0.1 to 0.9), beside the experiment's "
+        "own Sensitivity-n where it reports one, on "
+        f"{result['settings']['samples']} fixed test inputs per experiment "
+        f"({2 * result['settings']['samples']} for Decoy MNIST). Faithful: deletion and ROAD MoRF areas down, "
+        "insertion, ROAD LeRF and Sensitivity-n up. Each cell: the paired-by-seed "
+        "change against the unregularised models of the same seeds [95% CI]; "
+        "✓ agrees (more faithful beyond noise), ✗ disagrees (less faithful "
+        "beyond noise). Rules: docs/VERDICT_RULES.md, issue 21, written before "
+        "the run.",
+        "",
+    ]
+    summary = []
+    for experiment, rows in result["results"].items():
+        title, setting_name, base = REJUDGED[experiment]
+        groups = sorted({row.get("model", "") for row in rows.values()})
+        for group in groups:
+            members = [r for r in rows.values() if r.get("model", "") == group]
+            settings = sorted(
+                {r["setting"] for r in members} - {base},
+                key=lambda v: float(v) if experiment != "decoy" else v,
+            )
+            heading = title + (f", {group.upper()}" if group else "")
+            verdicts = []
+            for method in result["methods"][experiment]:
+                flat = rejudged_rows(members, method)
+                metrics = [m for m in FAITHFUL_DIRECTION if m in flat[0]]
+                lines += [
+                    f"**{heading}, {METHOD_LABELS.get(method, method)}** "
+                    f"({len({r['seed'] for r in flat})} seeds):",
+                    "",
+                    f"| {setting_name} | " + " | ".join(metrics) + " | verdict |",
+                    "| --- " * (len(metrics) + 2) + "|",
+                ]
+                for value in settings:
+                    changes = {
+                        m: paired(flat, "setting", value, lambda r, m=m: r[m], base)
+                        for m in metrics
+                    }
+                    verdict, agree, disagree = faithfulness_verdict(changes)
+                    verdicts.append((value, method, verdict, agree, disagree))
+                    cells = []
+                    for m in metrics:
+                        mark = "✓" if m in agree else "✗" if m in disagree else ""
+                        cells.append(f"{interval(changes[m], 3)} {mark}".strip())
+                    lines.append(
+                        f"| {value} | " + " | ".join(cells) + f" | {verdict} |"
+                    )
+                lines.append("")
+            accuracy = {
+                value: np.mean(
+                    [
+                        r["accuracy_on_scored_inputs"]
+                        for r in members
+                        if r["setting"] == value
+                    ]
+                )
+                for value in [base, *settings]
+            }
+            lines += [
+                "Accuracy on the scored inputs, mean over seeds: "
+                + ", ".join(f"{k}: {v:.3f}" for k, v in accuracy.items())
+                + ".",
+                "",
+            ]
+            counts = {
+                v: sum(1 for _, _, verdict, _, _ in verdicts if verdict == v)
+                for v in ("by every metric", "by some", "by none")
+            }
+            agreeing = sorted({m for *_, agree, _ in verdicts for m in agree})
+            against = sorted({m for *_, disagree in verdicts for m in disagree})
+            summary.append(
+                f"| 9. {heading}: more faithful by metrics it does not optimise? "
+                "(issue 21) | (not claimed) | settings x methods: "
+                + ", ".join(f"{n} {v}" for v, n in counts.items())
+                + f"; metrics that agree somewhere: {', '.join(agreeing) or 'none'}"
+                + f"; that disagree somewhere: {', '.join(against) or 'none'} | "
+                + (
+                    "by every metric"
+                    if counts["by every metric"]
+                    else "by some"
+                    if counts["by some"]
+                    else "by none"
+                )
+                + " |"
+            )
+    return Section("\n".join(lines), summary)
 
 
 def method_table(model_name: str, row: dict) -> list[str]:
@@ -2416,6 +2556,7 @@ EXPERIMENTS = [
         ("--dataset", "cifar10"),
     ),
     Experiment("decoy_mnist", "decoy_mnist.py", section_decoy),
+    Experiment("faithfulness_rejudge", "faithfulness_rejudge.py", section_faithfulness),
 ]
 NAMES = [e.name for e in EXPERIMENTS]
 
