@@ -15,10 +15,10 @@ from keras_attreg import (
     relevance,
     training,
 )
+from keras_attreg.callbacks import DelayedActivation
 from keras_attreg.training import (
     AttributionRegularizedModel,
     AttributionRegularizer,
-    DelayedActivation,
     ExpectedGradientsPenalty,
     FBILoss,
     L1GradientPenalty,

@@ -103,3 +103,16 @@ def test_every_k_epochs_and_config_round_trip():
 def test_bad_arguments_raise(kwargs, message):
     with pytest.raises(ValueError, match=message):
         FaithfulnessMonitor(np.zeros((2, 6, 6, 1)), [0, 1], **kwargs)
+
+
+def test_old_import_paths_of_delayed_activation_warn_and_still_work():
+    """Issue 24: one home (`keras_attreg.callbacks`); the two old paths are kept
+    for one release with a DeprecationWarning, and give the same class."""
+    from keras_attreg.callbacks import DelayedActivation
+
+    with pytest.warns(DeprecationWarning, match="keras_attreg.callbacks"):
+        from keras_attreg.training import DelayedActivation as old
+    assert old is DelayedActivation is kar.DelayedActivation
+    with pytest.warns(DeprecationWarning, match="keras_attreg.callbacks"):
+        from keras_attreg.training.callbacks import DelayedActivation as older
+    assert older is DelayedActivation

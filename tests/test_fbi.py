@@ -6,8 +6,9 @@ import pytest
 import tensorflow as tf
 
 from keras_attreg._logits import split_logits
+from keras_attreg.callbacks import DelayedActivation
 from keras_attreg.relevance import relevance_pass
-from keras_attreg.training import AttributionRegularizedModel, DelayedActivation
+from keras_attreg.training import AttributionRegularizedModel
 from keras_attreg.training.fbi import FBILoss
 
 L = keras.layers

@@ -1,150 +1,23 @@
-"""Callbacks driving the attribution regulariser during `fit`."""
+"""Deprecated home of `DelayedActivation`: use `keras_attreg.callbacks`.
+
+Kept for one release; importing `DelayedActivation` from here warns.
+"""
 
 from __future__ import annotations
 
-import keras
-
-from keras_attreg._keras.distribute import mean_over_workers
-from keras_attreg._validation import check_choice, check_float, check_int
+import warnings
 
 
-@keras.saving.register_keras_serializable(package="keras_attreg")
-class DelayedActivation(keras.callbacks.Callback):
-    """Keeps the regulariser off until a monitored metric passes a threshold.
-
-    The FBI paper (Yoo et al., CVPR-W 2019) switches its loss on once the
-    validation accuracy exceeds 70%. The switch is the wrapper's
-    `regularizer_weight` variable: 0 before, then
-    `min(1, (epoch - start + 1) / (ramp_epochs + 1))` from the epoch `start`
-    that follows the first epoch whose `monitor` passed `threshold` (strictly
-    above for `mode="max"`, strictly below for `mode="min"`). Once on, it stays
-    on. The start epoch is the wrapper's `regularizer_start_epoch` variable, so
-    the state is saved with the model (`.keras`, `BackupAndRestore`). Under
-    `MultiWorkerMirroredStrategy` the value compared is the mean over the
-    workers of their `monitor` values (one all-reduce), so every worker takes
-    the same decision. While the weight is 0, `fit` runs the wrapper's plain
-    step (the cost of a plain Keras step, no penalty computed or logged); the
-    regularised step is compiled when the switch first turns on.
-
-    Args:
-        monitor: the log key to watch, e.g. `"val_accuracy"`.
-        threshold: the value to pass.
-        mode: `"max"` (switch on above threshold) or `"min"` (below).
-        ramp_epochs: epochs over which the weight rises linearly to 1 after
-            the switch (0: full weight at once).
-
-    Example:
-
-    >>> import keras_attreg as kar
-    >>> callback = kar.DelayedActivation(monitor="val_accuracy", threshold=0.7)
-    >>> callback.get_config()["threshold"]
-    0.7
-    """
-
-    def __init__(
-        self,
-        monitor: str = "val_accuracy",
-        threshold: float = 0.70,
-        mode: str = "max",
-        ramp_epochs: int = 0,
-    ):
-        super().__init__()
-        if not isinstance(monitor, str) or not monitor:
-            raise ValueError(
-                "Invalid value for argument monitor: expected a log key such as "
-                f"'val_accuracy'. Received: monitor={monitor!r}"
-            )
-        self.monitor = monitor
-        self.threshold = check_float("threshold", threshold)
-        self.mode = check_choice("mode", mode, ("max", "min"))
-        self.ramp_epochs = check_int("ramp_epochs", ramp_epochs, low=0)
-
-    def set_model(self, model):
-        if not hasattr(model, "regularizer_start_epoch"):
-            raise ValueError(
-                "DelayedActivation drives an `AttributionRegularizedModel`. "
-                f"Received: a model of type {type(model).__name__}"
-            )
-        super().set_model(model)
-
-    def weight_at(self, epoch: int) -> float:
-        """The regulariser weight for `epoch` given the saved start epoch."""
-        start = int(self.model.regularizer_start_epoch.numpy())
-        if start < 0 or epoch < start:
-            return 0.0
-        return min(1.0, (epoch - start + 1) / (self.ramp_epochs + 1))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.model.regularizer_weight.assign(self.weight_at(epoch))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if int(self.model.regularizer_start_epoch.numpy()) >= 0:
-            return
-        value = (logs or {}).get(self.monitor)
-        if value is None:
-            raise ValueError(
-                f"DelayedActivation monitors {self.monitor!r}, which is not in the "
-                f"epoch logs (available: {sorted(logs or {})}). Pass validation "
-                "data to `fit` for a `val_` metric."
-            )
-        # One decision for all workers: the mean of their values.
-        value = float(mean_over_workers(self.model.distribute_strategy, value))
-        passed = (
-            value > self.threshold if self.mode == "max" else value < self.threshold
+def __getattr__(name: str):
+    if name == "DelayedActivation":
+        warnings.warn(
+            "keras_attreg.training.callbacks.DelayedActivation moved to "
+            "keras_attreg.callbacks.DelayedActivation (also kar.DelayedActivation); "
+            "this import path will be removed in the next release.",
+            DeprecationWarning,
+            stacklevel=2,
         )
-        if passed:
-            self.model.regularizer_start_epoch.assign(epoch + 1)
+        from keras_attreg.callbacks.delayed_activation import DelayedActivation
 
-    def get_config(self) -> dict:
-        return {
-            "monitor": self.monitor,
-            "threshold": self.threshold,
-            "mode": self.mode,
-            "ramp_epochs": self.ramp_epochs,
-        }
-
-
-class _RequireBatches(keras.callbacks.Callback):
-    """Stops `fit` or `evaluate` with a `ValueError` when the data (training
-    data per epoch, validation or evaluation data per run) yields no batch.
-
-    A `tf.data` pipeline of unknown cardinality can turn out empty only when
-    it runs (e.g. a `filter` that drops every element); Keras would then end
-    `fit` with an empty history, having trained nothing, or `evaluate` with no
-    metrics. Added by `AttributionRegularizedModel.fit` and `evaluate`, never
-    by hand.
-    """
-
-    in_fit = False
-
-    def on_train_begin(self, logs=None):
-        self.in_fit = True
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.batches = 0
-
-    def on_train_batch_end(self, batch, logs=None):
-        self.batches += 1
-
-    def on_epoch_end(self, epoch, logs=None):
-        if not self.batches:
-            raise _no_batch("x", f"in epoch {epoch + 1}")
-
-    def on_test_begin(self, logs=None):
-        self.test_batches = 0
-
-    def on_test_batch_end(self, batch, logs=None):
-        self.test_batches += 1
-
-    def on_test_end(self, logs=None):
-        if not self.test_batches:
-            raise _no_batch("validation_data" if self.in_fit else "x", "")
-
-
-def _no_batch(argument: str, when: str) -> ValueError:
-    return ValueError(
-        f"Invalid value for argument {argument}: expected data that yields at "
-        f"least one batch{' per epoch' if when else ''}. Received: {argument} "
-        f"yielded no batch{' ' + when if when else ''} (an empty pipeline, e.g. "
-        "a `filter` that drops every element)."
-    )
+        return DelayedActivation
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

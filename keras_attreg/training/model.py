@@ -15,7 +15,6 @@ from keras_attreg._keras.second_order import second_order_layers
 from keras_attreg._keras.steps import LabelsOnlyBuildMixin, compiled_step
 from keras_attreg._logits import check_targets, labels_to_targets, split_logits
 from keras_attreg._validation import check_choice, check_int
-from keras_attreg.training.callbacks import DelayedActivation, _RequireBatches
 from keras_attreg.training.regularizers import AttributionRegularizer
 
 
@@ -589,7 +588,9 @@ class AttributionRegularizedModel(
             _RequireBatches(),
             *sorted(
                 kwargs.get("callbacks") or (),
-                key=lambda c: not isinstance(c, DelayedActivation),
+                # The switch callbacks (`DelayedActivation`) say so by an
+                # attribute, so that training need not import the callbacks.
+                key=lambda c: not getattr(c, "drives_regularizer", False),
             ),
         ]
         try:
@@ -651,3 +652,49 @@ class AttributionRegularizedModel(
             config["regularizer"], custom_objects=custom_objects
         )
         return cls(**config)
+
+
+class _RequireBatches(keras.callbacks.Callback):
+    """Stops `fit` or `evaluate` with a `ValueError` when the data (training
+    data per epoch, validation or evaluation data per run) yields no batch.
+
+    A `tf.data` pipeline of unknown cardinality can turn out empty only when
+    it runs (e.g. a `filter` that drops every element); Keras would then end
+    `fit` with an empty history, having trained nothing, or `evaluate` with no
+    metrics. Added by `AttributionRegularizedModel.fit` and `evaluate`, never
+    by hand.
+    """
+
+    in_fit = False
+
+    def on_train_begin(self, logs=None):
+        self.in_fit = True
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.batches = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.batches += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.batches:
+            raise _no_batch("x", f"in epoch {epoch + 1}")
+
+    def on_test_begin(self, logs=None):
+        self.test_batches = 0
+
+    def on_test_batch_end(self, batch, logs=None):
+        self.test_batches += 1
+
+    def on_test_end(self, logs=None):
+        if not self.test_batches:
+            raise _no_batch("validation_data" if self.in_fit else "x", "")
+
+
+def _no_batch(argument: str, when: str) -> ValueError:
+    return ValueError(
+        f"Invalid value for argument {argument}: expected data that yields at "
+        f"least one batch{' per epoch' if when else ''}. Received: {argument} "
+        f"yielded no batch{' ' + when if when else ''} (an empty pipeline, e.g. "
+        "a `filter` that drops every element)."
+    )

@@ -1,11 +1,7 @@
-"""Callbacks: `DelayedActivation`, `AttributionMonitor`, `FaithfulnessMonitor`.
+"""`AttributionMonitor`: attribution maps of a fixed validation batch while training.
 
-`AttributionMonitor` makes the effect of an attribution regulariser visible
-while training: the attribution maps of a fixed validation batch, epoch by
+It makes the effect of an attribution regulariser visible: the maps, epoch by
 epoch, in TensorBoard (or as PNG grids), with optional scalar summaries.
-`FaithfulnessMonitor` puts faithfulness metrics of a fixed validation slice
-into the epoch's logs as `val_<name>`, so that `ModelCheckpoint`,
-`EarlyStopping` and `TensorBoard` can use them like `val_loss`.
 """
 
 from __future__ import annotations
@@ -18,7 +14,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
-from tensorflow.core.framework.summary_pb2 import SummaryMetadata
 
 from keras_attreg import attributions as attribution_methods
 from keras_attreg._keras.distribute import mean_over_workers
@@ -30,23 +25,15 @@ from keras_attreg._logits import (
     split_logits,
     unwrap,
 )
-from keras_attreg._validation import check_choice, check_int
+from keras_attreg._validation import check_int
 from keras_attreg.attributions._utils import method_name
-from keras_attreg.evaluation import (
-    deletion,
-    infidelity,
-    insertion,
-    road,
-    sensitivity_n,
+from keras_attreg.callbacks._summaries import (
+    normalized_maps,
+    write_images,
+    write_scalar,
 )
-from keras_attreg.plotting import (
-    map_image,
-    plot_attribution_maps,
-    token_heatmap_figure,
-)
-from keras_attreg.training.callbacks import DelayedActivation
-
-__all__ = ["AttributionMonitor", "DelayedActivation", "FaithfulnessMonitor"]
+from keras_attreg.evaluation import sensitivity_n
+from keras_attreg.plotting import plot_attribution_maps, token_heatmap_figure
 
 
 def _resolve_methods(methods) -> dict[str, Callable]:
@@ -56,8 +43,8 @@ def _resolve_methods(methods) -> dict[str, Callable]:
     resolved = {}
     for method in methods:
         if isinstance(method, str) and method in attribution_methods.METHOD_NAMES:
-            name, method = method, getattr(attribution_methods, method)
-        elif callable(method):
+            method = attribution_methods.get(method, name="methods")
+        if callable(method):
             name = method_name(method)
         else:
             raise ValueError(
@@ -78,45 +65,6 @@ def _resolve_methods(methods) -> dict[str, Callable]:
             f"Received: methods={methods!r}"
         )
     return resolved
-
-
-def _normalized_maps(attributions) -> np.ndarray:
-    """Display maps in [0, 1]: mean_c |R_{h,w,c}|, divided by each map's maximum.
-
-    Args:
-        attributions: array of shape (samples, H, W[, C]).
-
-    Returns:
-        Array of shape (samples, H, W, 1) (all zero for an all-zero map).
-    """
-    maps = np.stack([map_image(a) for a in np.asarray(attributions, "float64")])
-    peaks = maps.max(axis=(1, 2), keepdims=True)
-    return (maps / np.where(peaks > 0, peaks, 1.0))[..., None]
-
-
-def _metadata(plugin: str) -> SummaryMetadata:
-    return SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=plugin))
-
-
-def _write_images(tag: str, images: np.ndarray, step: int) -> None:
-    """Writes images in [0, 1], shape (n, H, W, 1), as a TensorBoard image summary.
-
-    The tensor TensorBoard's image plugin reads: `[width, height, png_1, ...]`,
-    the PNGs 8-bit (v -> round(255 v)). Written with `tf.summary.write`, so no
-    TensorBoard install is needed to log (only to view).
-    """
-    pixels = np.round(np.clip(images, 0.0, 1.0) * 255).astype("uint8")
-    height, width = pixels.shape[1:3]
-    encoded = [tf.io.encode_png(image) for image in pixels]
-    tensor = tf.stack([tf.constant(str(width)), tf.constant(str(height)), *encoded])
-    tf.summary.write(tag, tensor, step=step, metadata=_metadata("images"))
-
-
-def _write_scalar(tag: str, value: float, step: int) -> None:
-    """Writes a float32 scalar summary (TensorBoard's scalars plugin)."""
-    tf.summary.write(
-        tag, tf.constant(value, "float32"), step=step, metadata=_metadata("scalars")
-    )
 
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
@@ -313,11 +261,9 @@ class AttributionMonitor(keras.callbacks.Callback):
         if self._writer is not None:
             with self._writer.as_default():
                 for name, values in maps.items():
-                    _write_images(
-                        f"attributions/{name}", _normalized_maps(values), epoch
-                    )
+                    write_images(f"attributions/{name}", normalized_maps(values), epoch)
                 for tag, value in scalars.items():
-                    _write_scalar(tag, value, epoch)
+                    write_scalar(tag, value, epoch)
             self._writer.flush()
         if self.output_dir is not None:
             images = self.x_val
@@ -353,9 +299,9 @@ class AttributionMonitor(keras.callbacks.Callback):
             canvas.draw()
             image = np.asarray(canvas.buffer_rgba())[None, ..., :3] / 255.0
             with self._writer.as_default():
-                _write_images("attributions/tokens", image, epoch)
+                write_images("attributions/tokens", image, epoch)
                 for tag, value in scalars.items():
-                    _write_scalar(tag, value, epoch)
+                    write_scalar(tag, value, epoch)
             self._writer.flush()
         if self.output_dir is not None:
             figure.savefig(
@@ -425,123 +371,3 @@ class AttributionMonitor(keras.callbacks.Callback):
             for method in config["methods"]
         ]
         return cls(**config)
-
-
-def _area(metric, **options):
-    return lambda model, data, method, seed: metric(
-        model, data, method, **options
-    ).area()
-
-
-FAITHFULNESS_METRICS = {
-    "deletion_auc": _area(deletion),
-    "insertion_auc": _area(insertion),
-    "road_morf_auc": lambda model, data, method, seed: road(
-        model, data, method, order="morf", seed=seed
-    ).area(),
-    "road_lerf_auc": lambda model, data, method, seed: road(
-        model, data, method, order="lerf", seed=seed
-    ).area(),
-    "infidelity": lambda model, data, method, seed: (
-        infidelity(model, data, method, seed=seed).value
-    ),
-    "sensitivity_n": lambda model, data, method, seed: float(
-        np.nanmean(sensitivity_n(model, data, method, seed=seed, verbose=0).correlation)
-    ),
-}
-"""`val_<name>` -> `metric(model, (x, targets), method, seed)`: the areas of
-the deletion, insertion and ROAD curves (default settings of each metric),
-infidelity (Gaussian) and Sensitivity-n averaged over n."""
-
-
-class FaithfulnessMonitor(keras.callbacks.Callback):
-    """Faithfulness metrics of a fixed validation slice, logged as `val_<name>`.
-
-    Every `every` epochs, at the epoch's end, each metric of `metrics` is
-    computed for the maps of `method` on `(x_val, y_val)` (the base model of
-    an `AttributionRegularizedModel`: S_c is its pre-softmax logit) and
-    written into the epoch's logs as `val_<name>` (`val_deletion_auc`, ...).
-    Callbacks after this one in the list (`ModelCheckpoint`,
-    `EarlyStopping`, `TensorBoard`) and the `History` see them like
-    `val_loss`; epochs in between carry no value. Lower is more faithful for
-    `deletion_auc`, `road_morf_auc` and `infidelity` (`mode="min"` in
-    `EarlyStopping`), higher for the others. Under a multi-worker strategy
-    each value is the mean over the workers.
-
-    Args:
-        x_val: a fixed batch of inputs (images, or token ids).
-        y_val: their classes (indices, or one-hot labels).
-        metrics: names of `FAITHFULNESS_METRICS` (`"deletion_auc"`,
-            `"insertion_auc"`, `"road_morf_auc"`, `"road_lerf_auc"`,
-            `"infidelity"`, `"sensitivity_n"`).
-        method: the attribution method, a name of `kar.attributions`.
-        every: compute every `every` epochs (epochs `every - 1`, ...).
-        seed: seed of the random parts (the same every epoch).
-
-    Example:
-
-    >>> monitor = kar.callbacks.FaithfulnessMonitor(
-    ...     x_test[:8], y_test[:8], metrics=("deletion_auc", "insertion_auc"))
-    >>> stop = keras.callbacks.EarlyStopping("val_deletion_auc", mode="min")
-    >>> model.compile(optimizer="adam", loss=keras.losses.
-    ...               SparseCategoricalCrossentropy(from_logits=True))
-    >>> history = model.fit(x_train, y_train, epochs=1, verbose=0,
-    ...                     callbacks=[monitor, stop])
-    >>> sorted(k for k in history.history if k.endswith("_auc"))
-    ['val_deletion_auc', 'val_insertion_auc']
-    """
-
-    def __init__(
-        self,
-        x_val,
-        y_val,
-        metrics: Sequence[str] = ("deletion_auc", "insertion_auc"),
-        method: str = "gradient_x_input",
-        every: int = 1,
-        seed: int = 0,
-    ):
-        super().__init__()
-        self.x_val = np.asarray(x_val)
-        self.y_val = np.asarray(y_val)
-        if self.x_val.ndim < 2 or len(self.x_val) == 0:
-            raise ValueError(
-                "Invalid value for argument x_val: expected a non-empty batch. "
-                f"Received: x_val with shape {self.x_val.shape}"
-            )
-        if isinstance(metrics, str) or not metrics:
-            raise ValueError(
-                "Invalid value for argument metrics: expected a non-empty sequence "
-                f"of names from {tuple(FAITHFULNESS_METRICS)}. Received: "
-                f"metrics={metrics!r}"
-            )
-        self.metrics = [
-            check_choice("metrics", name, tuple(FAITHFULNESS_METRICS))
-            for name in metrics
-        ]
-        self.method = method_name(attribution_methods.get(method, name="method"))
-        self.every = check_int("every", every, low=1)
-        self.seed = check_int("seed", seed)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if (epoch + 1) % self.every or logs is None:
-            return
-        model = unwrap(self.model)
-        method = attribution_methods.get(self.method, name="method")
-        data = (self.x_val, self.y_val)
-        values = [
-            FAITHFULNESS_METRICS[name](model, data, method, self.seed)
-            for name in self.metrics
-        ]
-        values = mean_over_workers(self.model.distribute_strategy, values).tolist()
-        for name, value in zip(self.metrics, values, strict=True):
-            logs[f"val_{name}"] = value
-
-    def get_config(self) -> dict:
-        return {
-            "x_val": self.x_val.tolist(),
-            "y_val": self.y_val.tolist(),
-            "metrics": list(self.metrics),
-            "method": self.method,
-            "every": self.every,
-            "seed": self.seed,
-        }
