@@ -121,6 +121,12 @@ CHANGES = (
     "an earlier, unconverged sweep (6,000 images, 6 epochs, 3 seeds; "
     'commit c009aa5) read Table 1 "partly"; the levelled-off 3-seed sweep '
     'of 14 epochs read "not reproduced".',
+    "2026-12-04, issue 20, finding 1 (rerun): section 3 was rerun to measure the "
+    "new readings (its earlier outputs were not kept); the rerun left out the "
+    "cluttered-MNIST box part (`--box-seeds` with no seeds) for the time it "
+    "takes, so the mass-in-box table and its summary row 3b are no longer in "
+    "this report; their 3-seed figures are in this file's git history (commit "
+    "9ed7d75 and later, up to commit a8999ca).",
     "2026-12-04, issue 20, finding 5: section 3c adds the readings of the FBI "
     "loss the paper leaves open (sum over units, pooling in K, normalised "
     "maps, inputs in [0, 1], relevance from all outputs), each an argument "
@@ -1008,8 +1014,9 @@ def section_fbi_readings(result, outputs, docs) -> Section:
         f"FBI on above {settings['threshold']:.0%} validation accuracy), lambda "
         "in {0.001, 0.01, 0.1}, seeds "
         f"{', '.join(map(str, seeds))}; Table 1 on {settings['analysis_size']} "
-        "test digits; each reading against the lambda = 0 runs of its input "
-        "scale. Rules: docs/VERDICT_RULES.md (issue 20, experiment 3b), written "
+        "test digits; each reading against its own lambda = 0 runs (plain "
+        "training from the same seeds, L_FBI measured in the reading's loss). "
+        "Rules: docs/VERDICT_RULES.md (issue 20, experiment 3b), written "
         "before the runs. Cells: per conv layer conv1..conv5, the mean over "
         "seeds, ↑ / ↓ clearly up / down against lambda = 0 (beyond the larger "
         "seed std); counts: layers clearly up / clearly down.",
@@ -2538,7 +2545,9 @@ EXPERIMENTS = [
         section_l1_schedule,
         ("--lr-schedule", "constant", "--alphas", "0", "1e-3"),
     ),
-    Experiment("fbi_lambda_sweep", "fbi_lambda_sweep.py", section_fbi_sweep),
+    Experiment(
+        "fbi_lambda_sweep", "fbi_lambda_sweep.py", section_fbi_sweep, ("--box-seeds",)
+    ),
     Experiment("fbi_readings", "fbi_readings.py", section_fbi_readings),
     Experiment("compare_attributions", "compare_attributions.py", section_compare),
     Experiment(
