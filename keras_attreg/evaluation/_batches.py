@@ -200,3 +200,24 @@ def shape_error(received, expected, name: str = "attributions") -> ValueError:
         f"Invalid value for argument {name}: expected maps of the shape of the "
         f"inputs {tuple(expected)}. Received: {name} with shape {tuple(received)}"
     )
+
+
+def standard_error(per_sample: np.ndarray) -> np.ndarray:
+    """Standard error of the mean across samples (axis 0), per column:
+
+        SE_k = std(v_k, ddof=1) / sqrt(m_k)
+
+    over the m_k samples whose value is defined (not NaN); NaN where m_k < 2.
+    """
+    defined = ~np.isnan(per_sample)
+    count = defined.sum(axis=0)
+    values = np.where(defined, per_sample, 0.0)
+    mean = values.sum(axis=0) / np.maximum(count, 1)
+    squares = (np.where(defined, values - mean, 0.0) ** 2).sum(axis=0)
+    variance = squares / np.maximum(count - 1, 1)
+    return np.where(count > 1, np.sqrt(variance / np.maximum(count, 1)), np.nan)
+
+
+def json_list(values) -> list:
+    """Floats for JSON, NaN written as None."""
+    return [None if np.isnan(v) else float(v) for v in np.ravel(values)]

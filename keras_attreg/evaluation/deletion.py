@@ -50,8 +50,10 @@ from keras_attreg.evaluation._batches import (
     PRECOMPUTED,
     attributed_batches,
     data_source,
+    json_list,
     label_of,
     resolve_method,
+    standard_error,
 )
 from keras_attreg.evaluation.sensitivity_n import num_features, replace_tokens
 
@@ -93,11 +95,11 @@ class PerturbationCurveResult:
 
     def standard_error(self) -> np.ndarray:
         """Standard error of `curve` across samples, per fraction."""
-        return _standard_error(self.per_sample)
+        return standard_error(self.per_sample)
 
     def area_standard_error(self) -> float:
         """Standard error of `area()` across samples."""
-        return float(_standard_error(self.areas()[:, None])[0])
+        return float(standard_error(self.areas()[:, None])[0])
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary."""
@@ -107,9 +109,9 @@ class PerturbationCurveResult:
             "label": self.label,
             "fractions": [float(f) for f in self.fractions],
             "curve": [float(v) for v in self.curve],
-            "standard_error": [_json(v) for v in self.standard_error()],
+            "standard_error": json_list(self.standard_error()),
             "area": self.area(),
-            "area_standard_error": _json(self.area_standard_error()),
+            "area_standard_error": json_list([self.area_standard_error()])[0],
             "num_samples": int(self.per_sample.shape[0]),
         }
 
@@ -126,17 +128,6 @@ class PerturbationCurveResult:
 
         this = self if label is None else dataclasses.replace(self, label=label)
         return plot_perturbation_curves([this, *others], path)
-
-
-def _json(value):
-    return None if np.isnan(value) else float(value)
-
-
-def _standard_error(values: np.ndarray) -> np.ndarray:
-    count = values.shape[0]
-    if count < 2:
-        return np.full(values.shape[1:], np.nan)
-    return values.std(axis=0, ddof=1) / np.sqrt(count)
 
 
 def _check_step(step, count: int | None) -> float:

@@ -65,8 +65,10 @@ from keras_attreg.attributions._utils import DEFAULT_BATCH_SIZE
 from keras_attreg.evaluation._batches import (
     attributed_batches,
     data_source,
+    json_list,
     label_of,
     resolve_method,
+    standard_error,
 )
 
 MEASURES = ("spearman", "pearson")
@@ -113,24 +115,15 @@ class RandomisationResult:
 
         over the m_k samples whose similarity is defined (NaN where m_k < 2).
         """
-        defined = ~np.isnan(self.per_sample)
-        count = defined.sum(axis=0)
-        values = np.where(defined, self.per_sample, 0.0)
-        mean = values.sum(axis=0) / np.maximum(count, 1)
-        squares = (np.where(defined, values - mean, 0.0) ** 2).sum(axis=0)
-        variance = squares / np.maximum(count - 1, 1)
-        return np.where(count > 1, np.sqrt(variance / np.maximum(count, 1)), np.nan)
+        return standard_error(self.per_sample)
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary (NaN written as None)."""
 
-        def listed(values):
-            return [None if np.isnan(v) else float(v) for v in np.ravel(values)]
-
         return {
             "layers": list(self.layers),
-            "similarity": listed(self.similarity),
-            "standard_error": listed(self.standard_error()),
+            "similarity": json_list(self.similarity),
+            "standard_error": json_list(self.standard_error()),
             "undefined": [int(u) for u in self.undefined],
             "num_samples": int(self.per_sample.shape[0]),
             "measure": self.measure,

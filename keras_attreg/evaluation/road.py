@@ -68,8 +68,10 @@ from keras_attreg.evaluation._batches import (
     PRECOMPUTED,
     attributed_batches,
     data_source,
+    json_list,
     label_of,
     resolve_method,
+    standard_error,
 )
 
 ORDERS = ("morf", "lerf")
@@ -115,10 +117,7 @@ class ROADResult:
 
         over the m samples (NaN when m < 2).
         """
-        count = self.per_sample.shape[0]
-        if count < 2:
-            return np.full(self.per_sample.shape[1:], np.nan)
-        return self.per_sample.std(axis=0, ddof=1) / np.sqrt(count)
+        return standard_error(self.per_sample)
 
     def area(self) -> float:
         """The trapezoid area under `curve` over `fractions` (from f_1 to f_K,
@@ -132,9 +131,6 @@ class ROADResult:
     def to_dict(self) -> dict:
         """JSON-ready dictionary (NaN written as None)."""
 
-        def listed(values):
-            return [None if np.isnan(v) else float(v) for v in np.ravel(values)]
-
         area = self.area()
         return {
             "order": self.order,
@@ -142,8 +138,8 @@ class ROADResult:
             "imputation": self.imputation,
             "label": self.label,
             "fractions": [float(f) for f in self.fractions],
-            "curve": listed(self.curve),
-            "standard_error": listed(self.standard_error()),
+            "curve": json_list(self.curve),
+            "standard_error": json_list(self.standard_error()),
             "area": None if np.isnan(area) else area,
             "num_samples": int(self.per_sample.shape[0]),
         }

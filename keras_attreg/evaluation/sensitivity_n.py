@@ -56,8 +56,10 @@ from keras_attreg.evaluation._batches import (
     PRECOMPUTED,
     attributed_batches,
     data_source,
+    json_list,
     label_of,
     resolve_method,
+    standard_error,
 )
 
 # A correlation is undefined when R_n or S_n is constant over the subsets:
@@ -99,25 +101,16 @@ class SensitivityNResult:
 
         over the m_n samples whose correlation is defined (NaN where m_n < 2).
         """
-        defined = ~np.isnan(self.per_sample)
-        count = defined.sum(axis=0)
-        values = np.where(defined, self.per_sample, 0.0)
-        mean = values.sum(axis=0) / np.maximum(count, 1)
-        squares = (np.where(defined, values - mean, 0.0) ** 2).sum(axis=0)
-        variance = squares / np.maximum(count - 1, 1)
-        return np.where(count > 1, np.sqrt(variance / np.maximum(count, 1)), np.nan)
+        return standard_error(self.per_sample)
 
     def to_dict(self) -> dict:
         """JSON-ready dictionary (NaN written as None)."""
 
-        def listed(values):
-            return [None if np.isnan(v) else float(v) for v in np.ravel(values)]
-
         return {
             "n_values": [int(n) for n in self.n_values],
-            "correlation": listed(self.correlation),
+            "correlation": json_list(self.correlation),
             "undefined": [int(u) for u in self.undefined],
-            "standard_error": listed(self.standard_error()),
+            "standard_error": json_list(self.standard_error()),
             "too_short": [int(u) for u in np.ravel(self.too_short)]
             if self.too_short is not None
             else None,
