@@ -1243,6 +1243,23 @@ def section_faithfulness(result, outputs, docs) -> Section:
                 )
                 + " |"
             )
+    mixed = [
+        row.split(": more faithful")[0].removeprefix("| 9. ")
+        for row in summary
+        if "; that disagree somewhere: none" not in row
+        and "agree somewhere: none" not in row
+    ]
+    every = [row for row in summary if row.rstrip(" |").endswith("by every metric")]
+    lines += [
+        f"Reading: {len(every)} of {len(summary)} groups have a setting that is "
+        "more faithful by every metric. In "
+        f"{len(mixed)} of {len(summary)} groups some metric says more faithful "
+        "and another less faithful beyond noise"
+        + (f" ({'; '.join(mixed)})" if mixed else "")
+        + ": the metrics do not agree with one another, so no single one of "
+        "them (Sensitivity-n included) can carry a claim of better attributions.",
+        "",
+    ]
     return Section("\n".join(lines), summary)
 
 

@@ -51,7 +51,7 @@ def _tanh_mlp():
     return model
 
 
-def _mlp_by_hand(model, x, x0, targets):
+def _mlp_by_hand(model, x, x0, targets, slope=_slope):
     """(attributions, S_c(x), S_c(x0)) of `_tanh_mlp` by the Rescale rule."""
     w1, b1, w2, b2, w3, b3 = (w.numpy() for w in model.weights)
 
@@ -65,9 +65,9 @@ def _mlp_by_hand(model, x, x0, targets):
     z1, z2, logits = forward(x)
     z1_0, z2_0, logits_0 = forward(np.broadcast_to(x0, x.shape))
     m_a2 = w3[:, targets].T  # dS_c / da2, linear
-    m_z2 = m_a2 * _slope(z2, z2_0)
+    m_z2 = m_a2 * slope(z2, z2_0)
     m_a1 = m_z2 @ w2.T
-    m_z1 = m_a1 * _slope(z1, z1_0)
+    m_z1 = m_a1 * slope(z1, z1_0)
     m_x = m_z1 @ w1.T
     rows = np.arange(len(x))
     return (x - x0) * m_x, logits[rows, targets], logits_0[rows, targets]
@@ -88,7 +88,7 @@ def _residual():
     return model
 
 
-def _residual_by_hand(model, x, x0, targets):
+def _residual_by_hand(model, x, x0, targets, slope=_slope):
     w1, b1, w2, b2, w3, b3 = (w.numpy() for w in model.weights)
 
     def forward(inputs):
@@ -102,8 +102,8 @@ def _residual_by_hand(model, x, x0, targets):
     z1_0, z2_0, logits_0 = forward(np.broadcast_to(x0, x.shape))
     m_v = w3[:, targets].T
     # v = s + tanh(z2): the skip passes m_v, the branch Rescale-then-linear.
-    m_s = m_v + (m_v * _slope(z2, z2_0)) @ w2.T
-    m_x = m_s + (m_s * _slope(z1, z1_0)) @ w1.T
+    m_s = m_v + (m_v * slope(z2, z2_0)) @ w2.T
+    m_x = m_s + (m_s * slope(z1, z1_0)) @ w1.T
     rows = np.arange(len(x))
     return (x - x0) * m_x, logits[rows, targets], logits_0[rows, targets]
 
@@ -119,6 +119,10 @@ def _check(model, by_hand, shape, seed):
     np.testing.assert_allclose(expected.sum(axis=1), score - score_0, rtol=1e-12)
     ours = deeplift_rescale(model, x, targets, baseline=x0).numpy()
     np.testing.assert_allclose(ours, expected, rtol=1e-10, atol=1e-13)
+    # Power: with the gradient tanh'(z) in place of the Rescale slope (the
+    # "gradient x (x - x0)" map) the values differ far beyond the tolerance.
+    gradient_map = by_hand(model, x, x0, targets, lambda z, z0: 1 - np.tanh(z) ** 2)[0]
+    assert np.abs(gradient_map - expected).max() > 1e-2 * np.abs(expected).max()
 
 
 def test_deeplift_rescale_matches_hand_multipliers_on_a_tanh_mlp():
@@ -128,7 +132,7 @@ def test_deeplift_rescale_matches_hand_multipliers_on_a_tanh_mlp():
     the score is the pre-softmax logit. The hand computation sums to
     S_c(x) - S_c(x0) (checked)."""
     model = _tanh_mlp()
-    logits_model = keras.Model(model.inputs, model.layers[-2].output)
+    logits_model = keras.Model(model.inputs[0], model.layers[-2].output)
     rng = np.random.default_rng(0)
     probe = rng.normal(size=(2, 5))
     w1, b1, w2, b2, w3, b3 = (w.numpy() for w in model.weights)

@@ -230,9 +230,7 @@ def test_fbi_train_on_batch_step_is_minus_the_finite_difference_gradient(case):
     # The FBI term matters at the sampled entries: without it the gradient
     # differs by far more than the tolerance.
     task_only = _finite_differences(loss, params, x, y, picks, lam=0.0)
-    shift = max(
-        np.abs(expected[v] - (1 - LAM) * task_only[v]).max() for v in expected
-    )
+    shift = max(np.abs(expected[v] - (1 - LAM) * task_only[v]).max() for v in expected)
     assert shift > 1e-3
 
     wrapped = kar.AttributionRegularizedModel(model, kar.FBILoss(lam=LAM, eps=EPS))
