@@ -47,12 +47,22 @@ def _digits(split: str, count: int):
     return np.asarray(x, "float32"), y[:count].astype("int64")
 
 
+def require_data(folder: pathlib.Path = DATA_DIR) -> pathlib.Path:
+    """`folder` if it holds the real data; else the test is skipped, or, in
+    CI (`CI=true`), failed: there a missing folder must not pass unnoticed."""
+    if not (folder / "mnist.npz").exists():
+        message = f"real data not found in {folder}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{message} (CI=true: the real-data tests must run)")
+        pytest.skip(message)
+    return folder
+
+
 @pytest.fixture
 def data_dir():
-    """The real-data folder (`../shared/data` or $KERAS_ATTREG_DATA)."""
-    if not (DATA_DIR / "mnist.npz").exists():
-        pytest.skip(f"real data not found in {DATA_DIR}")
-    return DATA_DIR
+    """The real-data folder (`../shared/data` or $KERAS_ATTREG_DATA); see
+    `require_data`."""
+    return require_data()
 
 
 @pytest.fixture(autouse=True)

@@ -7,6 +7,7 @@ of docs/RESULTS.md from the outputs. The quick numbers mean nothing; the
 tests prove that the scripts and the report work end to end.
 """
 
+import argparse
 import importlib.util
 import json
 import os
@@ -81,16 +82,78 @@ def _report(tmp_path, name: str) -> str:
     return text
 
 
+def _naive_modified_sensitivity_n(model, x, y, maps, n_values, num_subsets, seed):
+    """Mean over samples of |Pearson(R_n, S_n)| (np.corrcoef, not clipped),
+    pixel features, zero baseline: one masked image per subset, the subsets
+    from the library's generator (pinned in test_sensitivity_n)."""
+    from keras_attreg.evaluation.sensitivity_n import (
+        pool_size,
+        subset_pool,
+        subset_rows,
+    )
+
+    count = x[0, ..., 0].size
+    rows = pool_size(len(n_values), num_subsets, count)
+    pool = subset_pool(seed, n_values, rows, count).numpy()
+    chosen = subset_rows(seed, tf.range(len(x)), len(n_values), rows, num_subsets)
+    relevance = maps.sum(axis=-1)
+    scores = model(x, training=False).numpy()[np.arange(len(x)), y]
+    result = np.full((len(x), len(n_values)), np.nan)
+    for b in range(len(x)):
+        for k in range(len(n_values)):
+            masks = pool[k, chosen[b, k].numpy()].reshape(-1, *relevance.shape[1:])
+            r_n = (relevance[b] * masks).sum(axis=(1, 2))
+            hidden = model(x[b] * (1 - masks[..., None]), training=False).numpy()
+            s_n = scores[b] - hidden[:, y[b]]
+            if np.std(r_n) > 1e-6 * np.abs(r_n).max() and np.std(s_n) > 1e-6 * (
+                np.abs(s_n).max()
+            ):
+                result[b, k] = abs(np.corrcoef(r_n, s_n)[0, 1])
+    return np.nanmean(result, axis=0)
+
+
 @pytest.mark.slow
 def test_l1_alpha_sweep_quick_runs_resumes_and_reports(tmp_path, data_dir):
+    """Oracle for the Sensitivity-n numbers: each run's final weights reloaded,
+    its saved maps against the test's own tape gradient, and its modified
+    Sensitivity-n against `_naive_modified_sensitivity_n` on those maps."""
     out = tmp_path / "outputs" / "l1_alpha_sweep"
     _quick("l1_alpha_sweep.py", out, data_dir)
     result = json.loads((out / "results.json").read_text())
     assert [(r["alpha"], r["seed"]) for r in result["runs"]] == [(0.0, 0), (0.01, 0)]
+    sweep = _module("l1_alpha_sweep")
+    args = argparse.Namespace(**result["settings"])
+    x_sn, y_sn = sweep.load_data(args)[3]
     for run in result["runs"]:
         correlation = np.array(run["sensitivity_n"]["correlation"])
-        assert np.all((correlation >= 0) & (correlation <= 1))  # |Pearson|
+        assert run["sensitivity_n"]["absolute"] is True
         assert run["sensitivity_n_mean"] == pytest.approx(correlation.mean())
+        base = sweep.vgg(args.arch)
+        model = base
+        if run["alpha"]:
+            model = kar.AttributionRegularizedModel(
+                base, kar.L1GradientPenalty(run["alpha"])
+            )
+        name = sweep.run_name(run["alpha"], run["seed"])
+        model.load_weights(out / "checkpoints" / f"{name}.weights.h5")
+        x = tf.constant(x_sn)
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            logits = base(x, training=False)
+            score = tf.reduce_sum(tf.gather(logits, y_sn, axis=1, batch_dims=1))
+        gradient = tape.gradient(score, x).numpy()
+        maps = np.load(out / "maps" / f"{name}.npy")
+        np.testing.assert_allclose(maps, gradient, rtol=1e-4, atol=1e-6)
+        expected = _naive_modified_sensitivity_n(
+            base,
+            x_sn,
+            y_sn,
+            gradient,
+            run["sensitivity_n"]["n_values"],
+            args.num_subsets,
+            run["seed"],
+        )
+        np.testing.assert_allclose(correlation, expected, atol=1e-4)
         assert len(run["learning_curve"]["val_accuracy"]) == 1
     for name in ("pareto.png", "learning_curves.png", "sensitivity_n.png", "maps.png"):
         assert (out / name).stat().st_size > 0

@@ -135,30 +135,58 @@ def test_fbi_loss_from_evaluate_equals_the_tests_own_tape_on_a_graph():
 
 
 def test_fbi_counts_two_readers_of_one_tensor_with_the_same_map():
+    """Oracle: the test's own tape. With eps -> 0 on this ReLU graph the map
+    of a tensor a is a * dS_c/da, dS_c/da the total derivative over all the
+    consumers of a. "proj" and "res2" both read h (add1's output): both maps
+    must be h * dS_c/dh, which differs from what either branch alone sends
+    back (h times the derivative through that branch only)."""
     from keras_attreg._logits import split_logits
     from keras_attreg.relevance import relevance_pass
 
     model = _residual_graph()
-    x = tf.constant(np.random.default_rng(3).normal(size=(2, 8, 8, 3)))
-    result = relevance_pass(split_logits(model), x, tf.constant([0, 1]), 0.01)
+    x = np.random.default_rng(3).normal(size=(2, 8, 8, 3))
+    targets = np.array([0, 1])
+    result = relevance_pass(
+        split_logits(model), tf.constant(x), tf.constant(targets), TINY_EPS
+    )
     names = [layer.name for layer in result.layers]
+    counted = ["stem", "res1", "proj", "res2", "dw", "transition", "logits"]
+    assert sorted(names) == sorted(counted)
+    # graph order; proj and res2 have the same depth, either may come first
+    position = {name: names.index(name) for name in counted}
+    assert position["stem"] == 0 and position["res1"] == 1
+    assert {position["proj"], position["res2"]} == {2, 3}
+    assert names[4:] == ["dw", "transition", "logits"]
+
+    proj, res2 = model.get_layer("proj"), model.get_layer("res2")
+    assert proj.input is res2.input
+    probe = keras.Model(
+        model.inputs, [proj.input, proj.output, res2.output, model.output]
+    )
+    with tf.GradientTape(persistent=True) as tape:
+        h, p, r, logits = probe(tf.constant(x))
+        tape.watch(h)
+        # the branches again from the watched h, so that each is separable
+        p, r = proj(h), res2(h)
+        rest = keras.Model([proj.output, res2.output], model.output)
+        score = tf.reduce_sum(tf.gather(rest([p, r]), targets, axis=1, batch_dims=1))
+    np.testing.assert_allclose(rest([p, r]), logits, rtol=1e-12)
+    expected = (h * tape.gradient(score, h)).numpy()
+    through_proj = (h * tape.gradient(p, h, tape.gradient(score, p))).numpy()
+    through_res2 = (h * tape.gradient(r, h, tape.gradient(score, r))).numpy()
+    np.testing.assert_allclose(through_proj + through_res2, expected, rtol=1e-9)
+    assert np.abs(expected).max() > 1e-2
+    for branch in (through_proj, through_res2):
+        assert np.abs(branch - expected).max() > 0.1 * np.abs(expected).max()
+    for name in ("proj", "res2"):
+        index = position[name]
+        np.testing.assert_allclose(result.forward_inputs[index], h, rtol=1e-12)
+        np.testing.assert_allclose(
+            result.backward_maps[index], expected, rtol=1e-7, atol=1e-12
+        )
     assert (
-        names
-        == [
-            "stem",
-            "res1",
-            "proj",
-            "res2",
-            "dw",
-            "transition",
-            "logits",
-        ]
-        or len(names) == 7
-    )  # graph order of equal-depth nodes may differ
-    proj, res2 = names.index("proj"), names.index("res2")
-    assert result.forward_inputs[proj] is result.forward_inputs[res2]
-    np.testing.assert_array_equal(
-        result.backward_maps[proj].numpy(), result.backward_maps[res2].numpy()
+        result.forward_inputs[position["proj"]]
+        is (result.forward_inputs[position["res2"]])
     )
 
 

@@ -13,13 +13,14 @@ L = keras.layers
 T, VOCAB, DIM = 12, 30, 6
 
 
-def _text_cnn(pooling=L.GlobalMaxPooling1D, mask_zero=False):
+def _text_cnn(pooling=L.GlobalMaxPooling1D, mask_zero=False, dtype=None):
+    kw = {} if dtype is None else {"dtype": dtype}
     ids = keras.Input((T,), dtype="int32")
-    e = L.Embedding(VOCAB, DIM, mask_zero=mask_zero, name="embedding")(ids)
-    h = L.Conv1D(8, 3, padding="same", activation="relu", name="conv")(e)
-    h = pooling()(h)
-    h = L.Dense(5, activation="relu", name="hidden")(h)
-    model = keras.Model(ids, L.Dense(2, name="logits")(h))
+    e = L.Embedding(VOCAB, DIM, mask_zero=mask_zero, name="embedding", **kw)(ids)
+    h = L.Conv1D(8, 3, padding="same", activation="relu", name="conv", **kw)(e)
+    h = pooling(**kw)(h)
+    h = L.Dense(5, activation="relu", name="hidden", **kw)(h)
+    model = keras.Model(ids, L.Dense(2, name="logits", **kw)(h))
     rng = np.random.default_rng(0)
     for variable in model.weights:
         variable.assign(rng.normal(size=tuple(variable.shape)) * 0.5)
@@ -94,16 +95,73 @@ def test_fbi_loss_on_a_text_cnn_starts_at_the_embedding_output():
     assert logs["fbi_loss"] == pytest.approx(expected, rel=1e-4)
 
 
+def _own_fbi_gradient(model, ids, y):
+    """d L_FBI / d weights from the test's own nested tapes: L_FBI is Eq. 3
+    with a- = a * dS_c/da (epsilon-LRP at eps -> 0 on this ReLU net) at the
+    inputs of the three layers with a kernel (conv reads e, hidden, logits),
+    mean |a+ - a-| over the units, over the layers, then over the batch."""
+    embedding = model.get_layer("embedding")
+    conv, hidden, logits = (model.get_layer(n) for n in ("conv", "hidden", "logits"))
+    head = keras.Model(conv.input, [hidden.input, logits.input, model.output])
+    with tf.GradientTape() as outer:
+        e = embedding(ids)
+        with tf.GradientTape(persistent=True) as inner:
+            inner.watch(e)
+            a1, a2, out = head(e, training=True)
+            score = tf.reduce_sum(tf.gather(out, y, axis=1, batch_dims=1))
+        terms = [
+            tf.reduce_mean(
+                tf.reshape(tf.abs(a - a * inner.gradient(score, a)), [len(ids), -1]),
+                axis=1,
+            )
+            for a in (e, a1, a2)
+        ]
+        fbi = tf.reduce_mean(tf.add_n(terms) / 3)
+    variables = model.trainable_variables
+    gradients = outer.gradient(fbi, variables)
+    return [  # None: L_FBI does not depend on it (the logits' bias)
+        np.zeros(v.shape) if g is None else tf.convert_to_tensor(g).numpy()
+        for v, g in zip(variables, gradients, strict=True)
+    ]
+
+
 def test_fbi_trains_the_embedding_of_a_text_cnn():
-    model = _text_cnn()
-    wrapped = AttributionRegularizedModel(model, FBILoss(lam=0.5))
-    wrapped.compile(
-        optimizer=keras.optimizers.SGD(0.01),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-    )
-    before = model.get_layer("embedding").embeddings.numpy().copy()
-    wrapped.fit(_ids(4), np.array([0, 1, 0, 1]), batch_size=4, verbose=0)
-    assert np.abs(model.get_layer("embedding").embeddings.numpy() - before).max() > 0
+    """Oracle: the test's own tape (`_own_fbi_gradient`). With SGD at rate 1
+    one `train_on_batch` step changes the weights by -(1 - lam) dL_task/dW
+    - lam dL_FBI/dW; a plain Keras step from the same weights (the same task
+    loss, no penalty) gives dL_task/dW, so (dW_fbi - (1 - lam) dW_task) /
+    (-lam) must be the FBI gradient of the own tape for every weight, the
+    embedding included, and differ from the task-only update."""
+    lam = 0.5
+    ids, y = _ids(4), np.array([0, 1, 0, 1])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model = _text_cnn(dtype="float64")
+    start = [v.numpy().copy() for v in model.trainable_variables]
+    expected = _own_fbi_gradient(model, ids, tf.constant(y))
+
+    plain = _text_cnn(dtype="float64")  # the same weights (same seed)
+    plain.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss)
+    plain.train_on_batch(ids, y)
+    task_step = [
+        v.numpy() - w for v, w in zip(plain.trainable_variables, start, strict=True)
+    ]
+
+    wrapped = AttributionRegularizedModel(model, FBILoss(lam=lam, eps=1e-9))
+    wrapped.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss)
+    wrapped.train_on_batch(ids, y)
+    fbi_step = [
+        v.numpy() - w for v, w in zip(model.trainable_variables, start, strict=True)
+    ]
+
+    names = [v.path for v in model.trainable_variables]
+    assert "embedding/embeddings" in names
+    assert names[-1] == "logits/bias" and not expected[-1].any()
+    for name, fbi, task, own in zip(names, fbi_step, task_step, expected, strict=True):
+        regulariser = (fbi - (1 - lam) * task) / -lam
+        np.testing.assert_allclose(regulariser, own, rtol=1e-4, atol=1e-8, err_msg=name)
+    for fbi, task, own in zip(fbi_step[:-1], task_step, expected, strict=False):
+        assert np.abs(own).max() > 1e-3
+        assert np.abs(fbi - task).max() > 0.1 * np.abs(own).max()
 
 
 def test_deeplift_with_a_baseline_token_sums_to_the_score_difference():

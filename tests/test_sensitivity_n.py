@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras_attreg.attributions import gradient_x_input
 from keras_attreg.evaluation import sensitivity_n
 from keras_attreg.evaluation.sensitivity_n import (
+    _pearson,
     pool_size,
     smallest_keys,
     subset_pool,
@@ -65,6 +66,15 @@ def _naive(
 
 @pytest.mark.parametrize("features", ["pixel", "element"])
 def test_linear_model_with_gradient_x_input_has_correlation_one_for_every_n(features):
+    """Oracle: Ancona et al.'s derivation. The value must be exactly 1, not a
+    clipped larger one: on a linear logit S_c(x) = w_c . x + b_c with the zero
+    baseline, removing a subset changes the logit by S_n = sum_subset w_ci
+    x_i, which is R_n of gradient*input term by term, so over the subsets the
+    two series are one series and their Pearson correlation is 1 (up to
+    float32 rounding). That the clip to [-1, 1] cannot hide an inflated value
+    is checked by `test_pearson_is_not_clipped_below_one` and by
+    `test_linear_model_with_a_perturbed_map_has_the_naive_correlation_below_one`.
+    """
     model = _linear_model()
     x = RNG.normal(size=(6, 5, 5, 2)).astype("float32")
     targets = np.array([0, 1, 2, 0, 1, 2])
@@ -80,6 +90,76 @@ def test_linear_model_with_gradient_x_input_has_correlation_one_for_every_n(feat
     assert result.n_values[0] == 1 and result.n_values[-1] == round(0.8 * count)
     np.testing.assert_allclose(result.correlation, 1.0, atol=1e-5)
     np.testing.assert_array_equal(result.undefined, 0)
+
+
+def _correlated(rho, count=8):
+    """(r, s) of exactly Pearson correlation rho: r = u, s = rho u +
+    sqrt(1 - rho^2) v for centred, orthogonal u, v of equal norm, then
+    shifted and scaled (Pearson is invariant to both)."""
+    u = np.array([1.0, -1, 1, -1, 1, -1, 1, -1])[:count]
+    v = np.array([1.0, 1, -1, -1, 1, 1, -1, -1])[:count]
+    assert u.sum() == v.sum() == u @ v == 0 and u @ u == v @ v
+    return 3 * u + 5, -2 * (rho * u + np.sqrt(1 - rho**2) * v) + 0.5
+
+
+@pytest.mark.parametrize("rho", [-0.5, 0.8, 0.3])
+def test_pearson_is_not_clipped_below_one(rho):
+    """Oracle: pairs built by hand with an exact correlation (`_correlated`:
+    r = u, s = rho u + sqrt(1 - rho^2) v, u and v orthogonal; the scale -2 of s
+    flips the sign), over the last axis of a (2, 1, 8) batch."""
+    r, s = _correlated(rho)
+    other_r, other_s = _correlated(0.8)
+    r_batch = np.stack([r, other_r])[:, None]
+    s_batch = np.stack([s, other_s])[:, None]
+    result = _pearson(tf.constant(r_batch), tf.constant(s_batch)).numpy()
+    np.testing.assert_allclose(result[:, 0], [-rho, -0.8], rtol=1e-12)
+    assert np.corrcoef(r, s)[0, 1] == pytest.approx(-rho, rel=1e-12)
+
+
+def test_pearson_is_nan_for_a_constant_series_and_one_for_equal_ones():
+    """Oracle: the definition: a constant series has no variance (NaN, also
+    when it is constant but for a rounding-level 1e-9 relative wiggle), and
+    a series against an increasing affine image of itself has r = 1."""
+    r, s = _correlated(0.8)
+    constant = np.full(8, 2.5)
+    wiggle = constant * (1 + 1e-9 * np.arange(8))
+    rows = [(constant, s), (r, constant), (wiggle, s), (r, 4 * r - 1), (r, -r)]
+    result = _pearson(
+        tf.constant([[a] for a, _ in rows]), tf.constant([[b] for _, b in rows])
+    ).numpy()[:, 0]
+    assert np.isnan(result[:3]).all()
+    np.testing.assert_allclose(result[3:], [1.0, -1.0], rtol=1e-12)
+
+
+def test_linear_model_with_a_perturbed_map_has_the_naive_correlation_below_one():
+    """Oracle: `_naive` (np.corrcoef, which is not clipped, over the same
+    subsets) on a linear logit whose map is gradient*input plus noise: R_n =
+    S_n + (noise summed over the subset), so the exact value is below 1 for
+    every sample and n, and sensitivity_n must give that value, not 1."""
+    model = _linear_model()
+    inputs = keras.Input((5, 5, 2))
+    dense = keras.layers.Dense(3)
+    logits = keras.Model(inputs, dense(keras.layers.Flatten()(inputs)))
+    dense.set_weights(model.layers[-1].get_weights())
+    x = RNG.normal(size=(4, 5, 5, 2)).astype("float32")
+    targets = np.array([0, 1, 2, 1])
+    maps = gradient_x_input(model, x, targets).numpy()
+    maps = maps + RNG.normal(scale=0.5 * maps.std(), size=maps.shape)
+    n_values, num_subsets = [2, 10, 30], 12
+    expected = _naive(logits, x, targets, maps, n_values, num_subsets, 0.0, False, 5)
+    assert np.nanmax(expected) < 0.98 and np.nanmin(expected) > 0.2
+    result = sensitivity_n(
+        model,
+        (x, targets),
+        maps,
+        n_values=n_values,
+        num_subsets=num_subsets,
+        features="element",
+        seed=5,
+        verbose=0,
+    )
+    np.testing.assert_allclose(result.per_sample, expected, atol=1e-5)
+    np.testing.assert_allclose(result.correlation, expected.mean(0), atol=1e-5)
 
 
 def test_random_attributions_have_mean_correlation_near_zero():
@@ -170,17 +250,25 @@ def test_smallest_keys_breaks_ties_like_a_stable_sort(n):
     np.testing.assert_array_equal(smallest_keys(tf.constant(keys), n), ranks < n)
 
 
-def test_absolute_variant_is_the_absolute_value_of_the_signed_one():
-    model, _ = _cnn()
-    x = RNG.normal(size=(8, 6, 6, 3)).astype("float32")
-    targets = RNG.integers(0, 4, size=8)
-    maps = RNG.normal(size=x.shape)
-    options = dict(n_values=[2, 10], num_subsets=10, verbose=0)
+def test_absolute_variant_scores_a_sign_flipped_exact_map_one():
+    """Oracle: Ancona et al.'s derivation on a linear logit (see the
+    correlation-one test): gradient*input times s_b = +1 or -1 per sample has
+    R_n = s_b S_n, so the signed Pearson is exactly s_b for every n and the
+    signed mean is the mean of the signs (0 here), while the absolute variant
+    (Kiritoshi et al.: |Pearson| per sample, then the mean) is exactly 1."""
+    model = _linear_model()
+    x = RNG.normal(size=(6, 5, 5, 2)).astype("float32")
+    targets = np.array([0, 1, 2, 0, 1, 2])
+    signs = np.array([1.0, -1, -1, 1, -1, 1])
+    maps = gradient_x_input(model, x, targets).numpy() * signs[:, None, None, None]
+    options = dict(n_values=[2, 10, 40], num_subsets=10, features="element", verbose=0)
     signed = sensitivity_n(model, (x, targets), maps, **options)
     absolute = sensitivity_n(model, (x, targets), maps, absolute=True, **options)
-    np.testing.assert_allclose(absolute.per_sample, np.abs(signed.per_sample))
-    assert np.all(absolute.correlation >= signed.correlation)
-    assert np.any(absolute.correlation > signed.correlation + 0.05)
+    np.testing.assert_allclose(signed.per_sample, np.outer(signs, [1, 1, 1]), atol=1e-5)
+    np.testing.assert_allclose(signed.correlation, 0.0, atol=1e-5)
+    np.testing.assert_allclose(absolute.per_sample, 1.0, atol=1e-5)
+    np.testing.assert_allclose(absolute.correlation, 1.0, atol=1e-5)
+    assert absolute.absolute and not signed.absolute
 
 
 def test_undefined_correlations_are_counted_not_averaged_in():
