@@ -19,13 +19,15 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg._logits import method_at_embedding
+from keras_attreg._logits import check_targets, method_at_embedding
 from keras_attreg.attributions import get
 from keras_attreg.attributions._utils import (
     batches,
+    example_input,
     float_input,
     method_name,
     model_dtype_input,
+    reference,
 )
 
 PRECOMPUTED = "precomputed maps"
@@ -180,6 +182,47 @@ def _count_error(samples: str, shape, name: str) -> ValueError:
         f"Invalid value for argument {name}: expected one map per sample of "
         f"data ({samples} samples). Received: {name} with shape {tuple(shape)}"
     )
+
+
+def scored_batches(
+    model: keras.Model,
+    split,
+    source: DataSource,
+    method: Callable | None,
+    maps,
+    *,
+    batch_size: int,
+    baseline,
+    baseline_token,
+    embedding_layer,
+    verbose: int,
+) -> Iterator[tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]]:
+    """`(x, targets, maps, sample_ids, baseline)` per batch, as the metrics'
+    kernels take them: the targets checked against the model's classes, the
+    maps in the baseline's dtype, the samples' positions in the data (for
+    stateless draws keyed by sample) and the baseline of one sample as the
+    kernel sees it (`reference`, taken once); a progress bar with `verbose`.
+    """
+    progress = keras.utils.Progbar(source.total, verbose=verbose, unit_name="sample")
+    offset, classes, base = 0, None, None
+    for x_batch, t_batch, batch_maps in attributed_batches(
+        model, source, method, maps, batch_size
+    ):
+        size = int(x_batch.shape[0])
+        if classes is None:
+            classes = split.num_classes(x_batch.shape)
+            base = reference(
+                model,
+                baseline,
+                baseline_token,
+                example_input(split, x_batch),
+                embedding_layer,
+            )
+        check_targets(t_batch, classes)
+        ids = tf.range(offset, offset + size)
+        yield x_batch, t_batch, tf.cast(batch_maps, base.dtype), ids, base
+        offset += size
+        progress.update(offset)
 
 
 def label_of(method: Callable | None, label: str | None) -> str:

@@ -33,7 +33,6 @@ import tensorflow as tf
 
 from keras_attreg._logits import (
     attributed_embedding,
-    check_targets,
     split_logits,
     target_scores,
     unwrap,
@@ -41,18 +40,16 @@ from keras_attreg._logits import (
 from keras_attreg._validation import check_choice, check_float, check_int
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
-    example_input,
     for_each_chunk,
-    reference,
     traced,
 )
 from keras_attreg.evaluation._batches import (
     PRECOMPUTED,
-    attributed_batches,
     data_source,
     json_list,
     label_of,
     resolve_method,
+    scored_batches,
     standard_error,
 )
 from keras_attreg.evaluation.sensitivity_n import num_features, replace_tokens
@@ -273,26 +270,21 @@ def _curve(
             pixel=features == "pixel" and len(shape) == 3,
             chunk=batch_size,
         )
-    progress = keras.utils.Progbar(source.total, verbose=verbose, unit_name="sample")
-    rows, offset, classes, base = [], 0, None, None
-    for x_batch, t_batch, batch_maps in attributed_batches(
-        model, source, method, maps, batch_size
-    ):
-        if classes is None:
-            classes = split.num_classes(x_batch.shape)
-            base = reference(
-                model,
-                baseline,
-                baseline_token,
-                example_input(split, x_batch),
-                embedding_layer,
-            )
-        check_targets(t_batch, classes)
-        rows.append(
-            kernel(x_batch, tf.cast(batch_maps, base.dtype), t_batch, base, steps)
+    rows = [
+        kernel(x_batch, batch_maps, t_batch, base, steps)
+        for x_batch, t_batch, batch_maps, _, base in scored_batches(
+            model,
+            split,
+            source,
+            method,
+            maps,
+            batch_size=batch_size,
+            baseline=baseline,
+            baseline_token=baseline_token,
+            embedding_layer=embedding_layer,
+            verbose=verbose,
         )
-        offset += int(x_batch.shape[0])
-        progress.update(offset)
+    ]
     per_sample = tf.concat(rows, axis=0).numpy()
     return PerturbationCurveResult(
         fractions=fractions,

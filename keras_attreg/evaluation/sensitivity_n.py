@@ -39,7 +39,6 @@ import tensorflow as tf
 
 from keras_attreg._logits import (
     attributed_embedding,
-    check_targets,
     split_logits,
     target_scores,
     unwrap,
@@ -47,18 +46,16 @@ from keras_attreg._logits import (
 from keras_attreg._validation import check_choice, check_int
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
-    example_input,
     for_each_chunk,
-    reference,
     traced,
 )
 from keras_attreg.evaluation._batches import (
     PRECOMPUTED,
-    attributed_batches,
     data_source,
     json_list,
     label_of,
     resolve_method,
+    scored_batches,
     standard_error,
 )
 
@@ -501,31 +498,22 @@ def sensitivity_n(
             pixel=features == "pixel" and len(sample_shape) == 3,
             chunk=batch_size,
         )
-    progress = keras.utils.Progbar(source.total, verbose=verbose, unit_name="sample")
-    rows, lengths, offset, classes, base = [], [], 0, None, None
-    for x_batch, t_batch, batch_maps in attributed_batches(
-        model, source, method, maps, batch_size
+    rows, lengths = [], []
+    for x_batch, t_batch, batch_maps, ids, base in scored_batches(
+        model,
+        split,
+        source,
+        method,
+        maps,
+        batch_size=batch_size,
+        baseline=baseline,
+        baseline_token=baseline_token,
+        embedding_layer=embedding_layer,
+        verbose=verbose,
     ):
-        size = int(x_batch.shape[0])
-        if classes is None:
-            classes = split.num_classes(x_batch.shape)
-            base = reference(
-                model,
-                baseline,
-                baseline_token,
-                example_input(split, x_batch),
-                embedding_layer,
-            )
-        check_targets(t_batch, classes)
-        ids = tf.range(offset, offset + size)
-        dtype = base.dtype
-        rows.append(
-            kernel(x_batch, tf.cast(batch_maps, dtype), t_batch, ids, base, *tensors)
-        )
+        rows.append(kernel(x_batch, batch_maps, t_batch, ids, base, *tensors))
         if tokens:
             lengths.append(np.count_nonzero(x_batch.numpy(), axis=1))
-        offset += size
-        progress.update(offset)
     per_sample = tf.concat(rows, axis=0).numpy()
     if absolute:
         per_sample = np.abs(per_sample)
