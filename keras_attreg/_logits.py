@@ -13,30 +13,30 @@ Supported endings (checked in this order):
 - A nested functional/Sequential model as last layer: searched recursively.
 - Anything else: the output is taken as the logit.
 
-Token ids (text): for a model whose input is integer token ids, the input of
-every attribution method, penalty and metric is e, the output of the model's
-Embedding layer (found by `find_embedding`). `TokenSplit` computes the logits
-from a given e, and `model_input` turns a batch of ids into the pair
-(split bound to those ids, e) that the gradient code differentiates.
+Token ids (text): `keras_attreg._tokens` (the logits as a function of the
+Embedding output).
 """
 
 from __future__ import annotations
 
-import functools
-import inspect
 import weakref
 
 import keras
-import numpy as np
 import tensorflow as tf
 
-from keras_attreg._keras.embedding import embedding_output
 from keras_attreg._keras.graph import (
+    applies_softmax,
     call_layer,
     graph_output,
     is_graph_model,
     linear_call,
     producer,
+)
+from keras_attreg._tokens import (
+    TokenSplit,
+    declares_integer_input,
+    find_embedding,
+    model_input,
 )
 
 _FIX_HINT = (
@@ -44,10 +44,6 @@ _FIX_HINT = (
     "`from_logits=True` in the loss, or pass `logits_layer=<name of the layer "
     "whose output is the logit>`."
 )
-
-
-def _is_softmax(fn) -> bool:
-    return fn is keras.activations.softmax or getattr(fn, "__name__", "") == "softmax"
 
 
 def unwrap(model):
@@ -124,11 +120,11 @@ class LogitSplit:
             self.trunk = keras.Model(_inputs(model), [layer.output, output])
             return
         last = producer(output)
-        if isinstance(last, keras.layers.Softmax) or (
-            isinstance(last, keras.layers.Activation) and _is_softmax(last.activation)
-        ):
+        if isinstance(
+            last, keras.layers.Softmax | keras.layers.Activation
+        ) and applies_softmax(last):
             self.mode = "softmax_layer"
-        elif _is_softmax(getattr(last, "activation", None)):
+        elif applies_softmax(last):
             self.mode = "softmax_activation"
         elif is_graph_model(last):
             self.mode = "nested"
@@ -154,9 +150,7 @@ class LogitSplit:
     def _init_subclassed(self, model):
         layers = getattr(model, "layers", [])
         last = layers[-1] if layers else None
-        if isinstance(last, keras.layers.Softmax) or _is_softmax(
-            getattr(last, "activation", None)
-        ):
+        if applies_softmax(last):
             raise ValueError(
                 f"Cannot reach the logit of the subclassed model {model.name!r}: "
                 f"its last layer {last.name!r} applies a softmax inside `call()`. "
@@ -220,7 +214,7 @@ class LogitSplit:
         """
         if self._embedding is None:
             self._embedding = find_embedding(self.model, self.embedding_layer) or False
-        if not self._embedding and _declares_integer_input(self.model):
+        if not self._embedding and declares_integer_input(self.model):
             raise ValueError(
                 f"Model {self.model.name!r} takes integer inputs (token ids) but "
                 "has no `keras.layers.Embedding` layer: attributions on token "
@@ -228,174 +222,6 @@ class LogitSplit:
                 "layer after the input, or give the model a float input."
             )
         return TokenSplit(self, self._embedding) if self._embedding else None
-
-
-def _walk(layer):
-    yield layer
-    for inner in getattr(layer, "layers", ()):
-        yield from _walk(inner)
-
-
-def _declares_integer_input(model) -> bool:
-    try:
-        inputs = model.inputs
-    except (AttributeError, ValueError):
-        return False
-    return bool(inputs) and any(
-        keras.backend.standardize_dtype(t.dtype).startswith(("int", "uint"))
-        for t in inputs
-    )
-
-
-def _consumes_model_input(layer, models) -> bool:
-    try:
-        source = layer.input
-    except (AttributeError, ValueError):
-        return True  # shared between graphs: its input is ambiguous
-    return any(source is tensor for model in models for tensor in (model.inputs or ()))
-
-
-def find_embedding(model: keras.Model, embedding_layer: str | None = None):
-    """The Embedding layer that consumes the model's token ids, or None.
-
-    Nested functional/Sequential models are searched. With several Embedding
-    layers, the one fed by a model input is taken; `embedding_layer` names
-    one explicitly.
-
-    Args:
-        model: a Keras model.
-        embedding_layer: optional name of the Embedding layer to use.
-
-    Returns:
-        A `keras.layers.Embedding`, or None when the model has none.
-    """
-    layers = [layer for layer in _walk(model) if layer is not model]
-    embeddings = [
-        layer for layer in layers if isinstance(layer, keras.layers.Embedding)
-    ]
-    if embedding_layer is not None:
-        named = [layer for layer in embeddings if layer.name == embedding_layer]
-        if not named:
-            raise ValueError(
-                "Invalid value for argument embedding_layer: expected the name of "
-                f"an Embedding layer of model {model.name!r} (one of "
-                f"{[layer.name for layer in embeddings]}). "
-                f"Received: embedding_layer={embedding_layer!r}"
-            )
-        return named[0]
-    if len(embeddings) > 1:
-        graphs = [m for m in (model, *layers) if is_graph_model(m)]
-        embeddings = [e for e in embeddings if _consumes_model_input(e, graphs)]
-    if len(embeddings) > 1:
-        raise ValueError(
-            f"Model {model.name!r} has several Embedding layers fed by its inputs "
-            f"({[layer.name for layer in embeddings]}): pass embedding_layer=<name> "
-            "to choose the one whose output the attributions are taken at."
-        )
-    return embeddings[0] if embeddings else None
-
-
-def method_at_embedding(
-    method, model: keras.Model, embedding_layer: str, argument: str
-):
-    """`method(model, x, targets)` with its maps taken at the Embedding layer
-    named `embedding_layer`: given `embedding_layer=` when it takes that
-    argument, as it is when that layer is the one it finds by itself, else a
-    ValueError naming `argument` (its maps would be taken elsewhere)."""
-    try:
-        parameters = inspect.signature(method).parameters
-    except (TypeError, ValueError):
-        parameters = {}
-    if "embedding_layer" in parameters:
-        return functools.partial(method, embedding_layer=embedding_layer)
-    try:
-        found = find_embedding(model)
-    except ValueError:
-        found = None
-    if found is not None and found.name == embedding_layer:
-        return method
-    raise ValueError(
-        f"Invalid value for argument {argument}: on token ids with a chosen "
-        f"Embedding layer ({embedding_layer!r}) an attribution method must take "
-        "`embedding_layer`, so that its maps are taken there too. "
-        f"Received: {argument}={method!r}"
-    )
-
-
-class TokenSplit:
-    """S_c as a function of e, the Embedding output, for models on token ids.
-
-    Bound to a batch of token ids (`bind`), `split(e)` returns `(logits,
-    outputs)` of the model run on those ids with the Embedding's output
-    replaced by `e` (same shape as `embed()`): the layers after the Embedding
-    see `e`, and the Embedding's mask (`mask_zero`) still comes from the ids.
-
-    Args:
-        split: the model's `LogitSplit`.
-        embedding: its Embedding layer.
-        ids: the bound batch of token ids, shape (batch, seq_len), or None.
-    """
-
-    def __init__(self, split: LogitSplit, embedding, ids=None):
-        self.split = split
-        self.embedding = embedding
-        self.ids = ids
-
-    @property
-    def model(self) -> keras.Model:
-        return self.split.model
-
-    def bind(self, ids) -> TokenSplit:
-        """The same split bound to the token ids `ids` (cast to int32)."""
-        return TokenSplit(self.split, self.embedding, tf.cast(ids, tf.int32))
-
-    def rows(self, indices) -> TokenSplit:
-        """The split bound to the ids of samples `indices` (repeats allowed)."""
-        return self.bind(tf.gather(self.ids, indices))
-
-    def embed(self) -> tf.Tensor:
-        """e = Embedding(ids), shape (batch, seq_len, embedding dim)."""
-        return self.embedding(self.ids)
-
-    def token_embedding(self, token: int) -> tf.Tensor:
-        """The embedding vector of token id `token`, shape (embedding dim,)."""
-        return tf.convert_to_tensor(self.embedding.embeddings[token])
-
-    def padding(self) -> tf.Tensor:
-        """True at the padding positions (token id 0), shape (batch, seq_len)."""
-        return tf.equal(self.ids, 0)
-
-    def fix_padding(self, delta):
-        """`delta`, a change of e (batch, seq_len, dim), zeroed at padding:
-        padding is not a feature, so baselines and noise never move it."""
-        return tf.where(self.padding()[..., None], tf.zeros_like(delta), delta)
-
-    def __call__(self, e, training: bool = False):
-        """Returns `(logits, outputs)` of the bound ids with Embedding output e."""
-        with embedding_output(self.embedding, e):
-            return self.split(self.ids, training=training)
-
-    def logits(self, e, training: bool = False):
-        """Returns the pre-softmax scores computed from e."""
-        return self(e, training=training)[0]
-
-    def num_classes(self, input_shape=None) -> int:
-        return self.split.num_classes(input_shape)
-
-
-def model_input(split: LogitSplit, x):
-    """The differentiable input of `split` for the batch `x`.
-
-    Returns:
-        `(split, x)` for models on float inputs; for models on token ids,
-        `(split.tokens bound to x, e)` with e = Embedding(x), computed under
-        the caller's tapes (so gradients reach the embedding weights).
-    """
-    tokens = split.tokens if isinstance(split, LogitSplit) else None
-    if tokens is None:
-        return split, x
-    bound = tokens.bind(x)
-    return bound, bound.embed()
 
 
 _CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -412,75 +238,6 @@ def split_logits(
     if key not in per_model:
         per_model[key] = LogitSplit(model, logits_layer, embedding_layer)
     return per_model[key]
-
-
-def labels_to_targets(y, name: str = "targets") -> tf.Tensor:
-    """Converts sparse (B,), (B, 1) or one-hot (B, C) labels to int32 indices.
-
-    Sparse float labels must hold whole numbers (never truncated): a
-    `ValueError` naming `name` on eager values, a run-time assertion in graphs.
-    """
-    y = tf.convert_to_tensor(y)
-    rank = y.shape.rank
-    if rank == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
-        return tf.argmax(y, axis=-1, output_type=tf.int32)
-    if rank == 2 and y.shape[-1] == 1:
-        y = tf.squeeze(y, axis=-1)
-    elif rank != 1:
-        raise ValueError(
-            "Labels must be class indices of shape (batch,) or (batch, 1), or "
-            f"one-hot of shape (batch, classes). Received: {name} with shape "
-            f"{y.shape}"
-        )
-    if y.dtype.is_floating:
-        y = _require(
-            tf.reduce_all(tf.equal(y, tf.round(y))),
-            f"Invalid value for argument {name}: expected whole-number class "
-            "indices (a fractional label is never truncated).",
-            name,
-            y,
-            lambda values: (
-                f"fractional values {values[values != np.round(values)][:8]}"
-            ),
-        )
-    return tf.cast(y, tf.int32)
-
-
-def _require(ok, message: str, name: str, values: tf.Tensor, offending) -> tf.Tensor:
-    """`values`, once `ok` holds: checked now on eager values (`ValueError`
-    ending with `offending(values)`, a numpy function), by a run-time assertion
-    in graphs (`tf.errors.InvalidArgumentError` with the same message and the
-    first values received)."""
-    if tf.executing_eagerly():
-        if not bool(ok):
-            raise ValueError(
-                f"{message} Received: {name} with {offending(values.numpy())}"
-            )
-        return values
-    received = tf.strings.format(
-        f"{message} Received: {name}={{}}", values, summarize=8
-    )
-    with tf.control_dependencies([tf.debugging.Assert(ok, [received])]):
-        return tf.identity(values)
-
-
-def check_targets(targets: tf.Tensor, num_classes: int, name: str = "targets"):
-    """Checks class indices lie in [0, num_classes).
-
-    Raises `ValueError` on eager values; adds a run-time assertion in graphs
-    (where it raises `tf.errors.InvalidArgumentError` with the same message).
-    """
-    in_range = tf.logical_and(
-        tf.reduce_all(targets >= 0), tf.reduce_all(targets < num_classes)
-    )
-    return _require(
-        in_range,
-        f"Invalid value for argument {name}: expected class indices in "
-        f"[0, {num_classes}).",
-        name,
-        targets,
-        lambda values: f"min {values.min()} and max {values.max()}",
-    )
 
 
 def target_scores(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:

@@ -5,6 +5,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
+import tensorflow as tf
+
 
 def check_float(
     name: str,
@@ -79,3 +82,72 @@ def check_choice(name: str, value: Any, choices: tuple) -> Any:
             f"Received: {name}={value!r}"
         )
     return value
+
+
+def labels_to_targets(y, name: str = "targets") -> tf.Tensor:
+    """Converts sparse (B,), (B, 1) or one-hot (B, C) labels to int32 indices.
+
+    Sparse float labels must hold whole numbers (never truncated): a
+    `ValueError` naming `name` on eager values, a run-time assertion in graphs.
+    """
+    y = tf.convert_to_tensor(y)
+    rank = y.shape.rank
+    if rank == 2 and y.shape[-1] is not None and y.shape[-1] > 1:
+        return tf.argmax(y, axis=-1, output_type=tf.int32)
+    if rank == 2 and y.shape[-1] == 1:
+        y = tf.squeeze(y, axis=-1)
+    elif rank != 1:
+        raise ValueError(
+            "Labels must be class indices of shape (batch,) or (batch, 1), or "
+            f"one-hot of shape (batch, classes). Received: {name} with shape "
+            f"{y.shape}"
+        )
+    if y.dtype.is_floating:
+        y = _require(
+            tf.reduce_all(tf.equal(y, tf.round(y))),
+            f"Invalid value for argument {name}: expected whole-number class "
+            "indices (a fractional label is never truncated).",
+            name,
+            y,
+            lambda values: (
+                f"fractional values {values[values != np.round(values)][:8]}"
+            ),
+        )
+    return tf.cast(y, tf.int32)
+
+
+def _require(ok, message: str, name: str, values: tf.Tensor, offending) -> tf.Tensor:
+    """`values`, once `ok` holds: checked now on eager values (`ValueError`
+    ending with `offending(values)`, a numpy function), by a run-time assertion
+    in graphs (`tf.errors.InvalidArgumentError` with the same message and the
+    first values received)."""
+    if tf.executing_eagerly():
+        if not bool(ok):
+            raise ValueError(
+                f"{message} Received: {name} with {offending(values.numpy())}"
+            )
+        return values
+    received = tf.strings.format(
+        f"{message} Received: {name}={{}}", values, summarize=8
+    )
+    with tf.control_dependencies([tf.debugging.Assert(ok, [received])]):
+        return tf.identity(values)
+
+
+def check_targets(targets: tf.Tensor, num_classes: int, name: str = "targets"):
+    """Checks class indices lie in [0, num_classes).
+
+    Raises `ValueError` on eager values; adds a run-time assertion in graphs
+    (where it raises `tf.errors.InvalidArgumentError` with the same message).
+    """
+    in_range = tf.logical_and(
+        tf.reduce_all(targets >= 0), tf.reduce_all(targets < num_classes)
+    )
+    return _require(
+        in_range,
+        f"Invalid value for argument {name}: expected class indices in "
+        f"[0, {num_classes}).",
+        name,
+        targets,
+        lambda values: f"min {values.min()} and max {values.max()}",
+    )

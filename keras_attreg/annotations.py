@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg._logits import _require
+from keras_attreg._validation import _require
 
 LABELS = "y"
 MASK = "annotation_mask"  # also the argument name in error messages

@@ -185,16 +185,25 @@ def test_average_pooling_layers_conserve_relevance():
     np.testing.assert_allclose(relevance.reshape(3, -1).sum(axis=1), scores, rtol=1e-8)
 
 
-@pytest.mark.parametrize("ending", ["dense_softmax", "softmax_layer"])
+@pytest.mark.parametrize(
+    "ending",
+    ["dense_softmax", "softmax_layer", "dense_log_softmax", "log_softmax_layer"],
+)
 def test_softmax_ending_starts_from_the_logit(ending):
+    """The logit split (shared with every attribution) stops at the input of
+    a softmax or log-softmax ending: its logits and relevance equal those of
+    the same network without the ending (the test's own logits model)."""
     logits_model = _tiny_net()
-    if ending == "dense_softmax":
-        head = L.Dense(2, activation="softmax")
+    activation = "log_softmax" if "log" in ending else "softmax"
+    if ending.startswith("dense"):
+        head = L.Dense(2, activation=activation)
         layers = logits_model.layers[:-1] + [head]
-    else:
+    elif ending == "softmax_layer":
         layers = logits_model.layers + [L.Softmax()]
+    else:
+        layers = logits_model.layers + [L.Activation("log_softmax")]
     softmax_model = keras.Sequential([keras.Input((5, 5, 1))] + layers)
-    if ending == "dense_softmax":
+    if ending.startswith("dense"):
         head.set_weights(logits_model.layers[-1].get_weights())
     x = np.random.default_rng(7).normal(size=(2, 5, 5, 1)).astype("float32")
     targets = np.array([0, 1])

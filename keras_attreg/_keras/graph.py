@@ -16,6 +16,17 @@ import tensorflow as tf
 from keras.src.models.functional import Functional
 
 
+def applies_softmax(operation_or_activation) -> bool:
+    """True for a `Softmax` layer, a layer whose activation is a softmax or a
+    log-softmax (`Dense(..., activation="softmax")`, `Activation("softmax")`),
+    or such an activation function itself: the one test of "this applies a
+    softmax" of the package (the logit split and the relevance rules)."""
+    activation = getattr(operation_or_activation, "activation", operation_or_activation)
+    return isinstance(operation_or_activation, keras.layers.Softmax) or getattr(
+        activation, "__name__", ""
+    ) in ("softmax", "log_softmax")
+
+
 def is_graph_model(model) -> bool:
     """True for functional and Sequential models (their layer graph is known)."""
     return isinstance(model, (Functional, keras.Sequential))

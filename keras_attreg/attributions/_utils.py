@@ -22,16 +22,9 @@ from collections.abc import Callable, Iterator
 import keras
 import tensorflow as tf
 
-from keras_attreg._logits import (
-    LogitSplit,
-    TokenSplit,
-    attributed_embedding,
-    check_targets,
-    labels_to_targets,
-    split_logits,
-    unwrap,
-)
-from keras_attreg._validation import check_int
+from keras_attreg._logits import LogitSplit, attributed_embedding, split_logits, unwrap
+from keras_attreg._tokens import TokenSplit
+from keras_attreg._validation import check_int, check_targets, labels_to_targets
 
 DEFAULT_BATCH_SIZE = 256
 

@@ -16,14 +16,13 @@ import keras
 import tensorflow as tf
 
 from keras_attreg._logits import (
-    TokenSplit,
     attributed_embedding,
-    check_targets,
     input_gradient,
     split_logits,
     unwrap,
 )
-from keras_attreg._validation import check_float, check_int
+from keras_attreg._tokens import TokenSplit
+from keras_attreg._validation import check_float, check_int, check_targets
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
     attribute,

@@ -17,15 +17,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from keras_attreg import attributions as attribution_methods
 from keras_attreg._keras.distribute import mean_over_workers
-from keras_attreg._logits import (
-    attributed_embedding,
-    check_targets,
-    labels_to_targets,
-    method_at_embedding,
-    split_logits,
-    unwrap,
-)
-from keras_attreg._validation import check_int
+from keras_attreg._logits import attributed_embedding, split_logits, unwrap
+from keras_attreg._tokens import method_at_embedding
+from keras_attreg._validation import check_int, check_targets, labels_to_targets
 from keras_attreg.attributions._utils import method_name
 from keras_attreg.callbacks._summaries import (
     normalized_maps,

@@ -19,7 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg._logits import check_targets, method_at_embedding
+from keras_attreg._tokens import method_at_embedding
+from keras_attreg._validation import check_targets
 from keras_attreg.attributions import get
 from keras_attreg.attributions._utils import (
     batches,

@@ -54,13 +54,8 @@ import numpy as np
 
 from keras_attreg._keras.graph import is_graph_model
 from keras_attreg._keras.variables import owned_trainable_variables
-from keras_attreg._logits import (
-    attributed_embedding,
-    check_targets,
-    split_logits,
-    unwrap,
-)
-from keras_attreg._validation import check_choice, check_int
+from keras_attreg._logits import attributed_embedding, split_logits, unwrap
+from keras_attreg._validation import check_choice, check_int, check_targets
 from keras_attreg.attributions._utils import DEFAULT_BATCH_SIZE
 from keras_attreg.evaluation._batches import (
     attributed_batches,

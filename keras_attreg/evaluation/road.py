@@ -56,8 +56,8 @@ import scipy.sparse
 import scipy.sparse.linalg
 import tensorflow as tf
 
-from keras_attreg._logits import check_targets, split_logits, target_scores, unwrap
-from keras_attreg._validation import check_choice, check_float, check_int
+from keras_attreg._logits import split_logits, target_scores, unwrap
+from keras_attreg._validation import check_choice, check_float, check_int, check_targets
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
     as_baseline,

@@ -21,8 +21,7 @@ import keras
 import numpy as np
 
 from keras_attreg import annotations
-from keras_attreg._logits import labels_to_targets
-from keras_attreg._validation import check_int
+from keras_attreg._validation import check_int, labels_to_targets
 from keras_attreg.attributions import get
 from keras_attreg.attributions._utils import method_name
 from keras_attreg.evaluation.localisation import share_inside

@@ -22,15 +22,9 @@ import tensorflow as tf
 
 from keras_attreg._keras.embedding import embedding_output
 from keras_attreg._keras.graph import graph_output, is_graph_model, producer, run_graph
-from keras_attreg._logits import (
-    LogitSplit,
-    TokenSplit,
-    check_targets,
-    split_logits,
-    target_scores,
-    unwrap,
-)
-from keras_attreg._validation import check_float
+from keras_attreg._logits import LogitSplit, split_logits, target_scores, unwrap
+from keras_attreg._tokens import TokenSplit
+from keras_attreg._validation import check_float, check_targets
 from keras_attreg.relevance.canonizers import KERNEL_LAYERS, batch_norm_fold, can_fold
 from keras_attreg.relevance.composites import epsilon_composite
 from keras_attreg.relevance.rules import AffinePropagation, Call, Propagation

@@ -16,7 +16,12 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from keras_attreg._keras.graph import is_tensor, linear_call, takes_training
+from keras_attreg._keras.graph import (
+    applies_softmax,
+    is_tensor,
+    linear_call,
+    takes_training,
+)
 from keras_attreg.relevance.canonizers import batch_norm_fold, layer_norm_scale
 
 
@@ -206,7 +211,7 @@ class AffinePropagation(Propagation):
         self.pre_activation, self.scale = z, scale
 
     def _check(self):
-        if self.activation is not None and _is_softmax(self.activation):
+        if self.activation is not None and applies_softmax(self.activation):
             raise ValueError(_SOFTMAX_INSIDE.format(name=self.name))
 
     def _backward(self, relevances):
@@ -319,7 +324,7 @@ class IdentityRule(Rule):
             return [multipliers[0] * slope]
 
         def backward(relevances):
-            if _is_softmax(operation):
+            if applies_softmax(operation):
                 raise ValueError(_SOFTMAX_INSIDE.format(name=operation.name))
             return list(relevances)
 
@@ -331,14 +336,6 @@ _SOFTMAX_INSIDE = (
     "pass has no rule (a softmax is not elementwise). Only a softmax at the "
     "output is supported: the pass starts at its input, the logit."
 )
-
-
-def _is_softmax(operation_or_activation) -> bool:
-    """A Softmax layer, or a layer or function that applies a softmax."""
-    activation = getattr(operation_or_activation, "activation", operation_or_activation)
-    return isinstance(operation_or_activation, keras.layers.Softmax) or getattr(
-        activation, "__name__", ""
-    ) in ("softmax", "log_softmax")
 
 
 class StopRule(Rule):

@@ -14,7 +14,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_attreg._logits import gradient_at, input_gradient, model_input
+from keras_attreg._logits import gradient_at, input_gradient
+from keras_attreg._tokens import model_input
 from keras_attreg._validation import check_choice, check_float
 from keras_attreg.relevance import DEFAULT_EPSILON, relevance_pass
 from keras_attreg.training.regularizers import AttributionRegularizer, penalty_norm

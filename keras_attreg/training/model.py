@@ -13,8 +13,13 @@ from keras_attreg import annotations
 from keras_attreg._keras.distribute import MultiWorkerFitMixin
 from keras_attreg._keras.second_order import second_order_layers
 from keras_attreg._keras.steps import LabelsOnlyBuildMixin, compiled_step
-from keras_attreg._logits import check_targets, labels_to_targets, split_logits
-from keras_attreg._validation import check_choice, check_int
+from keras_attreg._logits import split_logits
+from keras_attreg._validation import (
+    check_choice,
+    check_int,
+    check_targets,
+    labels_to_targets,
+)
 from keras_attreg.training.regularizers import AttributionRegularizer
 
 
