@@ -270,9 +270,11 @@ def test_squeeze_excitation_gate_gets_no_relevance():
     np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-12)
 
 
-def test_layer_normalization_holds_its_statistics_constant():
-    # LN(a) = scale * a + shift, scale = gamma / sqrt(var(a) + eps_ln) held
-    # constant: R_a = a * scale * R_out / out; the ReLU Dense below passes
+def test_layer_normalization_holds_its_standard_deviation_constant():
+    # CP-LRP (Ali et al. 2022): LN(a) = scale * (a - mean(a)) + shift with
+    # scale = gamma / sqrt(var(a) + eps_ln) held constant, a linear map whose
+    # transpose is v -> scale * v - mean(scale * v): R_a = a * (scale * v -
+    # mean(scale * v)), v = R_out / out; the ReLU Dense below passes
     # R_x = x * W^T (R_a / a) (eps -> 0).
     inputs = keras.Input((5,), dtype="float64")
     a = L.Dense(6, activation="relu", name="hidden", dtype="float64")(inputs)
@@ -287,7 +289,8 @@ def test_layer_normalization_holds_its_statistics_constant():
     a_value = keras.Model(inputs, a)(x).numpy()
     out_value = out_value.numpy()
     scale = ln.gamma.numpy() / np.sqrt(a_value.var(axis=1, keepdims=True) + ln.epsilon)
-    r_a = a_value * scale * r_out / out_value
+    v = scale * r_out / out_value
+    r_a = a_value * (v - v.mean(axis=1, keepdims=True))
     kernel = model.get_layer("hidden").kernel.numpy()
     share = np.where(a_value > 0, r_a / np.where(a_value > 0, a_value, 1.0), 0.0)
     expected = x * (share @ kernel.T)

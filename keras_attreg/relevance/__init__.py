@@ -6,6 +6,7 @@ and dense connections, nested models); a layer type of your own gets a rule with
 `register_rule`.
 """
 
+from keras_attreg.relevance.attention import AttentionRule
 from keras_attreg.relevance.canonizers import batch_norm_fold, layer_norm_scale
 from keras_attreg.relevance.composites import (
     Composite,
@@ -39,6 +40,7 @@ __all__ = [
     "LAYERS_IN_K",
     "POOLING_LAYERS",
     "START_SCORES",
+    "AttentionRule",
     "BatchNormRule",
     "Composite",
     "EpsilonRule",

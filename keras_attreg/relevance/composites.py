@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 
 from keras_attreg._keras.graph import applications_layer_types, operation_types
+from keras_attreg.relevance.attention import AttentionRule
 from keras_attreg.relevance.canonizers import KERNEL_LAYERS
 from keras_attreg.relevance.recurrent import RECURRENT_LAYERS, RecurrentRule
 from keras_attreg.relevance.rules import (
@@ -95,8 +96,10 @@ def epsilon_composite(epsilon: float) -> Composite:
       transposed, depthwise, separable), average pooling (global too),
       Add/Subtract/Average, Rescaling, Normalization, ConvNeXt's LayerScale,
       arithmetic with constants.
-    - `BatchNormRule` / `LayerNormRule`: normalisations not folded (their
-      statistics held constant).
+    - `BatchNormRule`: BatchNormalization not folded (statistics constant).
+    - `LayerNormRule` / `AttentionRule`: CP-LRP (Ali et al. 2022),
+      LayerNormalization with its standard deviation constant,
+      MultiHeadAttention with its probabilities constant.
     - `GradientRule`: max pooling (winner takes all), Flatten, Reshape,
       Permute, padding, cropping, Concatenate, up-sampling, slices.
     - `IdentityRule`: elementwise activations (as layers or operations),
@@ -135,6 +138,7 @@ def epsilon_composite(epsilon: float) -> Composite:
             ),
             (L.BatchNormalization, BatchNormRule(epsilon)),
             (L.LayerNormalization, LayerNormRule(epsilon)),
+            (L.MultiHeadAttention, AttentionRule(epsilon)),
             ((L.Multiply, *ops["product"]), GateRule(epsilon)),
             (
                 (

@@ -236,17 +236,20 @@ class AffinePropagation(Propagation):
         return _vjp(self.tape, self.affine, self.inputs, multiplier)
 
 
-class _DiagonalRule(Rule):
-    """Epsilon rule for a normalisation `z = scale * a + shift`, its statistics
-    held constant: R_in = a * scale * R / z_eps."""
+class BatchNormRule(Rule):
+    """A BatchNormalization that could not be folded (e.g. DenseNet's
+    BN-ReLU-Conv order): its own affine epsilon layer `z = scale * a + shift`,
+    R_in = a * scale * R / z_eps with scale = gamma / sqrt(var + eps_bn), batch
+    statistics in training and moving ones in inference (those the layer
+    normalises with), held constant."""
 
-    def scale(self, call):
-        raise NotImplementedError
+    def __init__(self, epsilon: float):
+        self.epsilon = epsilon
 
     def forward(self, call):
         outputs = call.run(*call.inputs)
         (inputs,) = call.inputs
-        scale = self.scale(call)
+        scale = batch_norm_fold(call.operation, inputs, call.training)[0]
 
         def backward(relevances):
             (relevance,) = relevances
@@ -258,29 +261,41 @@ class _DiagonalRule(Rule):
         return Propagation(outputs, outputs, backward, multiplier)
 
 
-class BatchNormRule(_DiagonalRule):
-    """A BatchNormalization that could not be folded (e.g. DenseNet's
-    BN-ReLU-Conv order): its own affine epsilon layer,
-    scale = gamma / sqrt(var + eps_bn), batch statistics in training and moving
-    ones in inference (those the layer normalises with)."""
+class LayerNormRule(Rule):
+    """CP-LRP for LayerNormalization (Ali et al., ICML 2022): the standard
+    deviation is a constant, so the layer is the affine map
+
+        z = gamma * (a - mean(a)) / std + beta,   std = sqrt(var + eps_ln)
+
+    (no centring under `rms_scaling`), crossed by the epsilon rule:
+    R_in = a * J^T (R / z_eps) with J the Jacobian under constant std. Without
+    `beta` and with eps -> 0 it conserves relevance.
+
+    Args:
+        epsilon: the stabiliser eps >= 0 of the epsilon rule.
+    """
 
     def __init__(self, epsilon: float):
         self.epsilon = epsilon
 
-    def scale(self, call):
-        return batch_norm_fold(call.operation, call.inputs[0], call.training)[0]
-
-
-class LayerNormRule(_DiagonalRule):
-    """LayerNormalization with its mean and standard deviation held constant:
-    scale = gamma / sqrt(var + eps_ln) per sample (the relevance is not
-    routed through the statistics)."""
-
-    def __init__(self, epsilon: float):
-        self.epsilon = epsilon
-
-    def scale(self, call):
-        return layer_norm_scale(call.operation, call.inputs[0])
+    def forward(self, call):
+        layer = call.operation
+        (inputs,) = call.inputs
+        outputs = call.run(inputs)
+        scale = layer_norm_scale(layer, inputs)  # outside the tape: constant
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(inputs)
+            centred = inputs
+            if not getattr(layer, "rms_scaling", False):
+                centred = inputs - tf.reduce_mean(
+                    inputs, axis=layer.axis, keepdims=True
+                )
+            affine = centred * scale
+        propagation = AffinePropagation(
+            outputs, self.epsilon, tape, [inputs], affine, None, layer.name
+        )
+        propagation.fold(outputs, None)
+        return propagation
 
 
 class GradientRule(Rule):

@@ -1,0 +1,312 @@
+"""CP-LRP through MultiHeadAttention and LayerNormalization (Ali et al. 2022),
+against the test's own tape on a forward re-written here with tf ops, with
+`tf.stop_gradient` on the attention probabilities and on LayerNorm's std."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attreg._logits import split_logits
+from keras_attreg.attributions import deeplift_rescale, epsilon_lrp
+from keras_attreg.relevance import EpsilonRule, register_rule, relevance_map
+from keras_attreg.training.fbi import FBILoss
+
+L = keras.layers
+T, VOCAB, DIM = 6, 20, 8
+
+
+@keras.saving.register_keras_serializable(package="keras_attreg_tests")
+class AddPosition(L.Layer):
+    """A learned position embedding added to the patches (x + w)."""
+
+    def build(self, shape):
+        self.position = self.add_weight(shape=tuple(shape[1:]), name="position")
+
+    def call(self, x):
+        return x + self.position
+
+
+register_rule(AddPosition, EpsilonRule(0.0))  # x + w: w is a bias
+
+
+def _block(x, i, heads=2, bias=True, dtype=None):
+    kw = {} if dtype is None else {"dtype": dtype}
+    dim = x.shape[-1]
+    h = L.MultiHeadAttention(heads, 4, use_bias=bias, name=f"mha{i}", **kw)(x, x)
+    x = L.LayerNormalization(center=bias, name=f"ln{i}a", **kw)(L.Add(**kw)([x, h]))
+    h = L.Dense(2 * dim, "relu", use_bias=bias, name=f"ffn{i}a", **kw)(x)
+    h = L.Dense(dim, use_bias=bias, name=f"ffn{i}b", **kw)(h)
+    return L.LayerNormalization(center=bias, name=f"ln{i}b", **kw)(L.Add(**kw)([x, h]))
+
+
+def _randomise(model, seed=0):
+    rng = np.random.default_rng(seed)
+    for variable in model.weights:
+        variable.assign(rng.normal(size=tuple(variable.shape)) * 0.4)
+    return model
+
+
+def _text_model(bias=True, dtype=None, mask_zero=False):
+    kw = {} if dtype is None else {"dtype": dtype}
+    ids = keras.Input((T,), dtype="int32")
+    x = L.Embedding(VOCAB, DIM, mask_zero=mask_zero, name="embedding", **kw)(ids)
+    for i in range(2):
+        x = _block(x, i, bias=bias, dtype=dtype)
+    x = L.GlobalAveragePooling1D(**kw)(x)
+    return _randomise(
+        keras.Model(ids, L.Dense(3, use_bias=bias, name="logits", **kw)(x))
+    )
+
+
+def _vit(bias=True):
+    image = keras.Input((8, 8, 3))
+    x = L.Conv2D(DIM, 4, strides=4, use_bias=bias, name="patches")(image)
+    x = AddPosition(name="position")(L.Reshape((4, DIM))(x))
+    for i in range(2):
+        x = _block(x, i, heads=3, bias=bias)
+    x = L.GlobalAveragePooling1D()(x)
+    return _randomise(keras.Model(image, L.Dense(3, use_bias=bias, name="logits")(x)))
+
+
+def _own_mha(layer, x):
+    """softmax(Q K^T / sqrt(d_k)) V, projections and output by hand,
+    probabilities under stop_gradient."""
+
+    def project(dense, a):
+        y = tf.einsum("btd,dhk->bthk", a, dense.kernel)
+        return y + dense.bias if dense.bias is not None else y
+
+    q = project(layer.query_dense, x) / np.sqrt(layer.key_dim)
+    k, v = project(layer.key_dense, x), project(layer.value_dense, x)
+    p = tf.stop_gradient(tf.nn.softmax(tf.einsum("bshk,bthk->bhts", k, q), -1))
+    out = tf.einsum(
+        "bthv,hvd->btd", tf.einsum("bhts,bshv->bthv", p, v), layer.output_dense.kernel
+    )
+    bias = layer.output_dense.bias
+    return out if bias is None else out + bias
+
+
+def _own_ln(layer, x):
+    """(x - mean) / stop_gradient(sqrt(var + eps)) * gamma + beta."""
+    mean, var = tf.nn.moments(x, axes=[-1], keepdims=True)
+    y = (x - mean) / tf.stop_gradient(tf.sqrt(var + layer.epsilon)) * layer.gamma
+    return y + layer.beta if layer.center else y
+
+
+def _own_head(model, x):
+    """The CP-modified forward from the first block's input to the logits."""
+    for i in range(2):
+        ln_a, ln_b = model.get_layer(f"ln{i}a"), model.get_layer(f"ln{i}b")
+        x = _own_ln(ln_a, x + _own_mha(model.get_layer(f"mha{i}"), x))
+        h = model.get_layer(f"ffn{i}b")(model.get_layer(f"ffn{i}a")(x))
+        x = _own_ln(ln_b, x + h)
+    return model.get_layer("logits")(tf.reduce_mean(x, axis=1))
+
+
+def _x_times_gradient(forward, x, targets):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        score = tf.reduce_sum(tf.gather(forward(x), targets, axis=1, batch_dims=1))
+    return (x * tape.gradient(score, x)).numpy(), score.numpy()
+
+
+def _ids(seed=1):
+    return np.random.default_rng(seed).integers(1, VOCAB, size=(4, T)).astype("int32")
+
+
+def test_cp_lrp_is_gradient_times_input_with_frozen_probabilities_on_text():
+    """Oracle: e * dS_c/de by the test's own tape through `_own_head`, the
+    two blocks re-written with stop_gradient on softmax(QK^T) and LN's std,
+    summed over the embedding axis (token relevance)."""
+    model = _text_model()
+    ids, targets = _ids(), np.array([0, 1, 2, 1])
+    e = tf.constant(model.get_layer("embedding")(ids))
+    expected, _ = _x_times_gradient(lambda a: _own_head(model, a), e, targets)
+    ours = epsilon_lrp(model, ids, targets, eps=1e-9).numpy()
+    assert ours.shape == (4, T)
+    assert np.abs(expected).max() > 1e-3
+    np.testing.assert_allclose(ours, expected.sum(-1), rtol=1e-3, atol=1e-6)
+
+
+def test_cp_lrp_is_gradient_times_input_with_frozen_probabilities_on_a_vit():
+    """Oracle: the test's own tape, image -> patches (Conv2D) + position, then
+    `_own_head` with the probabilities and LN's std under stop_gradient."""
+    model = _vit()
+    rng = np.random.default_rng(2)
+    images = tf.constant(rng.normal(size=(3, 8, 8, 3)), tf.float32)
+    targets = np.array([2, 0, 1])
+
+    def forward(a):
+        patches = tf.reshape(model.get_layer("patches")(a), (-1, 4, DIM))
+        return _own_head(model, patches + model.get_layer("position").position)
+
+    expected, _ = _x_times_gradient(forward, images, targets)
+    ours = relevance_map(model, images, targets, eps=1e-9).numpy()
+    assert ours.shape == images.shape
+    assert np.abs(expected).max() > 1e-2
+    np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-5)
+
+
+def test_cp_lrp_conserves_relevance_without_biases():
+    """Oracle: the logit S_c of the model's own forward; no biases (nor LN
+    shifts) and eps -> 0, so sum(R) = S_c (Ali et al. Sec. 3)."""
+    model = _text_model(bias=False)
+    ids, targets = _ids(3), np.array([2, 2, 0, 1])
+    logits = model(ids).numpy()[np.arange(4), targets]
+    ours = epsilon_lrp(model, ids, targets, eps=1e-9).numpy()
+    assert np.abs(logits).min() > 1e-2
+    np.testing.assert_allclose(ours.sum(axis=1), logits, rtol=1e-4)
+    vit = _vit(bias=False)
+    vit.get_layer("position").position.assign(tf.zeros((4, DIM)))  # a bias
+    images = tf.constant(np.random.default_rng(4).normal(size=(2, 8, 8, 3)), "float32")
+    scores = vit(images).numpy()[[0, 1], [1, 2]]
+    r = relevance_map(vit, images, [1, 2], eps=1e-9).numpy()
+    np.testing.assert_allclose(r.reshape(2, -1).sum(1), scores, rtol=1e-4)
+
+
+def test_fbi_weight_gradient_through_attention_matches_finite_differences():
+    """Oracle: central finite differences (float64, h = 1e-6) of the reported
+    FBI loss, for entries of the query and key kernels (which act on the
+    relevance only through the attention probabilities) and the value kernel."""
+    model = _text_model(dtype="float64")
+    ids, targets = tf.constant(_ids(5)), tf.constant([0, 1, 2, 0])
+    split = split_logits(model)
+    regularizer = FBILoss(lam=0.5, eps=1e-3)
+
+    def loss():
+        return tf.reduce_mean(regularizer(split, ids, targets, False)[1])
+
+    mha = model.get_layer("mha0")
+    kernels = [mha.query_dense.kernel, mha.key_dense.kernel, mha.value_dense.kernel]
+    with tf.GradientTape() as tape:
+        value = loss()
+    gradients = tape.gradient(value, kernels)
+    h = 1e-6
+    for kernel, gradient in zip(kernels, gradients, strict=True):
+        for index in [(0, 0, 0), (3, 1, 2)]:
+            start = kernel.numpy()
+            shifted = start.copy()
+            shifted[index] += h
+            kernel.assign(shifted)
+            up = loss().numpy()
+            shifted[index] -= 2 * h
+            kernel.assign(shifted)
+            down = loss().numpy()
+            kernel.assign(start)
+            expected = (up - down) / (2 * h)
+            assert abs(expected) > 1e-6
+            assert gradient.numpy()[index] == pytest.approx(expected, rel=1e-4)
+
+
+def _mha_model(shape, attend, int_input=False):
+    x = keras.Input(shape, dtype="int32" if int_input else "float32")
+    y = attend(x)
+    y = L.Flatten()(y)
+    return _randomise(keras.Model(x, L.Dense(3, name="logits")(y)))
+
+
+VARIANTS = {
+    "padding_mask": ((T,), lambda ids: _masked_attention(ids)),
+    "causal": (
+        (T, DIM),
+        lambda x: L.MultiHeadAttention(2, 4)(x, x, use_causal_mask=True),
+    ),
+    "cross_attention": (
+        (T, DIM),
+        lambda x: L.MultiHeadAttention(2, 4)(L.Dense(5)(x)[:, :2], L.Dense(7)(x)),
+    ),
+    "key_differs": (
+        (T, DIM),
+        lambda x: L.MultiHeadAttention(2, 4)(x, x, key=L.Dense(DIM)(x)),
+    ),
+    "value_dim": ((T, DIM), lambda x: L.MultiHeadAttention(3, 2, value_dim=5)(x, x)),
+    "no_bias": ((T, DIM), lambda x: L.MultiHeadAttention(1, 4, use_bias=False)(x, x)),
+    "output_shape": (
+        (T, DIM),
+        lambda x: L.MultiHeadAttention(4, 2, output_shape=(3,))(x, x),
+    ),
+    "patches_2d": (
+        (3, 4, DIM),
+        lambda x: L.MultiHeadAttention(2, 4, attention_axes=(1, 2))(x, x),
+    ),
+    "dropout_in_inference": (
+        (T, DIM),
+        lambda x: L.MultiHeadAttention(2, 4, dropout=0.3)(x, x),
+    ),
+}
+
+
+def _masked_attention(ids):
+    e = L.Embedding(VOCAB, DIM, mask_zero=True)(ids)
+    return L.LayerNormalization()(e + L.MultiHeadAttention(2, 4)(e, e))
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_variants_give_finite_maps_of_the_input_shape(name):
+    """Oracle: the input's own shape, finiteness, and the property of CP-LRP
+    that the total relevance is S_c up to what biases absorb (here: nonzero
+    and finite), for every supported MultiHeadAttention setting."""
+    shape, attend = VARIANTS[name]
+    model = _mha_model(shape, attend, int_input=name == "padding_mask")
+    rng = np.random.default_rng(6)
+    if name == "padding_mask":
+        x = _ids(6)
+        x[:, 4:] = 0
+    else:
+        x = rng.normal(size=(2, *shape)).astype("float32")
+    r = epsilon_lrp(model, x, [0, 2] if len(x) == 2 else [0, 1, 2, 0]).numpy()
+    assert r.shape == x.shape
+    assert np.all(np.isfinite(r)) and np.abs(r).max() > 0
+    if name == "padding_mask":
+        assert np.all(r[:, 4:] == 0)
+
+
+def test_unsupported_settings_raise_naming_the_layer_and_the_setting():
+    """Oracle: the error message (layer name and the setting received)."""
+    x = keras.Input((T, DIM))
+    y = L.MultiHeadAttention(2, 4, use_gate=True, name="gated")(x, x)
+    model = keras.Model(x, L.Dense(2)(L.Flatten()(y)))
+    with pytest.raises(ValueError, match="'gated'.*use_gate=True"):
+        relevance_map(model, np.ones((1, T, DIM), "float32"), [0])
+    attention = L.MultiHeadAttention(2, 4, name="scored")
+    y, scores = attention(x, x, return_attention_scores=True)
+    model = keras.Model(x, L.Dense(2)(L.Flatten()(y)))
+    with pytest.raises(ValueError, match="'scored'.*return_attention_scores=True"):
+        relevance_map(model, np.ones((1, T, DIM), "float32"), [0])
+
+
+def test_deeplift_through_attention_uses_the_frozen_probabilities():
+    """Oracle: (x - 0) * dS_c/dx by the test's own tape through `_own_mha`
+    (probabilities under stop_gradient): after one attention layer and a
+    Dense, DeepLIFT's multipliers are the gradient of that linearisation."""
+    x = keras.Input((T, DIM))
+    attention = L.MultiHeadAttention(2, 4, name="mha")
+    model = _randomise(keras.Model(x, L.Dense(3, name="logits")(attention(x, x))[:, 0]))
+    values = tf.constant(np.random.default_rng(7).normal(size=(2, T, DIM)), "float32")
+
+    def forward(a):
+        return model.get_layer("logits")(_own_mha(attention, a))[:, 0]
+
+    expected, _ = _x_times_gradient(forward, values, [1, 2])
+    ours = deeplift_rescale(model, values, [1, 2]).numpy()
+    assert np.abs(expected).max() > 1e-2
+    np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-6)
+
+
+def test_relevance_in_tf_function_and_under_mixed_precision():
+    """Oracle: the eager float32 map of the same weights (`tf.function` must
+    give it exactly, mixed_float16 within float16 rounding)."""
+    model = _text_model(mask_zero=True)
+    ids = _ids(8)
+    ids[:, 4:] = 0
+    targets = np.array([0, 1, 2, 1])
+    eager = epsilon_lrp(model, ids, targets).numpy()
+    compiled = tf.function(lambda i: epsilon_lrp(model, i, targets))(ids).numpy()
+    np.testing.assert_allclose(compiled, eager, rtol=1e-5, atol=1e-7)
+    assert np.all(eager[:, 4:] == 0) and np.abs(eager).max() > 1e-4
+    half = _text_model(dtype="mixed_float16", mask_zero=True)
+    half.set_weights(model.get_weights())
+    ours = epsilon_lrp(half, ids, targets).numpy()
+    assert np.all(np.isfinite(ours))
+    np.testing.assert_allclose(ours, eager, rtol=0.1, atol=0.05 * np.abs(eager).max())
