@@ -10,6 +10,7 @@ import tensorflow as tf
 from keras_attreg._logits import split_logits
 from keras_attreg.attributions import deeplift_rescale, epsilon_lrp
 from keras_attreg.relevance import EpsilonRule, register_rule, relevance_map
+from keras_attreg.training import AttributionRegularizedModel
 from keras_attreg.training.fbi import FBILoss
 
 L = keras.layers
@@ -310,3 +311,30 @@ def test_relevance_in_tf_function_and_under_mixed_precision():
     ours = epsilon_lrp(half, ids, targets).numpy()
     assert np.all(np.isfinite(ours))
     np.testing.assert_allclose(ours, eager, rtol=0.1, atol=0.05 * np.abs(eager).max())
+
+
+def test_fbi_trains_a_text_transformer_in_a_compiled_step():
+    """Oracle: the same compiled `fit` step with lam = 0 (the task loss only)
+    from the same weights: with lam > 0 the FBI loss is logged and finite and
+    the query kernel, which the FBI loss reaches through the attention
+    probabilities, moves beyond the task part of the step: SGD moves it by
+    -(1 - lam) dL_task/dW - lam dL_FBI/dW, so step - (1 - lam) task_step is
+    the FBI part and must not vanish."""
+    ids, y = _ids(9), np.array([0, 1, 2, 1])
+    ids[:, 5:] = 0
+    steps = []
+    for lam in (0.0, 0.5):
+        model = _text_model(mask_zero=True)
+        query = model.get_layer("mha0").query_dense.kernel
+        start = query.numpy().copy()
+        wrapped = AttributionRegularizedModel(model, FBILoss(lam=lam))
+        wrapped.compile(
+            optimizer=keras.optimizers.SGD(0.1),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        logs = wrapped.fit(ids, y, batch_size=4, epochs=1, verbose=0).history
+        assert np.isfinite(logs["loss"][0]) and np.isfinite(logs["fbi_loss"][0])
+        steps.append(query.numpy() - start)
+    assert logs["fbi_loss"][0] > 0
+    fbi_part = steps[1] - 0.5 * steps[0]
+    assert np.abs(fbi_part).max() > 1e-3 * np.abs(steps[0]).max()
