@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import tensorflow as tf
 
+from keras_attreg import _guard
+
 
 def check_float(
     name: str,
@@ -103,34 +105,50 @@ def labels_to_targets(y, name: str = "targets") -> tf.Tensor:
             f"{y.shape}"
         )
     if y.dtype.is_floating:
-        y = _require(
-            tf.reduce_all(tf.equal(y, tf.round(y))),
+        y = require(
+            tf.equal(y, tf.round(y)),
             f"Invalid value for argument {name}: expected whole-number class "
             "indices (a fractional label is never truncated).",
             name,
             y,
-            lambda values: (
-                f"fractional values {values[values != np.round(values)][:8]}"
-            ),
+            lambda values: f"fractional values {values[:8]}",
         )
     return tf.cast(y, tf.int32)
 
 
-def _require(ok, message: str, name: str, values: tf.Tensor, offending) -> tf.Tensor:
-    """`values`, once `ok` holds: checked now on eager values (`ValueError`
-    ending with `offending(values)`, a numpy function), by a run-time assertion
-    in graphs (`tf.errors.InvalidArgumentError` with the same message and the
-    first values received)."""
+def require(good, message: str, name: str, values: tf.Tensor, offending) -> tf.Tensor:
+    """`values`, once the elementwise condition `good` holds everywhere.
+
+    Checked now on eager values (`ValueError` ending with
+    `offending(failing values)`, a numpy function). In graphs, inside a
+    training or test step (an active `keras_attreg._guard.StepGuard`), the
+    failure is counted and the host raises the same `ValueError` after the
+    step; elsewhere by a run-time assertion (`tf.errors.InvalidArgumentError`
+    with the same message and the first values received).
+    """
+    good = tf.convert_to_tensor(good)
     if tf.executing_eagerly():
-        if not bool(ok):
-            raise ValueError(
-                f"{message} Received: {name} with {offending(values.numpy())}"
-            )
+        if not bool(tf.reduce_all(good)):
+            failing = values.numpy()[np.logical_not(good.numpy())]
+            raise ValueError(f"{message} Received: {name} with {offending(failing)}")
+        return values
+    guard = _guard.current()
+    if guard is not None:
+        guard.record(
+            good,
+            values,
+            kind=ValueError,
+            message=message,
+            name=name,
+            offending=offending,
+        )
         return values
     received = tf.strings.format(
         f"{message} Received: {name}={{}}", values, summarize=8
     )
-    with tf.control_dependencies([tf.debugging.Assert(ok, [received])]):
+    with tf.control_dependencies(
+        [tf.debugging.Assert(tf.reduce_all(good), [received])]
+    ):
         return tf.identity(values)
 
 
@@ -140,14 +158,12 @@ def check_targets(targets: tf.Tensor, num_classes: int, name: str = "targets"):
     Raises `ValueError` on eager values; adds a run-time assertion in graphs
     (where it raises `tf.errors.InvalidArgumentError` with the same message).
     """
-    in_range = tf.logical_and(
-        tf.reduce_all(targets >= 0), tf.reduce_all(targets < num_classes)
-    )
-    return _require(
+    in_range = tf.logical_and(targets >= 0, targets < num_classes)
+    return require(
         in_range,
         f"Invalid value for argument {name}: expected class indices in "
         f"[0, {num_classes}).",
         name,
         targets,
-        lambda values: f"min {values.min()} and max {values.max()}",
+        lambda values: f"out-of-range values {np.unique(values)[:8]}",
     )

@@ -9,10 +9,14 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg import annotations
+from keras_attreg import _guard, annotations
 from keras_attreg._keras.distribute import MultiWorkerFitMixin
 from keras_attreg._keras.second_order import second_order_layers
-from keras_attreg._keras.steps import LabelsOnlyBuildMixin, compiled_step
+from keras_attreg._keras.steps import (
+    LabelsOnlyBuildMixin,
+    apply_if,
+    compiled_step,
+)
 from keras_attreg._logits import split_logits
 from keras_attreg._validation import (
     check_choice,
@@ -56,51 +60,16 @@ class AttributionRegularizedModel(
 
     The training step nests two `tf.GradientTape`s: the inner one gives what the
     regulariser needs from the forward pass (e.g. dS_c(x)/dx, the input gradient
-    of the true-class logit), the outer one differentiates the total loss
-    `regularizer.combine(task_loss, penalty, weight)` with respect to the weights.
-    The penalty is logged under `regularizer.name` in `fit` and `evaluate` logs,
-    averaged over the batches where it was computed.
-
-    While `DelayedActivation` holds the regulariser off (`regularizer_weight`
-    0), `fit` runs a separately compiled plain step (task loss only, the cost
-    of a plain Keras step) and the penalty is not computed: its training log
-    is NaN for an epoch without a regularised batch (validation logs always
-    carry it). With `every=k`, the regularised step runs on every k-th
-    optimizer step (`optimizer.iterations % k == 0`, the first step included)
-    with the regulariser's weight multiplied by k, plain steps in between
-    ("lazy regularisation", Karras et al., StyleGAN2, 2020): over a period of
-    k steps the penalty enters with its exact average weight (for `FBILoss`,
-    whose weight also scales the task loss by 1 - weight * lambda, keep
-    k * lambda well below 1). Both choices are read from saved state (the
-    switch variable and the optimizer's step counter), so a `.keras` reload or
-    a `BackupAndRestore` resume continues the same sequence of steps; a batch
-    skipped by `nonfinite="skip"` is no optimizer step. The logged `loss` is
-    the mean of the losses of the steps taken (on a regularised step with
-    `every=k`, the one with weight x k); `evaluate` always computes the exact
-    regularised loss (weight x 1).
-
-    In the regularised step, BatchNormalization layers in training mode take
-    their batch variance with the gradient through the batch mean kept (Keras
-    stops it, which is exact for first derivatives only), so the weight
-    gradient of an input-gradient penalty is exact, and MaxPooling2D layers
-    with non-overlapping windows differentiate their gradient as its transpose
-    (cheaper than TensorFlow's `MaxPoolGradGrad`); forward values
-    and first derivatives are Keras's own.
-
-    A regulariser that takes annotation masks (`RRRPenalty`,
-    `MaskedGradientPenalty`, ...) gets them with the labels:
-    `fit(x, y, annotation_mask=masks)` with arrays, or `y=kar.annotate(y,
-    masks)` in any data form `fit` takes (docs/masks.md); `predict` and
-    `export` take `x` alone.
-
-    The logit S_c is the pre-softmax score: models ending in a softmax (a
-    `Softmax` layer, `Activation("softmax")` or a layer with
-    `activation="softmax"`) are handled; otherwise name the logit layer.
-
-    Under `tf.distribute` strategies (`MirroredStrategy`,
-    `MultiWorkerMirroredStrategy` on several machines) the task loss and the
-    penalty are averaged over the global batch; `fit` and `evaluate` need no
-    code beyond the strategy (docs/multi_worker.md).
+    of the true-class logit, S_c the pre-softmax score), the outer one
+    differentiates `regularizer.combine(task_loss, penalty, weight)` with
+    respect to the weights. The penalty is logged under `regularizer.name` in
+    `fit` and `evaluate`. `fit`, `evaluate`, `tf.data`, `tf.distribute`, mixed
+    precision, XLA (`jit_compile=True`) and `.keras` saving work as for any
+    Keras model; masked penalties take `fit(x, y, annotation_mask=masks)`;
+    `predict` and `export` see `x` only. How the step is built (the plain step
+    while `DelayedActivation` holds the penalty off, lazy regularisation,
+    exact second derivatives through BatchNorm and max pooling, the run-time
+    checks): docs/training.md.
 
     Args:
         base_model: a built Keras model with one output (class scores).
@@ -166,11 +135,10 @@ class AttributionRegularizedModel(
         self.nonfinite = check_choice("nonfinite", nonfinite, ("raise", "skip"))
         self.every = check_int("every", every, low=1)
         self._split = split_logits(base_model, logits_layer, embedding_layer)
-        # The step's run-time checks (labels in range, finite values) format
-        # their messages with string ops, which XLA cannot compile: Keras then
-        # resolves `jit_compile="auto"` to False (on GPU machines too) and
-        # warns and proceeds without XLA on `jit_compile=True`.
-        self.supports_jit = False
+        # The steps' run-time checks (labels, masks, finite values) count their
+        # failures here and the host raises after each compiled call, so the
+        # steps compile with XLA (`jit_compile=True`, or "auto" on a GPU).
+        self._guard = _guard.StepGuard()
         # Switch of the regulariser, driven by `DelayedActivation`: the weight in
         # [0, 1] and the epoch from which it is on (-1: not yet). Variables, so
         # a ramp never retraces a step and both are saved with the model; at 0
@@ -250,14 +218,22 @@ class AttributionRegularizedModel(
             x = tf.cast(x, tf.int32)  # token ids: the penalty is taken at e
         elif not x.dtype.is_floating:
             x = tf.cast(x, self.compute_dtype)
+        with self._guard.active():
+            if mask is not None:
+                self._check_takes_mask()
+                mask = annotations.mask_for(mask, x.shape, tokens, "float32")
+            classes = self._split.num_classes(x.shape)
+            targets = check_targets(labels_to_targets(y, "y"), classes, name="y")
+        # A batch that failed a check is not trained on (and its error is
+        # raised after the step): the loss and the penalty see valid stand-ins.
+        valid = tf.logical_not(self._guard.tripped())
+
+        def stand_in(value):
+            return tf.where(valid, value, tf.zeros_like(value))
+
+        y, targets = tf.nest.map_structure(stand_in, (y, targets))
         if mask is not None:
-            self._check_takes_mask()
-            mask = annotations.mask_for(mask, x.shape, tokens, "float32")
-        classes = self._split.num_classes(x.shape)
-        targets = check_targets(labels_to_targets(y, "y"), classes, name="y")
-        # The compiled loss reads `y`: only after the label checks have run.
-        with tf.control_dependencies([targets]):
-            y = tf.nest.map_structure(tf.identity, y)
+            mask = stand_in(mask)
         return x, y, sample_weight, targets, mask
 
     def _check_takes_mask(self):
@@ -343,56 +319,35 @@ class AttributionRegularizedModel(
             sample_weight = tf.where(ok, sample_weight, tf.zeros_like(sample_weight))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
-    def _finite_inputs(self, x):
-        """Stops the step before the forward pass if `x` holds NaN or Inf."""
-        if self.nonfinite == "skip":
-            return x
-        message = tf.strings.format(
-            "keras_attreg: non-finite value in training step {}: inputs (x) "
-            "contain NaN or Inf.",
-            self.optimizer.iterations,
-        )
-        check = tf.debugging.Assert(_all_finite(x), [message])
-        with tf.control_dependencies([check]):
-            return tf.identity(x)
-
-    def _finite_terms(self, x, task, penalty, gradients):
-        """True when every term of the step is finite; raises in "raise" mode.
+    def _finite_terms(self, x, task, penalty, gradients) -> tf.Tensor:
+        """True when the batch passed its checks and every term of the step is
+        finite; in "raise" mode a non-finite term is counted by the guard
+        (the host raises after the step).
 
         `penalty` is `None` on a plain step."""
-        terms = {
-            "inputs (x)": _all_finite(x),
-            "task loss": tf.reduce_all(tf.math.is_finite(task)),
-        }
+        terms = {_guard.INPUTS: x, "task loss": task}
         if penalty is not None:
-            terms[f"penalty ({self.regularizer.name})"] = tf.reduce_all(
-                tf.math.is_finite(penalty)
-            )
+            terms[f"penalty ({self.regularizer.name})"] = penalty
         if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
             # With loss scaling, overflowing gradients are expected: the
             # optimizer skips those steps and lowers the scale itself.
-            terms["gradients"] = tf.reduce_all(
-                [
-                    tf.reduce_all(tf.math.is_finite(g))
-                    for g in gradients
-                    if g is not None
-                ]
+            terms["gradients"] = [g for g in gradients if g is not None]
+        ok = tf.logical_not(self._guard.tripped())
+        for name, values in terms.items():
+            finite = tf.reduce_all(
+                [_all_finite(tf.convert_to_tensor(v)) for v in tf.nest.flatten(values)]
             )
-        flags = tf.stack(list(terms.values()))
-        ok = tf.reduce_all(flags)
-        if self.nonfinite == "skip":
-            return ok
-        bad = tf.strings.reduce_join(
-            tf.boolean_mask(tf.constant(list(terms)), tf.logical_not(flags)),
-            separator=", ",
-        )
-        message = tf.strings.format(
-            "keras_attreg: non-finite value in training step {}: {} went NaN or "
-            "Inf. Lower the learning rate or the regulariser weight, check the "
-            "data, or pass nonfinite='skip' to skip such batches.",
-            (self.optimizer.iterations, bad),
-        )
-        return tf.debugging.Assert(ok, [message])
+            if self.nonfinite == "raise":
+                self._guard.record(
+                    finite,
+                    finite,
+                    kind=FloatingPointError,
+                    message=_guard.NONFINITE,
+                    name=name,
+                    step=self.optimizer.iterations,
+                )
+            ok = tf.logical_and(ok, finite)
+        return ok
 
     def train_step(self, data, regularized: bool = True):
         """One training step: regularised (the default), or plain
@@ -402,12 +357,10 @@ class AttributionRegularizedModel(
         `make_train_function` picks.
         """
         x, y, sample_weight, targets, mask = self._prepare(data)
-        x = self._finite_inputs(x)
         if regularized:
             self._require_mask(mask)
         weight = self.regularizer_weight * self.every if regularized else None
-        if self.nonfinite == "skip":
-            state = [tf.identity(v) for v in self.non_trainable_variables]
+        state = [tf.identity(v) for v in self.base_model.non_trainable_variables]
         # Exact, cheaper second derivatives through BatchNormalization's batch
         # statistics and max pooling (see `keras_attreg._keras.second_order`).
         layers = (
@@ -422,28 +375,25 @@ class AttributionRegularizedModel(
             scaled = self.optimizer.scale_loss(total)
         variables = self.trainable_variables
         gradients = tape.gradient(scaled, variables)
-        check = self._finite_terms(x, task, penalty, gradients)
-        if self.nonfinite == "raise":
-            with tf.control_dependencies([check]):
-                self.optimizer.apply(gradients, variables)
-            return self._update_metrics(x, y, sample_weight, y_pred, penalty, total)
+        ok = self._finite_terms(x, task, penalty, gradients)
 
-        def apply():
+        def apply(gradients, state):
             self.optimizer.apply(gradients, variables)
-            return tf.constant(0.0)
 
-        def skip():
+        def skip(gradients, state):
             # Undo what the forward pass wrote (e.g. BatchNorm moving statistics).
             for variable, value in zip(
-                self.non_trainable_variables, state, strict=True
+                self.base_model.non_trainable_variables, state, strict=True
             ):
                 variable.assign(value)
-            return tf.constant(1.0)
 
-        self.skipped_batches.update_state(tf.cond(check, apply, skip))
-        return self._update_metrics(
-            x, y, sample_weight, y_pred, penalty, total, ok=check
-        )
+        # The same on every replica.
+        skipped = apply_if(ok, apply, skip, args=(gradients, state))
+        ok = tf.equal(skipped, 0.0)
+        if self.nonfinite == "skip":
+            # Summed over the replicas: each counts its share of the batch.
+            self.skipped_batches.update_state(_replica_scale(skipped))
+        return self._update_metrics(x, y, sample_weight, y_pred, penalty, total, ok=ok)
 
     def test_step(self, data):
         """Task loss, metrics and, unless a masked penalty is given no masks
@@ -485,10 +435,28 @@ class AttributionRegularizedModel(
             if regularized not in steps:
                 step = functools.partial(self.train_step, regularized=regularized)
                 steps[regularized] = compiled_step(self, step)
-            return steps[regularized](iterator)
+            logs = steps[regularized](iterator)
+            self._guard.raise_if_tripped()
+            return logs
 
         self.train_function = train_function
         return train_function
+
+    def make_test_function(self, force: bool = False):
+        """Keras's test function, followed by the host's read of the step
+        checks (a bad batch raises its error after the call)."""
+        if self.test_function is not None and not force:
+            return self.test_function
+        super().make_test_function(force=force)
+        compiled = self.test_function
+
+        def test_function(iterator):
+            logs = compiled(iterator)
+            self._guard.raise_if_tripped()
+            return logs
+
+        self.test_function = test_function
+        return test_function
 
     def _regularizes_next(self) -> bool:
         """Whether the next step is regularised: the switch is on and, with
@@ -498,21 +466,6 @@ class AttributionRegularizedModel(
         return (
             self.every == 1 or int(self.optimizer.iterations.numpy()) % self.every == 0
         )
-
-    @staticmethod
-    def _reraise(error: tf.errors.InvalidArgumentError):
-        """Our run-time assertions as Python errors: `FloatingPointError` for a
-        non-finite step, `ValueError` for labels out of range in a dataset."""
-        for marker, kind in (
-            ("keras_attreg: non-finite value", FloatingPointError),
-            ("Invalid value for argument y", ValueError),
-            ("Invalid value for argument annotation_mask", ValueError),
-        ):
-            if marker in error.message:
-                # "assertion failed: [<our message>]": one formatted string.
-                text = error.message[error.message.index(marker) :].split("\n")[0]
-                raise kind(text.removesuffix("]")) from None
-        raise error
 
     def _check_data(self, x, y):
         """Eager checks of array inputs at the `fit`/`evaluate` boundary."""
@@ -598,10 +551,7 @@ class AttributionRegularizedModel(
                 key=lambda c: not getattr(c, "drives_regularizer", False),
             ),
         ]
-        try:
-            return super().fit(x, y, *args, **kwargs)
-        except tf.errors.InvalidArgumentError as error:
-            self._reraise(error)
+        return super().fit(x, y, *args, **kwargs)
 
     def evaluate(self, x=None, y=None, *args, annotation_mask=None, **kwargs):
         """`keras.Model.evaluate`, with the data checked first; data that
@@ -617,10 +567,7 @@ class AttributionRegularizedModel(
             # (`fit` validates through `evaluate` with its own callback list,
             # which holds the `_RequireBatches` of the `fit`.)
             kwargs["callbacks"] = [_RequireBatches(), *callbacks]
-        try:
-            return super().evaluate(x, y, *args, **kwargs)
-        except tf.errors.InvalidArgumentError as error:
-            self._reraise(error)
+        return super().evaluate(x, y, *args, **kwargs)
 
     def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
         """Exports the base model for inference (TF Serving, TFLite, ...).
