@@ -91,6 +91,33 @@ class SensitivityNResult:
     too_short: np.ndarray | None = None
     label: str = PRECOMPUTED
 
+    @classmethod
+    def from_samples(
+        cls,
+        per_sample: np.ndarray,
+        too_short: np.ndarray,
+        n_values: np.ndarray,
+        absolute: bool,
+        label: str,
+    ) -> SensitivityNResult:
+        """The curve from per-sample correlations (NaN where undefined or too
+        short) and the (samples, K) flags of the too-short samples."""
+        if absolute:
+            per_sample = np.abs(per_sample)
+        too_short = too_short.sum(axis=0).astype(np.int64)
+        undefined = np.isnan(per_sample).sum(axis=0) - too_short
+        defined = per_sample.shape[0] - undefined - too_short
+        sums = np.nansum(per_sample, axis=0)
+        return cls(
+            n_values=n_values,
+            correlation=np.where(defined > 0, sums / np.maximum(defined, 1), np.nan),
+            per_sample=per_sample,
+            undefined=undefined,
+            absolute=bool(absolute),
+            label=label,
+            too_short=too_short,
+        )
+
     def standard_error(self) -> np.ndarray:
         """Standard error of `correlation` across samples, per n, shape (K,).
 
@@ -386,6 +413,65 @@ def _token_kernel(
     return tf.where(short, tf.constant(np.nan, tf.float64), correlation)
 
 
+class _PixelSubsets:
+    """Random n-subsets of pixels (channels together) or of elements: one pool
+    of subset masks per n, the removed features set to the baseline."""
+
+    def __init__(self, sample_shape, features: str, seed: int):
+        self.features, self.seed = features, seed
+        self.pixel = features == "pixel" and len(sample_shape) == 3
+        self.count = num_features(sample_shape, features)
+
+    def kernel(self, model, n_values, num_subsets: int, chunk: int, embedding_layer):
+        """`kernel(x, maps, targets, ids, baseline)`: (batch, K) correlations."""
+        del embedding_layer  # No embedding: the features are the input's.
+        rows = pool_size(len(n_values), num_subsets, self.count)
+        pool = subset_pool(self.seed, n_values, rows, self.count)
+        function = traced(
+            model,
+            _kernel,
+            seed=self.seed,
+            num_subsets=num_subsets,
+            pixel=self.pixel,
+            chunk=chunk,
+        )
+        return lambda *batch: function(*batch, pool)
+
+    def too_short(self, x_batch, n_values) -> np.ndarray:
+        """Every sample has all `count` features: no sample is too short."""
+        return np.zeros((x_batch.shape[0], len(n_values)), bool)
+
+
+class _TokenSubsets:
+    """Random n-subsets of each sample's real tokens (padding never drawn),
+    their embedding vectors set to the baseline."""
+
+    features = "token"
+
+    def __init__(self, sample_shape, seed: int):
+        self.seed, self.count = seed, sample_shape[0]
+
+    def kernel(self, model, n_values, num_subsets: int, chunk: int, embedding_layer):
+        """`kernel(ids, maps, targets, sample_ids, baseline)`: (batch, K)
+        correlations, NaN for too short samples."""
+        n_values = tf.constant(n_values, tf.int32)
+        function = traced(
+            model,
+            _token_kernel,
+            embedding_layer,
+            None,
+            seed=self.seed,
+            num_subsets=num_subsets,
+            chunk=chunk,
+        )
+        return lambda *batch: function(*batch, n_values)
+
+    def too_short(self, x_batch, n_values) -> np.ndarray:
+        """Samples with fewer real (non-zero) tokens than n, (batch, K)."""
+        lengths = np.count_nonzero(x_batch.numpy(), axis=1)
+        return lengths[:, None] < np.asarray(n_values)[None, :]
+
+
 def sensitivity_n(
     model: keras.Model,
     data,
@@ -469,36 +555,15 @@ def sensitivity_n(
     split = split_logits(model, embedding_layer=embedding_layer)
     tokens = split.tokens is not None
     source = data_source(data, tokens)
-    sample_shape = source.sample_shape
-    count = sample_shape[0] if tokens else num_features(sample_shape, features)
-    n_values = _check_n_values(n_values, count, "token" if tokens else features)
+    subsets = (
+        _TokenSubsets(source.sample_shape, seed)
+        if tokens
+        else _PixelSubsets(source.sample_shape, features, seed)
+    )
+    n_values = _check_n_values(n_values, subsets.count, subsets.features)
     method, maps = resolve_method(model, attributions, tokens, embedding_layer)
-    label = label_of(method, label)
-    if tokens:
-        tensors = (tf.constant(n_values, tf.int32),)
-        kernel = traced(
-            model,
-            _token_kernel,
-            embedding_layer,
-            None,
-            seed=seed,
-            num_subsets=num_subsets,
-            chunk=batch_size,
-        )
-    else:
-        pool = subset_pool(
-            seed, n_values, pool_size(len(n_values), num_subsets, count), count
-        )
-        tensors = (pool,)
-        kernel = traced(
-            model,
-            _kernel,
-            seed=seed,
-            num_subsets=num_subsets,
-            pixel=features == "pixel" and len(sample_shape) == 3,
-            chunk=batch_size,
-        )
-    rows, lengths = [], []
+    kernel = subsets.kernel(model, n_values, num_subsets, batch_size, embedding_layer)
+    rows, short = [], []
     for x_batch, t_batch, batch_maps, ids, base in scored_batches(
         model,
         split,
@@ -511,25 +576,12 @@ def sensitivity_n(
         embedding_layer=embedding_layer,
         verbose=verbose,
     ):
-        rows.append(kernel(x_batch, batch_maps, t_batch, ids, base, *tensors))
-        if tokens:
-            lengths.append(np.count_nonzero(x_batch.numpy(), axis=1))
-    per_sample = tf.concat(rows, axis=0).numpy()
-    if absolute:
-        per_sample = np.abs(per_sample)
-    too_short = np.zeros(len(n_values), np.int64)
-    if tokens:
-        too_short = (np.concatenate(lengths)[:, None] < n_values[None, :]).sum(0)
-    undefined = np.isnan(per_sample).sum(axis=0) - too_short
-    defined = per_sample.shape[0] - undefined - too_short
-    sums = np.nansum(per_sample, axis=0)
-    correlation = np.where(defined > 0, sums / np.maximum(defined, 1), np.nan)
-    return SensitivityNResult(
-        n_values=n_values,
-        correlation=correlation,
-        per_sample=per_sample,
-        undefined=undefined,
-        absolute=bool(absolute),
-        label=label,
-        too_short=too_short,
+        rows.append(kernel(x_batch, batch_maps, t_batch, ids, base))
+        short.append(subsets.too_short(x_batch, n_values))
+    return SensitivityNResult.from_samples(
+        tf.concat(rows, axis=0).numpy(),
+        np.concatenate(short),
+        n_values,
+        absolute,
+        label_of(method, label),
     )
