@@ -16,6 +16,7 @@ from keras_attreg import (
     training,
 )
 from keras_attreg.callbacks import DelayedActivation
+from keras_attreg.serving import export_with_explanations
 from keras_attreg.training import (
     AttributionRegularizedModel,
     AttributionRegularizer,
@@ -48,6 +49,7 @@ __all__ = [
     "callbacks",
     "datasets",
     "evaluation",
+    "export_with_explanations",
     "plotting",
     "relevance",
     "training",

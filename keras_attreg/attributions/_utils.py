@@ -24,11 +24,17 @@ import tensorflow as tf
 
 from keras_attreg._logits import LogitSplit, attributed_embedding, split_logits, unwrap
 from keras_attreg._tokens import TokenSplit
-from keras_attreg._validation import check_int, check_targets, labels_to_targets
+from keras_attreg._validation import (
+    check_int,
+    check_targets,
+    labels_to_targets,
+    require,
+)
 
 DEFAULT_BATCH_SIZE = 256
 
 _EMPTY = "Invalid value for argument x: expected at least one sample. Received: no data"
+_NONFINITE = "Invalid value for argument x: expected finite inputs (no NaN or Inf)."
 _TRACED: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
@@ -60,9 +66,8 @@ def finite_input(x) -> tf.Tensor:
         first = tf.where(tf.logical_not(finite))[0].numpy().tolist()
         count = int(tf.size(x)) - int(tf.math.count_nonzero(finite))
         raise ValueError(
-            "Invalid value for argument x: expected finite inputs (no NaN or "
-            f"Inf). Received: x with {count} non-finite values, the first at "
-            f"index {tuple(first)}"
+            f"{_NONFINITE} Received: x with {count} non-finite values, the "
+            f"first at index {tuple(first)}"
         )
     return x
 
@@ -246,6 +251,24 @@ def example_input(split: LogitSplit, x_batch: tf.Tensor) -> tf.Tensor:
     return x_batch if tokens is None else tokens.bind(x_batch).embed()
 
 
+def graph_batch(split: LogitSplit, x, targets) -> tuple[tf.Tensor, tf.Tensor]:
+    """`(x, targets)` of a symbolic batch of an outer trace (SmoothGrad's, a
+    served signature): x cast as the model takes it (int32 token ids, or
+    float checked finite) and the targets checked, by run-time assertions."""
+    if split.tokens is not None:
+        x = tf.cast(x, tf.int32)
+    else:
+        x = float_input(x)
+        x = require(
+            tf.math.is_finite(x),
+            _NONFINITE,
+            "x",
+            x,
+            lambda values: f"non-finite values {values[:8]}",
+        )
+    return x, check_targets(labels_to_targets(targets), split.num_classes(x.shape))
+
+
 def attribute(
     model: keras.Model,
     x,
@@ -290,9 +313,7 @@ def attribute(
     function = traced(model, kernel, embedding_layer, per_token, **static)
     tokens = split.tokens is not None
     if not tf.executing_eagerly():
-        # A symbolic batch of an outer trace (SmoothGrad's): no eager checks.
-        x = tf.cast(x, tf.int32) if tokens else float_input(x)
-        targets = check_targets(labels_to_targets(targets), split.num_classes(x.shape))
+        x, targets = graph_batch(split, x, targets)
         extra = tensors(example_input(split, x))
 
         def run(maps, indices):

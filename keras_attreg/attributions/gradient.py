@@ -28,6 +28,7 @@ from keras_attreg.attributions._utils import (
     attribute,
     batches,
     for_each_chunk,
+    graph_batch,
     reference,
     traced,
 )
@@ -264,7 +265,10 @@ def smoothgrad(
     callable is called eagerly on the noisy batch. Both give the same maps.
     For token ids the noise is added to e (its range taken over the sample's
     embedding output), never to padding positions, and M must be a built-in
-    method.
+    method. Called inside a traced function (a served signature, see
+    `kar.export_with_explanations`), the symbolic batch is one piece, its
+    noise drawn with the seed `(seed, 0)`: the maps of an eager call with
+    `batch_size >= samples * len(x)`.
 
     Args:
         model, x, targets, embedding_layer: as `saliency`.
@@ -312,10 +316,14 @@ def smoothgrad(
             options=built_in[1],
             samples=samples,
         )
+    if tf.executing_eagerly():
+        parts = batches(
+            x, targets, max(1, batch_size // samples), tokens=tokens is not None
+        )
+    else:
+        parts = [graph_batch(split, x, targets)]
     outputs = []
-    for index, (x_batch, t_batch) in enumerate(
-        batches(x, targets, max(1, batch_size // samples), tokens=tokens is not None)
-    ):
+    for index, (x_batch, t_batch) in enumerate(parts):
         if built_in is not None:
             check_targets(t_batch, split.num_classes(x_batch.shape))
         dtype = x_batch.dtype if tokens is None else tokens.embedding.compute_dtype

@@ -24,6 +24,7 @@ from keras_attreg._validation import (
     check_targets,
     labels_to_targets,
 )
+from keras_attreg.serving import export_with_explanations
 from keras_attreg.training.regularizers import AttributionRegularizer
 
 
@@ -569,13 +570,35 @@ class AttributionRegularizedModel(
             kwargs["callbacks"] = [_RequireBatches(), *callbacks]
         return super().evaluate(x, y, *args, **kwargs)
 
-    def export(self, filepath, format="tf_saved_model", verbose=None, **kwargs):
+    def export(
+        self,
+        filepath,
+        format="tf_saved_model",
+        verbose=None,
+        explanations=None,
+        **kwargs,
+    ):
         """Exports the base model for inference (TF Serving, TFLite, ...).
 
         The artifact holds the base model's forward pass only: its `serve`
         endpoint returns the base model's outputs, with no training graph.
-        Arguments are those of `keras.Model.export`.
+        Arguments are those of `keras.Model.export`, and `explanations`:
+        attribution methods (names, or a dict of names to options) served
+        beside it as SavedModel signatures, computed in the graph (see
+        `kar.export_with_explanations`; format "tf_saved_model" only).
         """
+        if explanations is not None:
+            if format != "tf_saved_model" or kwargs:
+                raise ValueError(
+                    "Invalid value for argument explanations: served "
+                    'explanations are written with format="tf_saved_model" and '
+                    "the model's own input signature only. Received: "
+                    f"explanations={explanations!r}, format={format!r}, "
+                    f"other arguments {sorted(kwargs)}"
+                )
+            return export_with_explanations(
+                self, filepath, explanations, verbose=verbose
+            )
         return self.base_model.export(
             filepath, format=format, verbose=verbose, **kwargs
         )
