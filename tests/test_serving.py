@@ -31,6 +31,8 @@ IMAGE_OPTIONS = {
     "integrated_gradients": {"steps": 8},
     "smoothgrad": {"samples": 4, "noise": 0.2, "seed": 3},
     "epsilon_lrp": {"eps": 0.05},
+    "deeplift_rescale": {"baseline": 0.1},
+    "occlusion": {"patch_size": 4},
 }
 TEXT_OPTIONS = {
     "saliency": {},
