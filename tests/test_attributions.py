@@ -336,7 +336,10 @@ def test_bad_arguments_raise_a_value_error_naming_them(method, options, match):
         method(model, x, **options)
 
 
-def test_modified_gradients_reject_subclassed_models():
+def test_modified_gradients_enter_subclassed_models():
+    """Oracle: the functional twin over the same Dense layer (a subclassed
+    model is entered through its traced call)."""
+
     class Net(keras.Model):
         def __init__(self):
             super().__init__()
@@ -347,8 +350,13 @@ def test_modified_gradients_reject_subclassed_models():
 
     model = Net()
     model(np.zeros((1, 3), "float32"))
-    with pytest.raises(ValueError, match="functional or Sequential"):
-        epsilon_lrp(model, np.ones((2, 3), "float32"), [0, 1])
+    inputs = keras.Input((3,))
+    twin = keras.Model(inputs, model.dense(inputs))
+    x = RNG.normal(size=(2, 3)).astype("float32")
+    for method in (epsilon_lrp, deeplift_rescale):
+        expected = method(twin, x, [0, 1]).numpy()
+        assert np.abs(expected).max() > 0
+        np.testing.assert_allclose(method(model, x, [0, 1]).numpy(), expected)
 
 
 def test_attribution_grid_shows_mean_absolute_value_over_channels(tmp_path):

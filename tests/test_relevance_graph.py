@@ -302,7 +302,7 @@ def test_layer_normalization_holds_its_standard_deviation_constant():
 def test_registered_rule_is_used_for_a_custom_layer():
     class Halve(L.Layer):
         def call(self, x):
-            return x[..., ::2]
+            return tf.gather(x, tf.range(0, x.shape[-1], 2), axis=-1)
 
     with pytest.raises(ValueError, match="'halve' of type Halve"):
         relevance_map(

@@ -1,6 +1,6 @@
 """MultiHeadAttention run with its attention probabilities replaced.
 
-Reads Keras internals (`_softmax`, `_flash_attention`, tensor masks): the
+Reads Keras internals (`_softmax`, `_compute_attention`, `_flash_attention`): the
 CP-LRP rule of `keras_attreg.relevance.attention` needs the layer's own
 forward with softmax(QK^T) given from outside, which Keras does not expose.
 """
@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Callable
-
-import tensorflow as tf
 
 
 @contextlib.contextmanager
@@ -40,16 +38,3 @@ def replaced_probabilities(layer, replace: Callable):
         object.__setattr__(layer, "_softmax", softmax)
         object.__delattr__(layer, "_compute_attention")
         object.__setattr__(layer, "_flash_attention", flash)
-
-
-def copy_with_mask(tensor):
-    """A new tensor equal to `tensor`, carrying the same Keras mask (so that a
-    tape can tell two reads of one tensor apart and the layer still sees the
-    padding mask)."""
-    from keras.src.backend.common.masking import get_keras_mask, set_keras_mask
-
-    copy = tf.identity(tensor)
-    mask = get_keras_mask(tensor)
-    if mask is not None:
-        set_keras_mask(copy, mask)
-    return copy

@@ -1,9 +1,9 @@
 """The relevance (LRP) pass: rules per layer type, one composite, BatchNorm folding.
 
 Used by the FBI loss (`keras_attreg.training.fbi`) and by the epsilon-LRP and
-DeepLIFT attributions. Walks any functional or Sequential Keras model (residual
-and dense connections, nested models); a layer type of your own gets a rule with
-`register_rule`.
+DeepLIFT attributions. Walks any functional, Sequential or subclassed Keras model
+(residual and dense connections, nested models, custom layers that compose
+known layers); a layer type of your own gets a rule with `register_rule`.
 """
 
 from keras_attreg.relevance.attention import AttentionRule
@@ -13,6 +13,7 @@ from keras_attreg.relevance.composites import (
     epsilon_composite,
     register_rule,
 )
+from keras_attreg.relevance.preprocessing import AugmentationRule
 from keras_attreg.relevance.propagation import (
     DEFAULT_EPSILON,
     LAYERS_IN_K,
@@ -33,6 +34,7 @@ from keras_attreg.relevance.rules import (
     LayerNormRule,
     Propagation,
     Rule,
+    StopRule,
 )
 
 __all__ = [
@@ -41,6 +43,7 @@ __all__ = [
     "POOLING_LAYERS",
     "START_SCORES",
     "AttentionRule",
+    "AugmentationRule",
     "BatchNormRule",
     "Composite",
     "EpsilonRule",

@@ -22,7 +22,8 @@ from __future__ import annotations
 
 import tensorflow as tf
 
-from keras_attreg._keras.attention import copy_with_mask, replaced_probabilities
+from keras_attreg._keras.attention import replaced_probabilities
+from keras_attreg._keras.graph import copy_with_mask
 from keras_attreg.relevance.rules import AffinePropagation, Rule
 
 

@@ -7,6 +7,12 @@ import keras
 from keras_attreg._keras.graph import applications_layer_types, operation_types
 from keras_attreg.relevance.attention import AttentionRule
 from keras_attreg.relevance.canonizers import KERNEL_LAYERS
+from keras_attreg.relevance.preprocessing import (
+    AUGMENTATION_LAYERS,
+    REFUSED_LAYERS,
+    TOKEN_PREPROCESSING_LAYERS,
+    AugmentationRule,
+)
 from keras_attreg.relevance.recurrent import RECURRENT_LAYERS, RecurrentRule
 from keras_attreg.relevance.rules import (
     BatchNormRule,
@@ -42,6 +48,19 @@ class Composite:
     def __init__(self, rules: list[tuple[type | tuple, Rule]]):
         self.rules = list(rules)
 
+    def find(self, operation) -> Rule | None:
+        """The rule of `operation`, or None when no rule applies."""
+        for layer_type, rule in [*_USER_RULES, *self.rules]:
+            if isinstance(operation, layer_type):
+                return rule
+        return None
+
+    def enters(self, operation) -> bool:
+        """Whether the pass enters `operation` through its traced call (a
+        custom layer or subclassed model composed of layers with rules): true
+        when no rule applies to it."""
+        return self.find(operation) is None
+
     def rule_for(self, operation) -> Rule:
         """The rule of `operation`.
 
@@ -49,9 +68,9 @@ class Composite:
             ValueError: naming the layer, its type and how to add a rule when
                 no rule applies.
         """
-        for layer_type, rule in [*_USER_RULES, *self.rules]:
-            if isinstance(operation, layer_type):
-                return rule
+        rule = self.find(operation)
+        if rule is not None:
+            return rule
         raise ValueError(
             "The relevance pass has no rule for layer "
             f"{getattr(operation, 'name', operation)!r} of type "
@@ -100,13 +119,16 @@ def epsilon_composite(epsilon: float) -> Composite:
     - `LayerNormRule` / `AttentionRule`: CP-LRP (Ali et al. 2022),
       LayerNormalization with its standard deviation constant,
       MultiHeadAttention with its probabilities constant.
+    - `AugmentationRule`: image preprocessing and augmentation layers (random
+      flips, rotations, zooms, crops, contrast...: the z rule through the map
+      drawn in the forward call; the non-affine ones refused).
     - `GradientRule`: max pooling (winner takes all), Flatten, Reshape,
       Permute, padding, cropping, Concatenate, up-sampling, slices.
     - `IdentityRule`: elementwise activations (as layers or operations),
       Dropout and noise layers, Masking, ConvNeXt's StochasticDepth.
     - `GateRule`: elementwise products (the sigmoid-type gate gets nothing).
-    - `StopRule`: the Embedding of token ids and comparisons (masks): relevance
-      stops there.
+    - `StopRule`: the Embedding of token ids, token preprocessing (lookups,
+      hashing, discretisation) and comparisons (masks): relevance stops there.
     - `RecurrentRule`: SimpleRNN, LSTM, GRU and Bidirectional (Arras et al.
       2017: gates get no relevance).
     """
@@ -139,6 +161,7 @@ def epsilon_composite(epsilon: float) -> Composite:
             (L.BatchNormalization, BatchNormRule(epsilon)),
             (L.LayerNormalization, LayerNormRule(epsilon)),
             (L.MultiHeadAttention, AttentionRule(epsilon)),
+            ((*AUGMENTATION_LAYERS, *REFUSED_LAYERS), AugmentationRule()),
             ((L.Multiply, *ops["product"]), GateRule(epsilon)),
             (
                 (
@@ -189,7 +212,10 @@ def epsilon_composite(epsilon: float) -> Composite:
                 ),
                 passed,
             ),
-            ((L.Embedding, *ops["comparison"]), StopRule()),
+            (
+                (L.Embedding, *TOKEN_PREPROCESSING_LAYERS, *ops["comparison"]),
+                StopRule(),
+            ),
             (RECURRENT_LAYERS, RecurrentRule(epsilon)),
         ]
     )

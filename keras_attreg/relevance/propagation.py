@@ -105,7 +105,7 @@ def _forward(split, x, composite, training):
             producers[tensor.ref()] = record
         return propagation.outputs
 
-    outputs = run_graph(split.model, x, run)
+    outputs = run_graph(split.model, x, run, composite.enters, training)
     return outputs, records, producers
 
 
@@ -252,8 +252,9 @@ def relevance_pass(
         R_a = sum over the consumers of a of what each sends back to a
         a-_i = a+_{i-1} * W_i^T (a-_{i+1} / (z_i + eps * sign(z_i)))
 
-    Walks any functional or Sequential graph (nested models included) in
-    reverse topological order, one rule per operation (`epsilon_composite`
+    Walks any functional or Sequential graph (nested models included; custom
+    layers without a rule and subclassed models entered through their traced
+    `call`) in reverse topological order, one rule per operation (`epsilon_composite`
     and the rules given with `register_rule`), BatchNormalization folded into
     the affine layer before it where it can be. Works inside `tf.function`
     and under an outer `tf.GradientTape` (gradients of any function of the
@@ -320,9 +321,10 @@ def relevance_map(
     biases absorb the rest.
 
     Args:
-        model: a functional or Sequential Keras model (any graph: residual,
-            dense, nested models) of the layers listed in `epsilon_composite`
-            or given a rule with `register_rule`, or an
+        model: a functional, Sequential or subclassed Keras model (any
+            graph: residual, dense, nested models, custom layers composed of
+            known layers) of the layers listed in `epsilon_composite` or given
+            a rule with `register_rule`, or an
             `AttributionRegularizedModel` around one. It may end in a softmax:
             the pass starts at the logit.
         x: float input batch.

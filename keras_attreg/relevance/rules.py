@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from keras_attreg._keras.graph import (
     applies_softmax,
+    copy_with_mask,
     is_tensor,
     linear_call,
     takes_training,
@@ -64,7 +65,14 @@ class Call:
             kwargs = {**kwargs, "training": self.training}
         if linear:
             return linear_call(self.operation, args[0], self.training)
-        return self.operation(*args, **kwargs)
+        outputs = self.operation(*args, **kwargs)
+        # An output that is an input tensor itself (Dropout, Identity and the
+        # random augmentations at inference) is copied: the pass keys relevance
+        # by tensor, and the input's own relevance must not be counted twice.
+        return tf.nest.map_structure(
+            lambda y: copy_with_mask(y) if any(y is a for a in tensors) else y,
+            outputs,
+        )
 
 
 @dataclasses.dataclass

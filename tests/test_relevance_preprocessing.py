@@ -1,0 +1,273 @@
+"""Preprocessing and augmentation layers inside a model: the relevance pass
+crosses each by the epsilon rule through the map drawn in its one forward
+call. Oracles: the same network without the layers (inference), the test's own
+tape through the same draw (training: the layers' random state restored), and
+central finite differences of the FBI loss."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attreg._logits import split_logits
+from keras_attreg.attributions import deeplift_rescale, epsilon_lrp
+from keras_attreg.relevance import relevance_map, relevance_pass
+from keras_attreg.training import AttributionRegularizedModel
+from keras_attreg.training.fbi import FBILoss
+
+L = keras.layers
+SIZE = 12
+
+
+def _head(dtype=None):
+    """A ReLU network without biases: two convolutions, pooling, logits."""
+    kw = {"use_bias": False, "dtype": dtype}
+    return [
+        L.Conv2D(4, 3, activation="relu", name="conv_a", **kw),
+        L.Conv2D(4, 3, activation="relu", name="conv_b", **kw),
+        L.GlobalAveragePooling2D(dtype=dtype),
+        L.Dense(3, name="logits", **kw),
+    ]
+
+
+def _model(front, dtype=None, seed=0):
+    model = keras.Sequential(
+        [keras.Input((SIZE, SIZE, 3), dtype=dtype), *front, *_head(dtype)]
+    )
+    rng = np.random.default_rng(seed)
+    for variable in model.trainable_weights:
+        variable.assign(rng.normal(size=tuple(variable.shape)) * 0.5)
+    return model
+
+
+def _images(seed=1, n=2):
+    rng = np.random.default_rng(seed)
+    return rng.uniform(0.05, 1.0, size=(n, SIZE, SIZE, 3)).astype("float32")
+
+
+def _identity_at_inference():
+    """Every random layer that is the identity at inference (those refused in
+    training mode included: at inference they pass relevance on)."""
+    return [
+        L.RandomFlip("horizontal_and_vertical", seed=1),
+        L.RandomRotation(0.2, seed=2),
+        L.RandomZoom(0.2, seed=3),
+        L.RandomTranslation(0.2, 0.2, seed=4),
+        L.RandomShear(0.2, 0.2, seed=5),
+        L.RandomContrast(0.5, value_range=(0, 1), seed=6),
+        L.RandomBrightness(0.3, value_range=(0, 1), seed=7),
+        L.RandomGrayscale(0.5, seed=8),
+        L.RandomColorDegeneration(0.5, value_range=(0, 1), seed=9),
+        L.RandomSharpness(0.5, value_range=(0, 1), seed=10),
+        L.RandomGaussianBlur(seed=11),
+        L.RandomErasing(seed=12),
+        L.RandomInvert(value_range=(0, 1), seed=13),
+        L.RandomPerspective(seed=14),
+        L.RandomHue(0.3, value_range=(0, 1), seed=15),
+        L.RandomSaturation(0.3, value_range=(0, 1), seed=16),
+        L.Solarization(0.3, value_range=(0, 1), seed=17),
+        L.Dropout(0.5),
+    ]
+
+
+def test_inference_maps_equal_those_of_the_model_without_the_stack():
+    """Oracle: the same network built without the augmentation stack (its own
+    layers, weights copied): at inference the stack is the identity, so
+    epsilon-LRP, DeepLIFT and `relevance_map` must give the same maps (the
+    relevance of a layer that returns its input is not counted twice)."""
+    augmented = _model(_identity_at_inference())
+    plain = _model([])
+    for name in ("conv_a", "conv_b", "logits"):
+        plain.get_layer(name).set_weights(augmented.get_layer(name).get_weights())
+    x, targets = _images(), [0, 2]
+    for method in (epsilon_lrp, deeplift_rescale):
+        ours = method(augmented, x, targets).numpy()
+        theirs = method(plain, x, targets).numpy()
+        assert np.abs(theirs).max() > 0
+        np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9)
+    np.testing.assert_allclose(
+        relevance_map(augmented, x, targets, eps=0.0).numpy(),
+        relevance_map(plain, x, targets, eps=0.0).numpy(),
+        rtol=1e-6,
+        atol=1e-9,
+    )
+
+
+TRAINING_LAYERS = {
+    "flip": lambda: L.RandomFlip("horizontal_and_vertical", seed=1),
+    "rotation": lambda: L.RandomRotation(0.2, seed=2),
+    "zoom": lambda: L.RandomZoom(0.3, seed=3),
+    "translation": lambda: L.RandomTranslation(0.2, 0.2, seed=4),
+    "shear": lambda: L.RandomShear(0.3, 0.3, seed=5),
+    "perspective": lambda: L.RandomPerspective(seed=6),
+    "elastic": lambda: L.RandomElasticTransform(seed=7),
+    "crop": lambda: L.RandomCrop(9, 9, seed=8),
+    "center_crop": lambda: L.CenterCrop(9, 9),
+    "resizing": lambda: L.Resizing(10, 8),
+    "resizing_bicubic": lambda: L.Resizing(14, 14, interpolation="bicubic"),
+    "contrast": lambda: L.RandomContrast(0.9, value_range=(0, 1), seed=9),
+    "brightness": lambda: L.RandomBrightness(0.5, value_range=(0, 1), seed=10),
+    "grayscale": lambda: L.RandomGrayscale(1.0, seed=11),
+    "color_degeneration": lambda: L.RandomColorDegeneration(
+        0.8, value_range=(0, 1), seed=12
+    ),
+    "sharpness": lambda: L.RandomSharpness(0.8, value_range=(0, 1), seed=13),
+    "gaussian_blur": lambda: L.RandomGaussianBlur(seed=14),
+    "erasing": lambda: L.RandomErasing(1.0, seed=15),
+    "invert": lambda: L.RandomInvert(1.0, value_range=(0, 1), seed=16),
+}
+SAME_EVERY_DRAW = {"center_crop", "resizing", "resizing_bicubic", "grayscale"}
+
+
+def _state(model):
+    """The random state of the layers (their seed generators)."""
+    return [variable.numpy() for variable in model.non_trainable_variables]
+
+
+def _restore(model, state):
+    for variable, value in zip(model.non_trainable_variables, state, strict=True):
+        variable.assign(value)
+
+
+def _x_times_gradient(model, x, targets):
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        outputs = model(x, training=True)
+        score = tf.reduce_sum(tf.gather(outputs, targets, axis=1, batch_dims=1))
+    return (x * tape.gradient(score, x)).numpy(), outputs.numpy()
+
+
+@pytest.mark.parametrize("name", sorted(TRAINING_LAYERS))
+def test_training_relevance_is_gradient_times_input_through_the_same_draw(name):
+    """Oracle: x * dS_c/dx by the test's own tape through `model(x,
+    training=True)` with the layer's random state restored to what the
+    relevance pass started from (so the same parameters are drawn), at
+    eps = 0 on a bias-free ReLU network. The pass's outputs (what the task
+    loss of the FBI step reads) are that same draw's; a second draw gives
+    another map, so a pass that drew twice would fail."""
+    model = _model([TRAINING_LAYERS[name]()])
+    x, targets = tf.constant(_images(3)), tf.constant([1, 2])
+    start = _state(model)
+    result = relevance_pass(split_logits(model), x, targets, 0.0, training=True)
+    ours = result.input_relevance.numpy()
+    _restore(model, start)
+    expected, outputs = _x_times_gradient(model, x, targets)
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(result.outputs.numpy(), outputs, rtol=1e-6)
+    if name not in SAME_EVERY_DRAW:
+        other, _ = _x_times_gradient(model, x, targets)  # the next draw
+        assert not np.allclose(other, expected, rtol=1e-3, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    ("layer", "training", "reason"),
+    [
+        (L.RandomHue(0.3, value_range=(0, 1), name="hue"), True, "HSV"),
+        (L.MixUp(name="mix"), True, "mixes the examples"),
+        (L.AutoContrast(value_range=(0, 1), name="auto"), False, "not affine"),
+        (L.Resizing(8, 8, interpolation="area", name="area"), False, "'area'"),
+    ],
+)
+def test_refused_layers_raise_naming_the_layer_and_the_reason(layer, training, reason):
+    """Oracle: the error message (layer name and reason)."""
+    model = _model([layer])
+    x = tf.constant(_images())
+    with pytest.raises(ValueError, match=f"'{layer.name}'.*{reason}"):
+        relevance_pass(split_logits(model), x, tf.constant([0, 1]), training=training)
+
+
+def test_token_lookups_stop_relevance_like_the_embedding():
+    """Oracle: the same Embedding and head on the ids the lookup produces
+    (mapped by the test from the vocabulary): the relevance pass runs through
+    the lookup (relevance stops there, as at the Embedding) and gives the same
+    relevance at the Embedding output as the model without the lookup."""
+    lookup = L.IntegerLookup(vocabulary=[10, 20, 30, 40])
+    embedding, pool, dense = L.Embedding(5, 4), L.GlobalAveragePooling1D(), L.Dense(2)
+    ids = keras.Input((3,), dtype="int32")
+    with_lookup = keras.Model(ids, dense(pool(embedding(lookup(ids)))))
+    mapped = keras.Input((3,), dtype="int32")
+    without = keras.Model(mapped, dense(pool(embedding(mapped))))
+    raw = tf.constant([[10, 40, 20], [30, 30, 99]], tf.int32)
+    looked_up = tf.constant([[1, 4, 2], [3, 3, 0]], tf.int32)
+    e, targets = embedding(looked_up), tf.constant([0, 1])
+    ours = relevance_pass(split_logits(with_lookup).tokens.bind(raw), e, targets)
+    theirs = relevance_pass(split_logits(without).tokens.bind(looked_up), e, targets)
+    assert np.abs(theirs.input_relevance.numpy()).max() > 0
+    np.testing.assert_allclose(
+        ours.input_relevance.numpy(), theirs.input_relevance.numpy(), rtol=1e-6
+    )
+
+
+def test_fbi_trains_a_model_that_starts_with_augmentation():
+    """Oracle: the weights before `fit` (they move) and finiteness of the
+    logged task and FBI losses, for the augmentation stack of Keras's image
+    classification tutorial in training mode."""
+    front = [
+        L.Rescaling(1.0 / 255),
+        L.RandomFlip("horizontal", seed=1),
+        L.RandomRotation(0.1, seed=2),
+        L.RandomZoom(0.1, seed=3),
+        L.RandomTranslation(0.1, 0.1, seed=4),
+        L.RandomContrast(0.2, seed=5),
+    ]
+    model = AttributionRegularizedModel(_model(front), FBILoss(lam=0.1))
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    start = [w.numpy() for w in model.trainable_weights]
+    logs = model.fit(
+        _images(4, n=8) * 255, np.arange(8) % 3, batch_size=4, epochs=2, verbose=0
+    ).history
+    assert np.all(np.isfinite(logs["loss"])) and np.all(np.isfinite(logs["fbi_loss"]))
+    assert min(logs["fbi_loss"]) > 0
+    for weight, before in zip(model.trainable_weights, start, strict=True):
+        assert np.abs(weight.numpy() - before).max() > 0
+
+
+@pytest.mark.parametrize("training", [False, True])
+def test_fbi_weight_gradient_through_augmentation_matches_finite_differences(
+    training,
+):
+    """Oracle: central finite differences (float64, h = 1e-6) of the reported
+    FBI loss; in training mode the random state is restored before every
+    evaluation, so each sees the same drawn rotation, zoom and contrast."""
+    front = [
+        L.RandomFlip(seed=1, dtype="float64"),
+        L.RandomRotation(0.2, seed=2, dtype="float64"),
+        L.RandomZoom(0.2, seed=3, dtype="float64"),
+        L.RandomContrast(0.5, value_range=(0, 1), seed=4, dtype="float64"),
+    ]
+    model = _model(front, dtype="float64")
+    x = tf.constant(_images(5), tf.float64)
+    targets = tf.constant([0, 2])
+    split, regularizer, state = split_logits(model), FBILoss(lam=0.5), _state(model)
+
+    def loss():
+        _restore(model, state)
+        return tf.reduce_mean(regularizer(split, x, targets, training)[1])
+
+    kernels = [model.get_layer("conv_a").kernel, model.get_layer("logits").kernel]
+    with tf.GradientTape() as tape:
+        value = loss()
+    gradients = tape.gradient(value, kernels)
+    h = 1e-6
+    for kernel, gradient in zip(kernels, gradients, strict=True):
+        # the largest entry and one at the median (dead ReLU channels have
+        # exactly zero gradient: nothing to compare there)
+        order = np.argsort(np.abs(gradient.numpy()).ravel())
+        for flat in (order[-1], order[len(order) // 2]):
+            index = np.unravel_index(flat, kernel.shape)
+            start = kernel.numpy()
+            shifted = start.copy()
+            shifted[index] += h
+            kernel.assign(shifted)
+            up = loss().numpy()
+            shifted[index] -= 2 * h
+            kernel.assign(shifted)
+            down = loss().numpy()
+            kernel.assign(start)
+            expected = (up - down) / (2 * h)
+            assert abs(expected) > 1e-7
+            assert gradient.numpy()[index] == pytest.approx(expected, rel=1e-4)
