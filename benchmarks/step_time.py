@@ -20,7 +20,8 @@ penalties (issue 19: `masked_l1`, `rrr`, `masked_relevance`,
 beside its unmasked twin (`l1`, `l2`, `fbi`; none for expected gradients).
 `--jit-compile` compiles every step with XLA: the plain Keras step and the
 wrapper's steps (`compile(jit_compile=True)`) as well as the bare steps; the
-ratios then compare XLA steps with the XLA plain step.
+ratios then compare XLA steps with the XLA plain step, and the `*_no_xla` rows
+time the plain, L1 and FBI steps without XLA in the same rounds.
 
     python benchmarks/step_time.py --output outputs/step_time.json
     python benchmarks/step_time.py --jit-compile --output outputs/step_time_xla.json
@@ -205,6 +206,18 @@ def time_steps(args, name: str, x, y, mask) -> dict:
         return 1
 
     steps = {"plain": plain_step, **wrapper_steps(args, name, x, y, mask)}
+    if args.jit_compile:
+        # The same steps without XLA, timed in the same rounds.
+        without = argparse.Namespace(**{**vars(args), "jit_compile": False})
+        unjitted = compile_step(make_base(name, args), False)
+
+        def plain_no_xla():
+            unjitted.train_on_batch(x, y)
+            return 1
+
+        steps["plain_no_xla"] = plain_no_xla
+        wrapped = wrapper_steps(without, name, x, y, mask)
+        steps.update({f"{k}_no_xla": wrapped[k] for k in ("l1", "fbi")})
     x_tensor, y_tensor = tf.constant(x), tf.constant(y)
     bare_kinds = (
         ("bare_plain", None, False),

@@ -620,3 +620,56 @@ def test_layer_losses_enter_the_total_with_the_switch_on_and_off():
     np.testing.assert_allclose(
         off["loss"][0], task + kernel_l2 + activity_l2, rtol=1e-5
     )
+
+
+@pytest.mark.parametrize(
+    "regularizer, monitor",
+    [
+        (kar.L1GradientPenalty(1e-3), "val_attribution_penalty"),
+        (kar.FBILoss(0.5), "val_fbi_loss"),
+    ],
+)
+def test_keras_callbacks_infer_that_the_penalty_is_minimised(
+    tmp_path, regularizer, monitor
+):
+    """`EarlyStopping` and `ModelCheckpoint` with mode="auto" on the penalty.
+
+    Oracle: the logged history itself: the best value the callbacks keep must
+    be its minimum (a maximised metric would keep the maximum), and the run
+    must have logged different values so the two differ.
+    """
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(64, 6)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64")
+    base = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(2),
+        ]
+    )
+    model = kar.AttributionRegularizedModel(base, regularizer, nonfinite="skip")
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.5),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    stopping = keras.callbacks.EarlyStopping(monitor, patience=100)
+    checkpoint = keras.callbacks.ModelCheckpoint(
+        tmp_path / "best.keras", monitor=monitor, save_best_only=True
+    )
+    history = model.fit(
+        x,
+        y,
+        validation_data=(x, y),
+        epochs=6,
+        batch_size=16,
+        verbose=0,
+        callbacks=[stopping, checkpoint],
+    ).history
+    values = history[monitor]
+    assert min(values) < max(values)
+    assert stopping.best == pytest.approx(min(values))
+    assert checkpoint.best == pytest.approx(min(values))
+    # The group is only a container: every tracker still logs under its name.
+    assert monitor.removeprefix("val_") in history
+    assert history["skipped_batches"] == [0.0] * 6

@@ -11,6 +11,7 @@ import tensorflow as tf
 
 from keras_attreg import _guard, annotations
 from keras_attreg._keras.distribute import MultiWorkerFitMixin
+from keras_attreg._keras.metrics import lower_is_better
 from keras_attreg._keras.second_order import second_order_layers
 from keras_attreg._keras.steps import (
     LabelsOnlyBuildMixin,
@@ -154,9 +155,11 @@ class AttributionRegularizedModel(
             trainable=False,
             name="regularizer_start_epoch",
         )
-        self.penalty_tracker = _PenaltyMean(name=regularizer.name)
+        trackers = [_PenaltyMean(name=regularizer.name)]
         if self.nonfinite == "skip":
-            self.skipped_batches = keras.metrics.Sum(name="skipped_batches")
+            trackers.append(keras.metrics.Sum(name="skipped_batches"))
+        # One group, so that callbacks infer "min" for them (mode="auto").
+        self.attribution_metrics = lower_is_better(trackers, "attribution_metrics")
         self.built = True
 
     @functools.cached_property  # not an attribute Keras tracks (no weights)
@@ -310,7 +313,7 @@ class AttributionRegularizedModel(
         batch = tf.cast(tf.shape(x)[0], "float32") * tf.cast(ok, "float32")
         trackers = [(self._loss_tracker, total)]
         if penalty is not None:
-            trackers.append((self.penalty_tracker, penalty))
+            trackers.append((self.attribution_metrics.metrics[0], penalty))
         for tracker, value in trackers:
             value = tf.where(ok, tf.cast(value, "float32") * replicas, 0.0)
             tracker.update_state(value, sample_weight=batch)
@@ -393,7 +396,8 @@ class AttributionRegularizedModel(
         ok = tf.equal(skipped, 0.0)
         if self.nonfinite == "skip":
             # Summed over the replicas: each counts its share of the batch.
-            self.skipped_batches.update_state(_replica_scale(skipped))
+            skipped_batches = self.attribution_metrics.metrics[1]
+            skipped_batches.update_state(_replica_scale(skipped))
         return self._update_metrics(x, y, sample_weight, y_pred, penalty, total, ok=ok)
 
     def test_step(self, data):
