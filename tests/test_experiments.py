@@ -22,19 +22,19 @@ import tensorflow as tf
 import keras_attreg as kar
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-EXAMPLES = ROOT / "examples"
+EXPERIMENTS = ROOT / "experiments"
 VERDICTS = ("reproduced", "partly", "not reproduced")
 
 
 def _module(name: str):
-    spec = importlib.util.spec_from_file_location(name, EXAMPLES / f"{name}.py")
+    spec = importlib.util.spec_from_file_location(name, EXPERIMENTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module  # dataclasses look their module up there
-    sys.path.insert(0, str(EXAMPLES))
+    sys.path.insert(0, str(EXPERIMENTS))
     try:
         spec.loader.exec_module(module)
     finally:
-        sys.path.remove(str(EXAMPLES))
+        sys.path.remove(str(EXPERIMENTS))
     return module
 
 
@@ -42,18 +42,18 @@ reproduce_all = _module("reproduce_all")
 
 
 def _quick(script: str, outputs: pathlib.Path, data_dir, *args) -> str:
-    """Runs `examples/<script> --quick` into `outputs`; returns its stdout."""
+    """Runs `experiments/<script> --quick` into `outputs`; returns its stdout."""
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_ATTREG_DATA": str(data_dir)}
     done = subprocess.run(
         [
             sys.executable,
-            str(EXAMPLES / script),
+            str(EXPERIMENTS / script),
             "--quick",
             "--output-dir",
             str(outputs),
             *args,
         ],
-        cwd=EXAMPLES,
+        cwd=EXPERIMENTS,
         env=env,
         capture_output=True,
         text=True,
@@ -183,11 +183,11 @@ def test_fbi_lambda_sweep_quick_reports_the_accuracy_of_its_weights(tmp_path, da
     ]
     assert len(result["box_runs"]) == 2
     # The reported accuracy is that of the saved weights on all test digits.
-    sys.path.insert(0, str(EXAMPLES))
+    sys.path.insert(0, str(EXPERIMENTS))
     try:
         from fbi_mnist import alexnet_like
     finally:
-        sys.path.remove(str(EXAMPLES))
+        sys.path.remove(str(EXPERIMENTS))
     model = alexnet_like()
     # The checkpoint holds the FBI wrapper, as trained.
     wrapper = kar.AttributionRegularizedModel(model, kar.FBILoss(lam=0.3))
@@ -286,11 +286,11 @@ def test_lazy_regularization_quick_runs_resumes_and_reports(tmp_path, data_dir):
     run = result["runs"][2]
     # Accuracy and |dS_c/dx|_1 of the saved every=4 weights, recomputed here
     # with the test's own tape on the same test digits.
-    sys.path.insert(0, str(EXAMPLES))
+    sys.path.insert(0, str(EXPERIMENTS))
     try:
         from bn_noise import two_conv_cnn
     finally:
-        sys.path.remove(str(EXAMPLES))
+        sys.path.remove(str(EXPERIMENTS))
     model = two_conv_cnn(batchnorm=False)
     wrapper = kar.AttributionRegularizedModel(
         model, kar.L1GradientPenalty(0.01), every=4
@@ -333,15 +333,15 @@ def test_lazy_regularization_cifar10_takes_plain_and_every1_from_the_sweep(
     cifar = ("--dataset", "cifar10", "--alpha", "0.01")
     env = {**os.environ, "PYTHONPATH": str(ROOT), "KERAS_ATTREG_DATA": str(data_dir)}
     missing = subprocess.run(
-        [sys.executable, str(EXAMPLES / "lazy_regularization.py"), "--quick"]
+        [sys.executable, str(EXPERIMENTS / "lazy_regularization.py"), "--quick"]
         + ["--output-dir", str(out), *cifar],
-        cwd=EXAMPLES,
+        cwd=EXPERIMENTS,
         env=env,
         capture_output=True,
         text=True,
     )
     assert missing.returncode != 0
-    assert "alpha0_seed0.json is missing: run examples/l1_alpha_sweep.py" in (
+    assert "alpha0_seed0.json is missing: run experiments/l1_alpha_sweep.py" in (
         missing.stderr
     )
     _quick("l1_alpha_sweep.py", sweep, data_dir)
@@ -358,11 +358,11 @@ def test_lazy_regularization_cifar10_takes_plain_and_every1_from_the_sweep(
     assert result["settings"]["sweep"]["arch"] == "small"
     # The every=4 row is the accuracy of its saved weights on the sweep's
     # test images (the first 300 of a fixed permutation, --quick).
-    sys.path.insert(0, str(EXAMPLES))
+    sys.path.insert(0, str(EXPERIMENTS))
     try:
         from l1_penalty_cifar import vgg
     finally:
-        sys.path.remove(str(EXAMPLES))
+        sys.path.remove(str(EXPERIMENTS))
     model = vgg("small")
     wrapper = kar.AttributionRegularizedModel(
         model, kar.L1GradientPenalty(0.01), every=4
@@ -486,11 +486,11 @@ def test_decoy_mnist_quick_runs_resumes_and_reports(tmp_path, data_dir):
         "clean_reference",
     }
     run = json.loads((out / "runs" / "mlp_rrr_seed0.json").read_text())
-    sys.path.insert(0, str(EXAMPLES))
+    sys.path.insert(0, str(EXPERIMENTS))
     try:
         from decoy_mnist import build
     finally:
-        sys.path.remove(str(EXAMPLES))
+        sys.path.remove(str(EXPERIMENTS))
     model = build("mlp", 0)
     name = f"main_mlp_rrr_{run['coefficient']:g}_seed0"
     model.load_weights(out / "models" / f"{name}.weights.h5")

@@ -19,7 +19,7 @@ CPU size (default, about 4 minutes on 2 cores): 5,000 training digits,
 3 epochs, probe over 100 test digits (about 60,000 probes per model), seeds
 0 1 2. Full size: `--train-size 60000 --epochs 10 --probe-samples 1000`.
 
-    python examples/bn_noise.py --output-dir outputs/bn_noise
+    python experiments/bn_noise.py --output-dir outputs/bn_noise
 """
 
 from __future__ import annotations

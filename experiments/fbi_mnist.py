@@ -18,7 +18,7 @@ read from `mnist.npz` in --data-dir (default: $KERAS_ATTREG_DATA, else
 ../shared/data next to the repository). The test digits serve as validation
 data for the switch and for the reported accuracy.
 
-    python examples/fbi_mnist.py --output-dir fbi_mnist_out
+    python experiments/fbi_mnist.py --output-dir fbi_mnist_out
 """
 
 from __future__ import annotations

@@ -16,13 +16,13 @@ to --output-dir.
 CPU-size default: 5,000 training images, 1,000 test images, 3 epochs, one
 seed (about 10 minutes on two cores, more under load). Full size (GPU):
 
-    python examples/fbi_resnet.py --output-dir fbi_resnet_out \\
+    python experiments/fbi_resnet.py --output-dir fbi_resnet_out \\
         --train-size 0 --test-size 0 --epochs 60 --switch 0.7 --seeds 0 1 2
 
 CIFAR-10 is read from the TFRecords in --data-dir (default:
 $KERAS_ATTREG_DATA, else ../shared/data next to the repository).
 
-    python examples/fbi_resnet.py --output-dir fbi_resnet_out
+    python experiments/fbi_resnet.py --output-dir fbi_resnet_out
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ is the mean over them. Per model a JSON under
 `<output-dir>/models/`, so a restarted run skips what is done; a missing
 experiment (its outputs not there) is skipped.
 
-    python examples/faithfulness_rejudge.py --output-dir outputs/faithfulness_rejudge
+    python experiments/faithfulness_rejudge.py --output-dir outputs/faithfulness_rejudge
 """
 
 from __future__ import annotations

@@ -44,7 +44,7 @@ The full-size setting is the same (Decoy MNIST is small); on a GPU add
 seeds: `--seeds 0 1 2 3 4 5 6 7 8 9`. `--quick`: 2,000 digits, 1 epoch,
 seed 0, the MLP only: checks the script end to end.
 
-    python examples/decoy_mnist.py --output-dir outputs/decoy_mnist
+    python experiments/decoy_mnist.py --output-dir outputs/decoy_mnist
 """
 
 from __future__ import annotations

@@ -36,8 +36,8 @@ n, seeds 0 1 2. `--quick`: one seed, k in 1 4 16, 2,000 training digits,
 2 epochs, 50 digits for Sensitivity-n. A finished run is skipped on restart
 (its training time kept) and a stopped one resumes from its last epoch.
 
-    python examples/lazy_regularization.py --output-dir outputs/lazy_regularization
-    python examples/lazy_regularization.py --dataset cifar10 \
+    python experiments/lazy_regularization.py --output-dir outputs/lazy_regularization
+    python experiments/lazy_regularization.py --dataset cifar10 \
         --output-dir outputs/lazy_regularization_cifar10
 """
 
@@ -168,7 +168,7 @@ def cifar_runs(args, sweep, folder) -> list[dict]:
             path = sweep_dir / "runs" / f"{run_name(alpha, seed)}.json"
             if not path.exists():
                 raise FileNotFoundError(
-                    f"{path} is missing: run examples/l1_alpha_sweep.py "
+                    f"{path} is missing: run experiments/l1_alpha_sweep.py "
                     f"--output-dir {sweep_dir} first (its alphas must include 0 "
                     f"and {args.alpha:g})"
                 )

@@ -12,10 +12,10 @@ A Conv1D text CNN and an LSTM on IMDB token ids (CPU size), per seed:
 
 Outputs in --output-dir: `results.json`, `sensitivity_n_<model>.png`,
 `token_heatmaps.png`; trained weights in `checkpoints/` (a rerun resumes).
-`examples/reproduce_all.py` writes section 6 of docs/RESULTS.md from them.
+`experiments/reproduce_all.py` writes section 6 of docs/RESULTS.md from them.
 
-    python examples/text_imdb.py --output-dir runs/text            # ~13 min, 2 cores
-    python examples/text_imdb.py --output-dir runs/text_q --quick  # ~2 min
+    python experiments/text_imdb.py --output-dir runs/text            # ~13 min, 2 cores
+    python experiments/text_imdb.py --output-dir runs/text_q --quick  # ~2 min
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ per seed, 100 subsets, 6 values of n from 1 to 80% of the pixels, seeds 0 1 2.
 Paper size: `--train-size 0 --epochs 20 --sn-samples 1000 --n-points 16`.
 `--quick`: the two MLPs on 300 digits, one epoch, 4 samples (about a minute).
 
-    python examples/compare_attributions.py --output-dir outputs/compare
+    python experiments/compare_attributions.py --output-dir outputs/compare
 """
 
 from __future__ import annotations

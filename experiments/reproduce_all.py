@@ -1,6 +1,6 @@
 """Runs every experiment at CPU size, then writes docs/RESULTS.md from their JSONs.
 
-The experiments are the list `EXPERIMENTS` (one script each in examples/, run
+The experiments are the list `EXPERIMENTS` (one script each in experiments/, run
 in this order as subprocesses with their CPU-size defaults; wall-clock time
 and load average recorded in `<output-dir>/timings.json`):
 
@@ -36,10 +36,10 @@ The report's summary table is also written between the
 Each sweep skips its finished runs and a stopped training resumes, so an
 interrupted run only redoes what is left.
 
-    python examples/reproduce_all.py                 # a few hours on 2 cores
-    python examples/reproduce_all.py --only l1_alpha_sweep
-    python examples/reproduce_all.py --report-only   # rebuild the report
-    python examples/reproduce_all.py --quick         # every script on a tiny slice
+    python experiments/reproduce_all.py                 # a few hours on 2 cores
+    python experiments/reproduce_all.py --only l1_alpha_sweep
+    python experiments/reproduce_all.py --report-only   # rebuild the report
+    python experiments/reproduce_all.py --quick         # every script on a tiny slice
 """
 
 from __future__ import annotations
@@ -60,8 +60,8 @@ from collections.abc import Callable
 import numpy as np
 import scipy.stats
 
-EXAMPLES = pathlib.Path(__file__).resolve().parent
-ROOT = EXAMPLES.parent
+EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent
+ROOT = EXPERIMENTS_DIR.parent
 README_START, README_END = "<!-- results:start -->", "<!-- results:end -->"
 SUMMARY_HEADER = (
     "| experiment | paper | ours (CPU size) | verdict |\n| --- | --- | --- | --- |"
@@ -794,7 +794,7 @@ def section_fbi_sweep(result, outputs, docs) -> Section:
         "Paper: lambda = 0.001 only; FBI larger than conventional training in 4/5 "
         "conv layers for the max activation and 5/5 for the skewness (Table 1).",
         "",
-        f"Ours: the AlexNet-like CNN of `examples/fbi_mnist.py` (conv 16, 16, 32, "
+        f"Ours: the AlexNet-like CNN of `experiments/fbi_mnist.py` (conv 16, 16, 32, "
         f"32, 32), the first {settings['train_size'] or 60000} training digits, "
         f"{settings['epochs']} epochs, batch {settings['batch_size']}, Adam 1e-3; "
         f"lambda in {{{', '.join(keys)}}} (0: conventional), the FBI loss switched "
@@ -1465,7 +1465,7 @@ def section_tanh(result, outputs, docs) -> Section:
         "gradient-based methods; (F4) integrated gradients and DeepLIFT-Rescale "
         "give very similar results. Layer sizes and training are not known.",
         "",
-        "Ours: `examples/compare_attributions.py --models mnist_mlp mnist_mlp_tanh` "
+        "Ours: `experiments/compare_attributions.py --models mnist_mlp mnist_mlp_tanh` "
         "(Dense 256-256 with Tanh, and the same with ReLU: same seeds, data and "
         f"training), {settings['train_size'] or 4000} training digits, "
         f"{settings['epochs']} epochs, {len(settings['seeds'])} seeds, "
@@ -1866,7 +1866,7 @@ def section_text(result, outputs, docs) -> Section:
         "docs/VERDICT_RULES.md, written before this run). Kiritoshi et al. apply "
         "the L1 penalty to images only; on text it is new (T6).",
         "",
-        f"Ours: `examples/text_imdb.py`, IMDB from the local TFRecords: the first "
+        f"Ours: `experiments/text_imdb.py`, IMDB from the local TFRecords: the first "
         f"{setup['train_reviews']} training reviews (a vocabulary of "
         f"{setup['vocabulary_size']} tokens adapted on them), cut or padded to "
         f"{setup['sequence_length']} tokens; test accuracy on the first "
@@ -2090,7 +2090,7 @@ def section_lazy(result, outputs, docs) -> Section:
         "regularisation). Question: which k keeps the penalty's effect, and at "
         "what training cost?",
         "",
-        f"Ours: `examples/lazy_regularization.py`, {setting}; every = "
+        f"Ours: `experiments/lazy_regularization.py`, {setting}; every = "
         f"{', '.join(str(r['every']) for r in summary.values() if r['every'])}, "
         f"seeds {', '.join(map(str, seeds))} (per seed the same initial weights "
         "and data order for every model). "
@@ -2533,7 +2533,7 @@ class Experiment:
 
     Attributes:
         name: its folder under the output directory and its section's key.
-        script: the script in examples/.
+        script: the script in experiments/.
         section: `(result, outputs, docs) -> Section`, from `results.json`.
         args: arguments beyond `--output-dir` (CPU-size defaults otherwise).
     """
@@ -2544,7 +2544,7 @@ class Experiment:
     args: tuple[str, ...] = ()
 
     def command(self) -> str:
-        script = f"python examples/{self.script}"
+        script = f"python experiments/{self.script}"
         return " ".join([script, "--output-dir", f"outputs/{self.name}", *self.args])
 
 
@@ -2604,14 +2604,14 @@ def run_experiments(args, outputs: pathlib.Path) -> None:
         subprocess.run(
             [
                 sys.executable,
-                str(EXAMPLES / experiment.script),
+                str(EXPERIMENTS_DIR / experiment.script),
                 "--output-dir",
                 str(outputs / experiment.name),
                 *experiment.args,
                 *extra,
             ],
             check=True,
-            cwd=EXAMPLES,
+            cwd=EXPERIMENTS_DIR,
         )
         seconds = time.perf_counter() - start
         # A rerun only does what is left (finished runs are skipped), so the
@@ -2708,7 +2708,7 @@ def write_report(outputs: pathlib.Path, docs: pathlib.Path) -> str:
         [
             "# Reproducing the three papers with keras-attreg",
             "",
-            "Generated by `python examples/reproduce_all.py` from the outputs of "
+            "Generated by `python experiments/reproduce_all.py` from the outputs of "
             "the commands below (`--report-only` rebuilds it from `outputs/`; a "
             "section whose outputs are absent is kept from the previous version "
             "of this file). Every number is from our own runs at CPU size on "

@@ -22,7 +22,7 @@ after 8 epochs), the FBI switch (70%) never fires and the FBI row is a second
 baseline; 12,000 canvases pass 0.70 around epoch 4 (seed 0).
 Larger: `--train-size 60000 --test-size 10000 --epochs 15`.
 
-    python examples/localisation.py --output-dir outputs/localisation
+    python experiments/localisation.py --output-dir outputs/localisation
 """
 
 from __future__ import annotations

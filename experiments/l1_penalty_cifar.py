@@ -27,7 +27,7 @@ training and 1,000 test images (`../shared/data/cifar10-*.tfrecord`, JPEG),
 `--arch vgg16` (or `vgg19`) `--train-size 0 --test-size 0 --epochs 100
 --sn-samples 1000 --n-points 16`.
 
-    python examples/l1_penalty_cifar.py --output-dir outputs/l1_penalty_cifar
+    python experiments/l1_penalty_cifar.py --output-dir outputs/l1_penalty_cifar
 """
 
 from __future__ import annotations

@@ -37,8 +37,8 @@ CPU size (default): 6,000 training digits, 4 epochs, seeds 0 1 2; box part
 4 epochs left the network near chance, 0.17 to 0.26 accuracy). Larger: `--train-size 0
 --epochs 20 --box-seeds 0 1 2 --box-train-size 60000 --box-threshold 0.7`.
 
-    python examples/fbi_lambda_sweep.py --output-dir outputs/fbi_lambda_sweep
-    python examples/fbi_lambda_sweep.py --output-dir outputs/fbi_quick --quick
+    python experiments/fbi_lambda_sweep.py --output-dir outputs/fbi_lambda_sweep
+    python experiments/fbi_lambda_sweep.py --output-dir outputs/fbi_quick --quick
 """
 
 from __future__ import annotations

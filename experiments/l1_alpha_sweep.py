@@ -32,17 +32,17 @@ the grid brackets it), Sensitivity-n over 50 test images. The report's runs
 (docs/RESULTS.md, section 2) use 5 seeds at the alphas that settle the
 accuracy question, and a constant learning rate beside the cosine one:
 
-    python examples/l1_alpha_sweep.py --output-dir outputs/l1_alpha_sweep \
+    python experiments/l1_alpha_sweep.py --output-dir outputs/l1_alpha_sweep \
         --alphas 0 1e-4 1e-3 --seeds 0 1 2 3 4
-    python examples/l1_alpha_sweep.py --output-dir outputs/l1_lr_schedule \
+    python experiments/l1_alpha_sweep.py --output-dir outputs/l1_lr_schedule \
         --lr-schedule constant --alphas 0 1e-3 --seeds 0 1 2
-    python examples/l1_alpha_sweep.py --output-dir outputs/l1_quick --quick   # a minute
+    python experiments/l1_alpha_sweep.py --output-dir outputs/l1_quick --quick  # 1 min
 
 Full size, for a GPU machine with TensorFlow (the paper's setting as far as
 it is stated: VGG16 with BatchNorm on all of CIFAR-10, SGD; not yet run,
 no such machine has been available to this project):
 
-    python examples/l1_alpha_sweep.py --output-dir outputs/l1_vgg16 \
+    python experiments/l1_alpha_sweep.py --output-dir outputs/l1_vgg16 \
         --arch vgg16 --train-size 0 --epochs 60 --batch-size 128 \
         --optimizer sgd --learning-rate 0.05 \
         --alphas 0 1e-4 3e-4 1e-3 --seeds 0 1 2 --sn-samples 100

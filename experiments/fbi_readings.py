@@ -24,8 +24,8 @@ own loss. The runs go seed
 by seed over every reading, so a stopped invocation leaves whole seeds;
 each finished run is skipped on restart (`<output-dir>/<reading>/runs/`).
 
-    python examples/fbi_readings.py --output-dir outputs/fbi_readings
-    python examples/fbi_readings.py --output-dir outputs/fbi_quick --quick
+    python experiments/fbi_readings.py --output-dir outputs/fbi_readings
+    python experiments/fbi_readings.py --output-dir outputs/fbi_quick --quick
 """
 
 from __future__ import annotations
