@@ -17,7 +17,7 @@ import keras
 import tensorflow as tf
 
 from keras_attreg._keras.embedding import embedding_output
-from keras_attreg._keras.graph import is_graph_model
+from keras_attreg._keras.graph import is_graph_model, sublayers
 
 if TYPE_CHECKING:
     from keras_attreg._logits import LogitSplit
@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 
 def _walk(layer):
     yield layer
-    for inner in getattr(layer, "layers", ()):
+    for inner in sublayers(layer):
         yield from _walk(inner)
 
 
@@ -51,9 +51,9 @@ def _consumes_model_input(layer, models) -> bool:
 def find_embedding(model: keras.Model, embedding_layer: str | None = None):
     """The Embedding layer that consumes the model's token ids, or None.
 
-    Nested functional/Sequential models are searched. With several Embedding
-    layers, the one fed by a model input is taken; `embedding_layer` names
-    one explicitly.
+    Nested models and the sublayers of custom layers are searched. With
+    several Embedding layers, the one fed by a model input is taken;
+    `embedding_layer` names one explicitly.
 
     Args:
         model: a Keras model.

@@ -190,6 +190,36 @@ def test_fbi_weight_gradient_of_a_subclassed_model_matches_finite_differences():
             assert gradient.numpy()[index] == pytest.approx(expected, rel=1e-4)
 
 
+class TokenEmbedding(L.Layer):
+    """An Embedding and a LayerNormalization inside a custom layer (as
+    keras-hub's TokenAndPositionEmbedding holds its Embedding)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.embed = L.Embedding(20, 4)
+        self.norm = L.LayerNormalization()
+
+    def call(self, ids):
+        return self.norm(self.embed(ids))
+
+
+def test_an_embedding_inside_a_custom_layer_is_the_input_of_token_models():
+    """Oracle: the functional twin over the same Embedding, LayerNorm and
+    head: the token maps (relevance at the Embedding output, summed over its
+    axis) are the same when the Embedding sits inside a custom layer."""
+    tokens, pool, logits = TokenEmbedding(), L.GlobalAveragePooling1D(), L.Dense(2)
+    ids = keras.Input((5,), dtype="int32")
+    model = keras.Model(ids, logits(pool(tokens(ids))))
+    _randomise(model, seed=7)
+    twin_ids = keras.Input((5,), dtype="int32")
+    twin = keras.Model(twin_ids, logits(pool(tokens.norm(tokens.embed(twin_ids)))))
+    batch = np.random.default_rng(8).integers(1, 20, size=(3, 5)).astype("int32")
+    for method in (epsilon_lrp, deeplift_rescale):
+        ours, theirs = method(model, batch, [0, 1, 0]), method(twin, batch, [0, 1, 0])
+        assert ours.shape == batch.shape and np.abs(theirs.numpy()).max() > 0
+        np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-8)
+
+
 class RawProjection(L.Layer):
     """x W with a weight of its own, by a raw TensorFlow operation."""
 

@@ -55,6 +55,13 @@ def graph_output(model: keras.Model):
     return outputs[0]
 
 
+def sublayers(layer) -> list:
+    """The layers `layer` holds directly: a model's layers, and those a custom
+    layer keeps as attributes (e.g. an Embedding inside a token-and-position
+    embedding layer)."""
+    return list(layer._flatten_layers(include_self=False, recursive=False))
+
+
 def producer(tensor) -> keras.Operation:
     """The operation that computed a symbolic (Keras) tensor."""
     return tensor._keras_history.operation
