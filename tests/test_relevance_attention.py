@@ -28,7 +28,10 @@ class AddPosition(L.Layer):
         return x + self.position
 
 
-register_rule(AddPosition, EpsilonRule(0.0))  # x + w: w is a bias
+@pytest.fixture(autouse=True, scope="module")
+def _add_position_rule():
+    with register_rule(AddPosition, EpsilonRule(0.0)):  # x + w: w is a bias
+        yield
 
 
 def _block(x, i, heads=2, bias=True, dtype=None):

@@ -310,7 +310,6 @@ def test_registered_rule_is_used_for_a_custom_layer():
             np.ones((1, 4)),
             [0],
         )
-    register_rule(Halve, GradientRule())
     model = keras.Sequential(
         [
             keras.Input((6,), dtype="float64"),
@@ -323,9 +322,25 @@ def test_registered_rule_is_used_for_a_custom_layer():
     x = np.random.default_rng(12).normal(size=(3, 6))
     targets = np.array([0, 1, 0])
     expected, _, _ = _own_relevance(model, x, targets, [])
-    np.testing.assert_allclose(
-        relevance_map(model, x, targets, eps=TINY_EPS).numpy(), expected, rtol=1e-7
-    )
+    with register_rule(Halve, GradientRule()):
+        np.testing.assert_allclose(
+            relevance_map(model, x, targets, eps=TINY_EPS).numpy(), expected, rtol=1e-7
+        )
+        # An inner registration wins while it lasts, then the outer applies again.
+        with register_rule(Halve, EpsilonRule(1.0)):
+            inner = relevance_map(model, x, targets, eps=TINY_EPS).numpy()
+        assert not np.allclose(inner, expected, rtol=1e-3)
+        np.testing.assert_allclose(
+            relevance_map(model, x, targets, eps=TINY_EPS).numpy(), expected, rtol=1e-7
+        )
+    # Withdrawn at the end of the block: no rule again.
+    with pytest.raises(ValueError, match="of type Halve"):
+        relevance_map(model, x, targets)
+    registration = register_rule(Halve, GradientRule())
+    registration.remove()
+    registration.remove()  # a second call does nothing
+    with pytest.raises(ValueError, match="of type Halve"):
+        relevance_map(model, x, targets)
     with pytest.raises(ValueError, match="layer_type=3"):
         register_rule(3, EpsilonRule(0.1))
 

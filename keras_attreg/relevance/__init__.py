@@ -10,6 +10,7 @@ from keras_attreg.relevance.attention import AttentionRule
 from keras_attreg.relevance.canonizers import batch_norm_fold, layer_norm_scale
 from keras_attreg.relevance.composites import (
     Composite,
+    RuleRegistration,
     epsilon_composite,
     register_rule,
 )
@@ -55,6 +56,7 @@ __all__ = [
     "RecurrentRule",
     "Relevance",
     "Rule",
+    "RuleRegistration",
     "StopRule",
     "batch_norm_fold",
     "deeplift_pass",

@@ -82,22 +82,66 @@ class Composite:
         )
 
 
-def register_rule(layer_type: type, rule: Rule) -> None:
+class RuleRegistration:
+    """A rule given by `register_rule`: in force until `remove()` or, used as a
+    context manager, until the `with` block ends (as zennit's composites).
+
+    Example:
+
+    >>> class CumSum(keras.layers.Layer):
+    ...     def call(self, x):
+    ...         return tf.math.cumsum(x, axis=-1)
+    >>> model = keras.Sequential([keras.Input((3,)), CumSum(), keras.layers.Dense(2)])
+    >>> from keras_attreg.relevance import relevance_map
+    >>> with register_rule(CumSum, EpsilonRule(1e-2)):
+    ...     relevance_map(model, tf.ones((1, 3)), [0]).shape
+    TensorShape([1, 3])
+    >>> relevance_map(model, tf.ones((1, 3)), [0])
+    Traceback (most recent call last):
+    ...
+    ValueError: The relevance pass has no rule for layer 'cum_sum' ...
+    """
+
+    def __init__(self, layer_type: type, rule: Rule):
+        self.entry = (layer_type, rule)
+        _USER_RULES.insert(0, self.entry)
+
+    def remove(self) -> None:
+        """Withdraws the rule (the composites' own, or an earlier registered
+        one, apply again); a second call does nothing."""
+        if any(entry is self.entry for entry in _USER_RULES):
+            _USER_RULES.remove(self.entry)
+
+    def __enter__(self) -> RuleRegistration:
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
+
+
+def register_rule(layer_type: type, rule: Rule) -> RuleRegistration:
     """Gives every relevance pass a rule for `layer_type` (yours win).
+
+    The rule stays in force for the session; use the returned registration as
+    a context manager (`with register_rule(...):`) to scope it, or call its
+    `remove()`.
 
     Args:
         layer_type: a Keras layer (or operation) class.
         rule: a `Rule` instance, e.g. `IdentityRule()`.
 
+    Returns:
+        A `RuleRegistration`.
+
     Example:
 
-    >>> class Scale(keras.layers.Layer):
+    >>> class Reverse(keras.layers.Layer):
     ...     def call(self, x):
-    ...         return 2.0 * x
-    >>> register_rule(Scale, EpsilonRule(1e-2))
-    >>> model = keras.Sequential([keras.Input((3,)), Scale(), keras.layers.Dense(2)])
+    ...         return tf.reverse(x, axis=[-1])
+    >>> model = keras.Sequential([keras.Input((3,)), Reverse(), keras.layers.Dense(2)])
     >>> from keras_attreg.relevance import relevance_map
-    >>> relevance_map(model, tf.ones((1, 3)), [0]).shape
+    >>> with register_rule(Reverse, GradientRule()):
+    ...     relevance_map(model, tf.ones((1, 3)), [0]).shape
     TensorShape([1, 3])
     """
     if not (isinstance(layer_type, type) and isinstance(rule, Rule)):
@@ -105,7 +149,7 @@ def register_rule(layer_type: type, rule: Rule) -> None:
             "Invalid arguments for register_rule: expected a class and a "
             f"`Rule` instance. Received: layer_type={layer_type!r}, rule={rule!r}"
         )
-    _USER_RULES.insert(0, (layer_type, rule))
+    return RuleRegistration(layer_type, rule)
 
 
 def epsilon_composite(epsilon: float) -> Composite:

@@ -100,7 +100,7 @@ class Rule:
     """Base class of the rules: one `forward` per operation call.
 
     Subclass it to give a layer type of your own a rule, and register it with
-    `Composite.register` (or `keras_attreg.relevance.register_rule`).
+    `keras_attreg.relevance.register_rule` (scoped: `with register_rule(...):`).
     """
 
     def forward(self, call: Call) -> Propagation:
