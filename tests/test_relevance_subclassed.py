@@ -137,6 +137,20 @@ def test_residual_block_layer_in_a_sequential_equals_the_inlined_twin():
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6)
 
 
+def test_a_lambda_of_keras_ops_is_entered():
+    """Oracle: the functional twin applying the same `keras.ops` to the same
+    Dense layers' outputs."""
+    first, last = L.Dense(4, activation="relu"), L.Dense(2)
+    flip = L.Lambda(lambda t: keras.ops.flip(t, axis=-1) * 2.0)
+    model = keras.Sequential([keras.Input((3,)), first, flip, last])
+    x = keras.Input((3,))
+    twin = keras.Model(x, last(keras.ops.flip(first(x), axis=-1) * 2.0))
+    data = np.random.default_rng(9).normal(size=(2, 3)).astype("float32")
+    expected = relevance_map(twin, data, [0, 1]).numpy()
+    assert np.abs(expected).max() > 0
+    np.testing.assert_allclose(relevance_map(model, data, [0, 1]).numpy(), expected)
+
+
 def test_fbi_trains_a_subclassed_model_through_fit():
     """Oracle: the weights before `fit` (every one moves, the block's sublayers
     included) and finiteness of the logged losses."""
