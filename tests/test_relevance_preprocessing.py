@@ -164,6 +164,7 @@ def test_training_relevance_is_gradient_times_input_through_the_same_draw(name):
     ("layer", "training", "reason"),
     [
         (L.RandomHue(0.3, value_range=(0, 1), name="hue"), True, "HSV"),
+        (type("MyHue", (L.RandomHue,), {})(0.3, name="my_hue"), True, "HSV"),
         (L.MixUp(name="mix"), True, "mixes the examples"),
         (L.AutoContrast(value_range=(0, 1), name="auto"), False, "not affine"),
         (L.Resizing(8, 8, interpolation="area", name="area"), False, "'area'"),

@@ -149,9 +149,11 @@ class AugmentationRule(EpsilonRule):
     def forward(self, call):
         layer = call.operation
         name = type(layer).__name__
-        reason = _REFUSED.get(name)
-        if call.training and reason is None:
-            reason = _REFUSED_IN_TRAINING.get(name)
+        refused = {**_REFUSED, **(_REFUSED_IN_TRAINING if call.training else {})}
+        reason = next(
+            (refused[c.__name__] for c in type(layer).__mro__ if c.__name__ in refused),
+            None,
+        )
         interpolation = getattr(layer, "interpolation", None)
         if reason is None and interpolation in _NO_GRADIENT:
             reason = f"TensorFlow has no gradient for interpolation={interpolation!r}"
