@@ -93,7 +93,26 @@ def test_inference_maps_equal_those_of_the_model_without_the_stack():
     )
 
 
+def test_rescaling_passes_relevance_on_unchanged():
+    """Oracle: the same network without `Rescaling`, on the input the test
+    rescales itself: the maps on raw pixels equal its maps on rescaled ones
+    (the z rule through a scaling; eps = 0.01 would absorb a share there)."""
+    scaled = _model([L.Rescaling(1.0 / 255)])
+    plain = _model([])
+    for name in ("conv_a", "conv_b", "logits"):
+        plain.get_layer(name).set_weights(scaled.get_layer(name).get_weights())
+    x, targets = _images(2) * 255, [2, 0]
+    for method in (epsilon_lrp, deeplift_rescale):
+        theirs = method(plain, x / 255, targets).numpy()
+        assert np.abs(theirs).max() > 0
+        np.testing.assert_allclose(
+            method(scaled, x, targets).numpy(), theirs, rtol=1e-4, atol=1e-7
+        )
+
+
 TRAINING_LAYERS = {
+    "rescaling": lambda: L.Rescaling(2.0, offset=-0.5),
+    "normalization": lambda: L.Normalization(mean=[0.5, 0.4, 0.3], variance=[4, 1, 2]),
     "flip": lambda: L.RandomFlip("horizontal_and_vertical", seed=1),
     "rotation": lambda: L.RandomRotation(0.2, seed=2),
     "zoom": lambda: L.RandomZoom(0.3, seed=3),
@@ -116,7 +135,14 @@ TRAINING_LAYERS = {
     "erasing": lambda: L.RandomErasing(1.0, seed=15),
     "invert": lambda: L.RandomInvert(1.0, value_range=(0, 1), seed=16),
 }
-SAME_EVERY_DRAW = {"center_crop", "resizing", "resizing_bicubic", "grayscale"}
+SAME_EVERY_DRAW = {
+    "rescaling",
+    "normalization",
+    "center_crop",
+    "resizing",
+    "resizing_bicubic",
+    "grayscale",
+}
 
 
 def _state(model):

@@ -14,7 +14,7 @@ from keras_attreg.relevance.composites import (
     epsilon_composite,
     register_rule,
 )
-from keras_attreg.relevance.preprocessing import AugmentationRule
+from keras_attreg.relevance.preprocessing import PreprocessingRule
 from keras_attreg.relevance.propagation import (
     DEFAULT_EPSILON,
     LAYERS_IN_K,
@@ -44,7 +44,6 @@ __all__ = [
     "POOLING_LAYERS",
     "START_SCORES",
     "AttentionRule",
-    "AugmentationRule",
     "BatchNormRule",
     "Composite",
     "EpsilonRule",
@@ -52,6 +51,7 @@ __all__ = [
     "GradientRule",
     "IdentityRule",
     "LayerNormRule",
+    "PreprocessingRule",
     "Propagation",
     "RecurrentRule",
     "Relevance",

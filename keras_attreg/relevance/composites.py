@@ -8,10 +8,10 @@ from keras_attreg._keras.graph import applications_layer_types, operation_types
 from keras_attreg.relevance.attention import AttentionRule
 from keras_attreg.relevance.canonizers import KERNEL_LAYERS
 from keras_attreg.relevance.preprocessing import (
-    AUGMENTATION_LAYERS,
+    PREPROCESSING_LAYERS,
     REFUSED_LAYERS,
     TOKEN_PREPROCESSING_LAYERS,
-    AugmentationRule,
+    PreprocessingRule,
 )
 from keras_attreg.relevance.recurrent import RECURRENT_LAYERS, RecurrentRule
 from keras_attreg.relevance.rules import (
@@ -157,15 +157,16 @@ def epsilon_composite(epsilon: float) -> Composite:
 
     - `EpsilonRule(epsilon)`: Dense, convolutions of every kind (Conv1D/2D/3D,
       transposed, depthwise, separable), average pooling (global too),
-      Add/Subtract/Average, Rescaling, Normalization, ConvNeXt's LayerScale,
+      Add/Subtract/Average, ConvNeXt's LayerScale,
       arithmetic with constants.
     - `BatchNormRule`: BatchNormalization not folded (statistics constant).
     - `LayerNormRule` / `AttentionRule`: CP-LRP (Ali et al. 2022),
       LayerNormalization with its standard deviation constant,
       MultiHeadAttention with its probabilities constant.
-    - `AugmentationRule`: image preprocessing and augmentation layers (random
-      flips, rotations, zooms, crops, contrast...: the z rule through the map
-      drawn in the forward call; the non-affine ones refused).
+    - `PreprocessingRule`: Rescaling, Normalization and the image
+      preprocessing and augmentation layers (random flips, rotations, zooms,
+      crops, contrast...): the z rule through the map drawn in the forward
+      call; the non-affine ones refused.
     - `GradientRule`: max pooling (winner takes all), Flatten, Reshape,
       Permute, padding, cropping, Concatenate, up-sampling, slices.
     - `IdentityRule`: elementwise activations (as layers or operations),
@@ -195,8 +196,6 @@ def epsilon_composite(epsilon: float) -> Composite:
                     L.Add,
                     L.Subtract,
                     L.Average,
-                    L.Rescaling,
-                    L.Normalization,
                     *apps["scale"],
                     *ops["affine"],
                 ),
@@ -205,7 +204,7 @@ def epsilon_composite(epsilon: float) -> Composite:
             (L.BatchNormalization, BatchNormRule(epsilon)),
             (L.LayerNormalization, LayerNormRule(epsilon)),
             (L.MultiHeadAttention, AttentionRule(epsilon)),
-            ((*AUGMENTATION_LAYERS, *REFUSED_LAYERS), AugmentationRule()),
+            ((*PREPROCESSING_LAYERS, *REFUSED_LAYERS), PreprocessingRule()),
             ((L.Multiply, *ops["product"]), GateRule(epsilon)),
             (
                 (

@@ -1,7 +1,8 @@
 """Preprocessing and augmentation layers inside a model.
 
-Keras's image preprocessing layers are the identity (the random ones) or a
-fixed resize/crop at inference. In training mode each draws its parameters
+`Rescaling` and `Normalization` are fixed affine maps. Keras's image
+preprocessing layers are the identity (the random ones) or a fixed
+resize/crop at inference. In training mode each draws its parameters
 (an angle, a zoom, a contrast factor...) once per call and then applies a map
 that is affine in its input for those parameters,
 
@@ -15,14 +16,15 @@ layer's one forward call:
 
     R_a = a * T_theta^T (R_z / z)      (0 where z = 0)
 
-No stabiliser: these maps move, interpolate and blend pixels rather than
-detect features, so no relevance is absorbed on the way (a layer that is the
-identity passes R_a = R_z, and the maps at inference are those of the model
-without the layer). Relevance reaching a tensor is proportional to its value
-under the rules of the pass, so a zero output has none to divide. The draw is
-the one whose output the rest of the graph (and the task loss of the FBI
-step) sees: the layer runs once per forward pass. An additive offset (a
-brightness shift, the fill of an erased patch) absorbs its share, as a bias
+No stabiliser: these maps scale, move, interpolate and blend pixels rather
+than detect features, so no relevance is absorbed on the way (a layer that is
+the identity or a scaling passes R_a = R_z, and the maps at inference are
+those of the model without the layer, on the rescaled input). Relevance
+reaching a tensor is proportional to its value under the rules of the pass,
+so a zero output has none to divide. The draw is the one whose output the
+rest of the graph (and the task loss of the FBI step) sees: the layer runs
+once per forward pass. An additive offset (a brightness shift, the fill of
+an erased patch, the mean of `Normalization`) absorbs its share, as a bias
 does; a clipped pixel passes none (its derivative is 0). The relevance is
 a * dS_c/da wherever the relevance above is z * dS_c/dz (eps -> 0 in the
 layers above), and flips, crops and zero-filled transforms without clipping
@@ -48,7 +50,9 @@ def _layers(*names: str) -> tuple:
     )
 
 
-AUGMENTATION_LAYERS = _layers(
+PREPROCESSING_LAYERS = _layers(
+    "Rescaling",
+    "Normalization",
     "RandomFlip",
     "RandomRotation",
     "RandomZoom",
@@ -68,7 +72,8 @@ AUGMENTATION_LAYERS = _layers(
     "RandomErasing",
     "RandomInvert",
 )
-"""Image layers affine in their input for the drawn parameters (geometric
+"""Layers affine in their input (for the drawn parameters): rescaling and
+normalisation, and the image layers (geometric
 transforms with their interpolation, crops and resizes, and intensity maps:
 scale, shift, blend with the grayscale or blurred image, blur, erasing,
 inversion), each clipped to `value_range` where the layer clips."""
@@ -115,11 +120,11 @@ _NO_GRADIENT = {"area"}
 
 
 REFUSED_LAYERS = _layers(*_REFUSED_IN_TRAINING, *_REFUSED)
-"""The refused preprocessing layers: `AugmentationRule` raises, naming the
+"""The refused preprocessing layers: `PreprocessingRule` raises, naming the
 reason (those that are the identity at inference in training mode only)."""
 
 
-class AugmentationRule(EpsilonRule):
+class PreprocessingRule(EpsilonRule):
     """The z rule through the map a preprocessing layer drew in this forward
     call (see the module docstring):
 

@@ -164,13 +164,12 @@ class EpsilonRule(Rule):
         R_in = a_in * J^T (R_out / (z + eps * sign(z)))
 
     for an affine operation `z = J a_in + b` (Dense and convolutions of every
-    kind, average pooling, Rescaling, Normalization, LayerScale, sums such as
-    Add/Subtract/Average, where each operand gets a_k * R / z_eps, and
-    arithmetic with constants). `J^T` is the operation's own vector-Jacobian
-    product. A layer's activation passes relevance unchanged: z is the
-    pre-activation. A BatchNormalization folded into the layer
-    (`fold_batch_norm`) replaces z by its output and scales `J` by
-    gamma / sqrt(var + eps_bn).
+    kind, average pooling, LayerScale, sums such as Add/Subtract/Average,
+    where each operand gets a_k * R / z_eps, and arithmetic with constants).
+    `J^T` is the operation's own vector-Jacobian product. A layer's
+    activation passes relevance unchanged: z is the pre-activation. A
+    BatchNormalization folded into the layer (`fold_batch_norm`) replaces z by
+    its output and scales `J` by gamma / sqrt(var + eps_bn).
 
     Without biases and with eps -> 0, relevance is conserved:
     sum(R_in) = sum(R_out).
