@@ -38,6 +38,7 @@ from _common import (
     training_batches,
     write_json,
 )
+from _report import Section, figure, pm
 from matplotlib.figure import Figure
 
 import keras_attreg as kar
@@ -173,6 +174,83 @@ def main() -> None:
         "seconds": time.perf_counter() - start,
     }
     write_json(folder / "results.json", result)
+
+
+def report(result, outputs, docs) -> Section:
+    """Section 1 of docs/RESULTS.md (BatchNorm and noisy maps)."""
+    s = result["summary"]
+    wider = result["wider_with_bn_per_seed"]
+    relative = result["relatively_wider_with_bn_per_seed"]
+    verdict = (
+        "reproduced"
+        if all(wider) and all(relative)
+        else "partly"
+        if any(wider) or any(relative)
+        else "not reproduced"
+    )
+    seeds = len(wider)
+    ratio = s["with_bn"]["probe_std"]["mean"] / s["without_bn"]["probe_std"]["mean"]
+    lines = [
+        "## 1. BatchNorm makes gradient maps noisy (Kiritoshi et al. 2019, Sec. 3.1)",
+        "",
+        "Paper: a CNN of two conv layers and one dense layer on MNIST; attribution "
+        "maps of the BatchNorm model are noisy (Fig. 1), and the change of the "
+        "pre-softmax output when a zero pixel is set to one is distributed more "
+        "widely with BatchNorm (Fig. 2, qualitative: no number given).",
+        "",
+        f"Ours ({seeds} seeds, mean ± std over seeds; "
+        f"{result['settings']['train_size']} training digits, "
+        f"{result['settings']['epochs']} epochs, probe over "
+        f"{result['settings']['probe_samples']} test digits, "
+        f"{result['per_seed']['with_bn'][0]['probe']['probes']} probes per model "
+        "in the first seed):",
+        "",
+        "| model | test accuracy | std of output change | mean abs change "
+        "| std / std of logits |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for key, label in (("with_bn", "with BatchNorm"), ("without_bn", "without")):
+        row = s[key]
+        lines.append(
+            f"| {label} | {pm(row['test_accuracy'])} | {pm(row['probe_std'])} "
+            f"| {pm(row['probe_mean_abs'])} | {pm(row['relative_std'])} |"
+        )
+    lines += [
+        "",
+        f"Wider with BatchNorm in {sum(wider)}/{seeds} seeds (raw std, "
+        f"{ratio:.2f}x on average) and in {sum(relative)}/{seeds} seeds after "
+        "dividing by the spread of each model's own logits (so the effect is not "
+        f"only a larger logit scale). **Verdict: {verdict}.**",
+        "",
+        figure(
+            outputs,
+            docs,
+            "bn_noise/probe_histogram.png",
+            "bn_probe_histogram.png",
+            "Distribution of output changes, first seed (paper: Fig. 2).",
+        ),
+        figure(
+            outputs,
+            docs,
+            "bn_noise/maps_with_bn.png",
+            "bn_maps_with_bn.png",
+            "Maps of the BatchNorm model (paper: Fig. 1, left).",
+        ),
+        figure(
+            outputs,
+            docs,
+            "bn_noise/maps_without_bn.png",
+            "bn_maps_without_bn.png",
+            "Maps of the model without BatchNorm (paper: Fig. 1, centre).",
+        ),
+    ]
+    row = (
+        "| 1. BatchNorm widens the zero-pixel probe (L1 paper, Fig. 2) | wider "
+        f"with BN | std of output change {pm(s['with_bn']['probe_std'])} with BN vs "
+        f"{pm(s['without_bn']['probe_std'])} without ({sum(wider)}/{seeds} seeds) "
+        f"| {verdict} |"
+    )
+    return Section("\n".join(lines), [row])
 
 
 if __name__ == "__main__":

@@ -30,6 +30,7 @@ import time
 
 import numpy as np
 from _common import arrays, cached, output_dir, parser, quick, train, write_json
+from _report import Section, interval, paired
 from decoy_mnist import build as decoy_model
 from decoy_mnist import load as decoy_data
 from fbi_mnist import alexnet_like
@@ -182,6 +183,168 @@ def main() -> None:
             "seconds": time.perf_counter() - start,
         },
     )
+
+
+FAITHFUL_DIRECTION = {
+    "deletion_auc": -1,
+    "insertion_auc": 1,
+    "road_morf_auc": -1,
+    "road_lerf_auc": 1,
+    "sensitivity_n": 1,
+}
+REJUDGED = {
+    "l1": ("L1 gradient penalty, CIFAR-10 (section 2)", "alpha", "0"),
+    "fbi": ("FBI, MNIST (section 3)", "lambda", "0"),
+    "decoy": ("Decoy MNIST (section 8)", "penalty", "baseline"),
+}
+
+
+def rejudged_rows(rows: list[dict], method: str) -> list[dict]:
+    """Flat rows `{setting, seed, metric: value}` of one method."""
+    flat = []
+    for row in rows:
+        values = dict(row["methods"][method])
+        sn = row.get("sensitivity_n")
+        if isinstance(sn, dict):
+            sn = sn.get(METHOD_LABELS.get(method, method))
+        if sn is not None:
+            values["sensitivity_n"] = sn
+        flat.append({"setting": row["setting"], "seed": row["seed"], **values})
+    return flat
+
+
+METHOD_LABELS = {"epsilon_lrp": "epsilon-LRP", "gradient_x_input": "gradient*input"}
+
+
+def faithfulness_verdict(changes: dict) -> tuple[str, list[str], list[str]]:
+    """`(verdict, agreeing, disagreeing)` from `{metric: paired change}`."""
+    agree, disagree = [], []
+    for metric, result in changes.items():
+        sign = FAITHFUL_DIRECTION[metric]
+        if result["label"] == "within noise" or result["label"] == "n/a":
+            continue
+        faithful = (result["label"] == "up beyond noise") == (sign > 0)
+        (agree if faithful else disagree).append(metric)
+    if agree and len(agree) == len(changes):
+        return "by every metric", agree, disagree
+    return ("by some" if agree else "by none"), agree, disagree
+
+
+def report(result, outputs, docs) -> Section:
+    """Section 9 of docs/RESULTS.md (faithfulness metrics)."""
+    lines = [
+        "## 9. The regularisers re-judged by faithfulness metrics they do not "
+        "optimise (issue 21)",
+        "",
+        "Every win above is on Sensitivity-n or on a quantity the penalty itself "
+        "lowers. Here the saved models of sections 2, 3 and 8 are scored by the "
+        "deletion and insertion areas (Petsiuk et al. 2018; softmax probability "
+        "of the true class, features set to 0, steps of 5%) and the ROAD areas "
+        "(Rong et al. 2022; accuracy, noisy linear imputation, most- and "
+        "least-relevant first, fractions 0.1 to 0.9), beside the experiment's "
+        "own Sensitivity-n where it reports one, on "
+        f"{result['settings']['samples']} fixed test inputs per experiment "
+        f"({2 * result['settings']['samples']} for Decoy MNIST). Faithful: "
+        "deletion and ROAD MoRF areas down, "
+        "insertion, ROAD LeRF and Sensitivity-n up. Each cell: the paired-by-seed "
+        "change against the unregularised models of the same seeds [95% CI]; "
+        "✓ agrees (more faithful beyond noise), ✗ disagrees (less faithful "
+        "beyond noise). Rules: docs/VERDICT_RULES.md, issue 21, written before "
+        "the run.",
+        "",
+    ]
+    summary = []
+    for experiment, rows in result["results"].items():
+        title, setting_name, base = REJUDGED[experiment]
+        groups = sorted({row.get("model", "") for row in rows.values()})
+        for group in groups:
+            members = [r for r in rows.values() if r.get("model", "") == group]
+            settings = sorted(
+                {r["setting"] for r in members} - {base},
+                key=lambda v: float(v) if experiment != "decoy" else v,
+            )
+            heading = title + (f", {group.upper()}" if group else "")
+            verdicts = []
+            for method in result["methods"][experiment]:
+                flat = rejudged_rows(members, method)
+                metrics = [m for m in FAITHFUL_DIRECTION if m in flat[0]]
+                lines += [
+                    f"**{heading}, {METHOD_LABELS.get(method, method)}** "
+                    f"({len({r['seed'] for r in flat})} seeds):",
+                    "",
+                    f"| {setting_name} | " + " | ".join(metrics) + " | verdict |",
+                    "| --- " * (len(metrics) + 2) + "|",
+                ]
+                for value in settings:
+                    changes = {
+                        m: paired(flat, "setting", value, lambda r, m=m: r[m], base)
+                        for m in metrics
+                    }
+                    verdict, agree, disagree = faithfulness_verdict(changes)
+                    verdicts.append((value, method, verdict, agree, disagree))
+                    cells = []
+                    for m in metrics:
+                        mark = "✓" if m in agree else "✗" if m in disagree else ""
+                        cells.append(f"{interval(changes[m], 3)} {mark}".strip())
+                    lines.append(
+                        f"| {value} | " + " | ".join(cells) + f" | {verdict} |"
+                    )
+                lines.append("")
+            accuracy = {
+                value: np.mean(
+                    [
+                        r["accuracy_on_scored_inputs"]
+                        for r in members
+                        if r["setting"] == value
+                    ]
+                )
+                for value in [base, *settings]
+            }
+            lines += [
+                "Accuracy on the scored inputs, mean over seeds: "
+                + ", ".join(f"{k}: {v:.3f}" for k, v in accuracy.items())
+                + ".",
+                "",
+            ]
+            counts = {
+                v: sum(1 for _, _, verdict, _, _ in verdicts if verdict == v)
+                for v in ("by every metric", "by some", "by none")
+            }
+            agreeing = sorted({m for *_, agree, _ in verdicts for m in agree})
+            against = sorted({m for *_, disagree in verdicts for m in disagree})
+            summary.append(
+                f"| 9. {heading}: more faithful by metrics it does not optimise? "
+                "(issue 21) | (not claimed) | settings x methods: "
+                + ", ".join(f"{n} {v}" for v, n in counts.items())
+                + f"; metrics that agree somewhere: {', '.join(agreeing) or 'none'}"
+                + f"; that disagree somewhere: {', '.join(against) or 'none'} | "
+                + (
+                    "by every metric"
+                    if counts["by every metric"]
+                    else "by some"
+                    if counts["by some"]
+                    else "by none"
+                )
+                + " |"
+            )
+    mixed = [
+        row.split(": more faithful")[0].removeprefix("| 9. ")
+        for row in summary
+        if "; that disagree somewhere: none" not in row
+        and "agree somewhere: none" not in row
+    ]
+    every = [row for row in summary if row.rstrip(" |").endswith("by every metric")]
+    lines += [
+        f"Reading: {len(every)} of {len(summary)} groups have a setting that is "
+        "more faithful by every metric. In "
+        f"{len(mixed)} of {len(summary)} groups some metric says more faithful "
+        "and another less faithful beyond noise"
+        + (f" ({'; '.join(mixed)})" if mixed else "")
+        + ": the metrics do not agree with one another, so no single one of "
+        "them (Sensitivity-n included) can carry a claim of better attributions.",
+        "",
+    ]
+    return Section("\n".join(lines), summary)
 
 
 if __name__ == "__main__":

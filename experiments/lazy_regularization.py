@@ -45,7 +45,9 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import pathlib
+import platform
 import time
 
 import keras
@@ -62,6 +64,7 @@ from _common import (
     training_batches,
     write_json,
 )
+from _report import Section, change, load, pm, wall_time
 from bn_noise import two_conv_cnn
 from l1_alpha_sweep import load_data, mean_spread_rows, one_run, run_name, settings
 
@@ -295,6 +298,294 @@ def main() -> None:
             "seconds": time.perf_counter() - start,
         },
     )
+
+
+def lazy_verdict(summary: dict) -> tuple[str, int | None, dict]:
+    """The lazy-regularisation verdict (docs/VERDICT_RULES.md).
+
+    Returns `(verdict, K, labels)`: K is the largest k such that every k' <= K
+    keeps the effect and accuracy (None if none does), `labels[name]` the
+    changes of a model against every=1 (`accuracy`, `l1`, `sn`: `(d, label)`).
+    """
+    one = summary["l1_every1"]
+    keys = (("accuracy", "test_accuracy"), ("l1", "mean_l1_input_gradient"))
+    keys += (("sn", "sensitivity_n_mean"),)
+    labels = {
+        name: {short: change(row[key], one[key]) for short, key in keys}
+        for name, row in summary.items()
+    }
+    effect = [
+        change(one[key], summary["baseline"][key])[1]
+        for key in ("mean_l1_input_gradient", "sensitivity_n_mean")
+    ]
+    lazy = sorted(
+        (row["every"], name) for name, row in summary.items() if row["every"] > 1
+    )
+    largest = None
+    for every, name in lazy:
+        kept = labels[name]
+        if kept["l1"][1] != "within noise" or kept["sn"][1] != "within noise":
+            break
+        if kept["accuracy"][1] == "clearly down":
+            break
+        largest = every
+    if all(label == "within noise" for label in effect):
+        return "no effect to keep", largest, labels
+    if largest is None:
+        return "at no k > 1", None, labels
+    return f"keeps the effect up to every={largest}", largest, labels
+
+
+def report(result, outputs, docs) -> Section:
+    """Section 7 (MNIST) or 7b (CIFAR-10) of docs/RESULTS.md."""
+    settings, summary, runs = result["settings"], result["summary"], result["runs"]
+    dataset = result["dataset"]
+    number = "7" if dataset == "mnist" else "7b"
+    base, one = summary["baseline"], summary["l1_every1"]
+    seeds = base["seeds"]
+    verdict, largest, labels = lazy_verdict(summary)
+    # MNIST: CPU seconds per epoch; CIFAR-10 (plain and every=1 trained by the
+    # sweep, without a clock): the `fit` wall time.
+    clocked = "cpu_seconds_per_epoch" in base
+    cost_key = "cpu_seconds_per_epoch" if clocked else "train_seconds"
+    cpu = {name: row[cost_key]["mean"] for name, row in summary.items()}
+    penalised_cost = cpu["l1_every1"] / cpu["baseline"]
+    l1 = {(r["model"], r["seed"]): r["mean_l1_input_gradient"] for r in runs}
+    reduction = {
+        name: (
+            base["mean_l1_input_gradient"]["mean"]
+            - row["mean_l1_input_gradient"]["mean"]
+        )
+        / (
+            base["mean_l1_input_gradient"]["mean"]
+            - one["mean_l1_input_gradient"]["mean"]
+        )
+        for name, row in summary.items()
+    }
+    accuracy = {(r["model"], r["seed"]): r["test_accuracy"] for r in runs}
+    above = {
+        name: sum(l1[(name, s)] > l1[("l1_every1", s)] for s in seeds)
+        for name, row in summary.items()
+        if row["every"] > 1
+    }
+    below = {
+        name: sum(accuracy[(name, s)] < accuracy[("l1_every1", s)] for s in seeds)
+        for name in above
+    }
+    wall = wall_time(result["experiment"], result, load(outputs / "timings.json") or {})
+    if dataset == "mnist":
+        setting = (
+            "the small MNIST CNN of section 1 without BatchNorm (conv 16, conv "
+            "32, each ReLU and max pooling, dense 10) on the first "
+            f"{settings['train_size']} training digits, {settings['epochs']} "
+            f"epochs, batch {settings['batch_size']}, Adam 1e-3; test accuracy on "
+            f"the first {settings['test_size']} test digits; the plain baseline "
+            f"and the L1 gradient penalty at alpha = {settings['alpha']:g} (chosen "
+            "before the runs, not tuned), the models of a seed trained one after "
+            "the other, so the machine's load falls on all of them alike"
+        )
+        cost = (
+            "the process CPU seconds of an epoch's training batches (validation "
+            "excluded), mean over the epochs after the first (the first traces "
+            "the step functions); CPU time, as in `benchmarks/step_time.py`, "
+            "because wall-clock time moves with the other jobs' load"
+        )
+    else:
+        sweep = settings["sweep"]
+        setting = (
+            f"`--dataset cifar10`: the setting of section 2 (`--arch "
+            f"{sweep['arch']}`, the first {sweep['train_size'] or 50000} training "
+            "images with flips and translations, batch "
+            f"{sweep['batch_size']}, Adam cosine-decayed from 1e-3 over "
+            f"{sweep['epochs']} epochs, test accuracy on "
+            f"{sweep['test_size'] or 'all 10000'} test images), trained by "
+            "`l1_alpha_sweep.py`'s own functions; the plain baseline and every=1 "
+            "are the sweep's runs of section 2 at alpha = 0 and "
+            f"{settings['alpha']:g}, the lazy models trained here at that alpha"
+        )
+        settings = {**settings, **{k: sweep[k] for k in ("sn_samples", "num_subsets")}}
+        trained = sum(r["train_seconds"] for r in runs if r["every"] > 1)
+        cost = (
+            "the `fit` wall time. The plain and every=1 runs were timed by the "
+            "sweep's process, the lazy ones by this script's, at other times "
+            "and loads: these ratios are indicative only. The lazy runs' `fit` "
+            f"times add up to {trained / 60:.1f} min"
+        )
+    lines = [
+        f"## {number}. Lazy regularisation on "
+        f"{'MNIST' if dataset == 'mnist' else 'CIFAR-10'}: "
+        "`every=k` against quality (issue 11)",
+        "",
+        "`AttributionRegularizedModel(base, L1GradientPenalty(alpha), every=k)` "
+        "runs the penalised step on every k-th batch only, with the penalty's "
+        "weight times k, and plain steps in between (StyleGAN2's lazy "
+        "regularisation). Question: which k keeps the penalty's effect, and at "
+        "what training cost?",
+        "",
+        f"Ours: `experiments/lazy_regularization.py`, {setting}; every = "
+        f"{', '.join(str(r['every']) for r in summary.values() if r['every'])}, "
+        f"seeds {', '.join(map(str, seeds))} (per seed the same initial weights "
+        "and data order for every model). "
+        f"`L1` = the mean over the first {settings['sn_samples']} test images of "
+        "|dS_c/dx|_1 (vanilla gradient of the true class, the penalty's own "
+        "quantity); `SN` = the modified Sensitivity-n (|Pearson|) of that "
+        f"gradient, {settings['num_subsets']} subsets per n, removed pixels set "
+        f"to 0, n in {{{', '.join(map(str, result['n_values']))}}}, averaged over "
+        f"n. Cost: {cost}. Machine: "
+        f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other jobs "
+        f"(load average in the wall time), no GPU; wall time {wall}.",
+        "",
+        "Every run (model x seed):",
+        "",
+        "| model | seed | test accuracy | L1 | SN | `fit` wall time | training CPU "
+        "s per epoch |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name in summary:
+        for r in sorted(
+            (r for r in runs if r["model"] == name), key=lambda r: r["seed"]
+        ):
+            lines.append(
+                f"| {name} | {r['seed']} | {r['test_accuracy']:.4f} "
+                f"| {r['mean_l1_input_gradient']:.3f} | {r['sensitivity_n_mean']:.3f} "
+                f"| {r['train_seconds']:.1f} s | "
+                + (f"{r['cpu_seconds_per_epoch']:.2f} |" if clocked else "- |")
+            )
+    lines += [
+        "",
+        "Per model, mean ± std over seeds; the lazy models' change against "
+        "every=1 with the rule's label (clearly up / down: beyond the larger "
+        "seed std, docs/VERDICT_RULES.md). Share of the L1 effect: (L1 of plain "
+        "- L1 of the model) / (L1 of plain - L1 of every=1). Cost: "
+        + ("training CPU seconds per epoch" if clocked else "`fit` wall time")
+        + ", relative to every=1 and to plain; expected: "
+        f"(k - 1 + r) / k with r = {penalised_cost:.2f} the measured every=1 / "
+        "plain ratio.",
+        "",
+        "| model | test accuracy | L1 | share of the L1 effect | SN | "
+        + ("CPU s per epoch" if clocked else "`fit` wall time (s)")
+        + " | / every=1 | / plain | expected / plain |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, row in summary.items():
+        every = row["every"]
+        cells = [
+            pm(row[key], digits)
+            + (
+                f" ({labels[name][short][0]:+.{digits}f}, {labels[name][short][1]})"
+                if every > 1
+                else ""
+            )
+            for short, key, digits in (
+                ("accuracy", "test_accuracy", 4),
+                ("l1", "mean_l1_input_gradient", 3),
+            )
+        ]
+        cells.append(f"{reduction[name]:.0%}" if every else "-")
+        cells.append(
+            pm(row["sensitivity_n_mean"])
+            + (
+                f" ({labels[name]['sn'][0]:+.3f}, {labels[name]['sn'][1]})"
+                if every > 1
+                else ""
+            )
+        )
+        expected = (every - 1 + penalised_cost) / every if every else 1.0
+        lines.append(
+            f"| {name} | "
+            + " | ".join(cells)
+            + f" | {pm(row[cost_key], 2 if clocked else 0)} "
+            f"| {cpu[name] / cpu['l1_every1']:.2f}x "
+            f"| {cpu[name] / cpu['baseline']:.2f}x | {expected:.2f}x |"
+        )
+    effect = {
+        short: change(one[key], base[key])
+        for short, key in (
+            ("accuracy", "test_accuracy"),
+            ("l1", "mean_l1_input_gradient"),
+            ("sn", "sensitivity_n_mean"),
+        )
+    }
+    kept_cost = cpu[f"l1_every{largest}"] / cpu["baseline"] if largest else None
+    lines += [
+        "",
+        "Verdict (rule written before the run, docs/VERDICT_RULES.md):",
+        "",
+        f"- The penalty's effect (every=1 against plain): L1 "
+        f"{effect['l1'][0]:+.3f} ({effect['l1'][1]}), SN {effect['sn'][0]:+.3f} "
+        f"({effect['sn'][1]}); accuracy {effect['accuracy'][0]:+.4f} "
+        f"({effect['accuracy'][1]}).",
+        "- Per k > 1, effect kept (L1 and SN within noise of every=1) / accuracy "
+        "kept (not clearly down against every=1): "
+        + "; ".join(
+            f"every={row['every']}: "
+            + (
+                "yes"
+                if all(labels[name][s][1] == "within noise" for s in ("l1", "sn"))
+                else "no ("
+                + ", ".join(
+                    f"{label} {labels[name][s][1]}"
+                    for s, label in (("l1", "L1"), ("sn", "SN"))
+                    if labels[name][s][1] != "within noise"
+                )
+                + ")"
+            )
+            + " / "
+            + ("yes" if labels[name]["accuracy"][1] != "clearly down" else "no")
+            for name, row in summary.items()
+            if row["every"] > 1
+        )
+        + ".",
+        "- Paired by seed (reported, not part of the rule): L1 of every=k above "
+        "the same seed's every=1 in "
+        + ", ".join(
+            f"{above[name]}/{len(seeds)} seeds (every={summary[name]['every']})"
+            for name in above
+        )
+        + "; accuracy below it in "
+        + ", ".join(
+            f"{below[name]}/{len(seeds)} (every={summary[name]['every']})"
+            for name in below
+        )
+        + ".",
+        f"- **Lazy regularisation: {verdict}**"
+        + (
+            f", at {kept_cost:.2f}x the plain baseline's "
+            + ("training CPU time per epoch" if clocked else "`fit` wall time")
+            + f" (every=1: {penalised_cost:.2f}x)."
+            if kept_cost
+            else "."
+        ),
+    ]
+    cell = (
+        f"{len(seeds)} seeds, plain -> every=1: L1 "
+        f"{pm(base['mean_l1_input_gradient'], 2)} -> "
+        f"{pm(one['mean_l1_input_gradient'], 2)}, SN "
+        f"{pm(base['sensitivity_n_mean'])} -> {pm(one['sensitivity_n_mean'])}"
+    )
+    # The largest k kept, or every lazy k when none is.
+    shown = [largest] if largest else [r["every"] for r in summary.values()]
+    for every in (k for k in shown if k > 1):
+        kept = summary[f"l1_every{every}"]
+        cell += (
+            f"; every={every}: L1 {pm(kept['mean_l1_input_gradient'], 2)} "
+            f"({reduction[f'l1_every{every}']:.0%} of the L1 effect), SN "
+            f"{pm(kept['sensitivity_n_mean'])}, accuracy "
+            f"{pm(kept['test_accuracy'], 4)}"
+        )
+    cell += f" (every=1 accuracy {pm(one['test_accuracy'], 4)})"
+    cell += (
+        ("; training CPU time" if clocked else "; `fit` wall time (indicative)")
+        + f" vs plain: every=1 {penalised_cost:.2f}x"
+        + (f", every={largest} {kept_cost:.2f}x" if largest else "")
+    )
+    row = (
+        f"| {number}. Lazy regularisation (`every=k`) keeps the L1 penalty's "
+        f"effect, {'MNIST' if dataset == 'mnist' else 'CIFAR-10'} (issue 11; "
+        "StyleGAN2) | R1 penalty every 16 minibatches at no loss (GANs) | "
+        f"{cell} | {verdict} |"
+    )
+    return Section("\n".join(lines), [row])
 
 
 if __name__ == "__main__":

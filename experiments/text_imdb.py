@@ -12,7 +12,7 @@ A Conv1D text CNN and an LSTM on IMDB token ids (CPU size), per seed:
 
 Outputs in --output-dir: `results.json`, `sensitivity_n_<model>.png`,
 `token_heatmaps.png`; trained weights in `checkpoints/` (a rerun resumes).
-`experiments/reproduce_all.py` writes section 6 of docs/RESULTS.md from them.
+`report` writes section 6 of docs/RESULTS.md from them (`reproduce_all.py`).
 
     python experiments/text_imdb.py --output-dir runs/text            # ~13 min, 2 cores
     python experiments/text_imdb.py --output-dir runs/text_q --quick  # ~2 min
@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import platform
 import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -38,6 +39,7 @@ from _common import (  # noqa: E402
     train,
     write_json,
 )
+from _report import VERDICT_ORDER, Section, change, figure, load, pm, wall_time
 
 import keras_attreg as kar  # noqa: E402
 from keras_attreg.plotting import plot_sensitivity_n, plot_token_heatmaps  # noqa: E402
@@ -279,6 +281,373 @@ def parse():
     if quick:
         args.seeds = args.seeds[:1]
     return args
+
+
+TEXT_LABELS = {
+    "saliency": "saliency",
+    "gradient_x_input": "gradient*input",
+    "integrated_gradients": "integrated gradients",
+    "smoothgrad": "SmoothGrad",
+    "occlusion": "Occlusion-1",
+    "epsilon_lrp": "epsilon-LRP",
+    "deeplift_rescale": "DeepLIFT-Rescale",
+}
+TEXT_LOCAL = ("saliency", "smoothgrad")
+TEXT_MODELS = {"text_cnn": "text CNN", "text_lstm": "LSTM"}
+
+
+def token_curves(result: dict, model: str) -> tuple[list, dict, dict]:
+    """`(n_values, curves, reasons)` of one text model: per method, its
+    Sensitivity-n curve in every seed (an array seeds x n, NaN where
+    undefined), or the reason the method does not apply to the model."""
+    curves, reasons, n_values = {}, {}, []
+    for runs in result["runs"].values():
+        for method, row in runs.get(model, {}).get("sensitivity_n", {}).items():
+            if "error" in row:
+                reasons[method] = row["error"]
+                continue
+            n_values = row["n_values"]
+            curve = [np.nan if v is None else v for v in row["correlation"]]
+            curves.setdefault(method, []).append(curve)
+    return n_values, {m: np.array(c, dtype=float) for m, c in curves.items()}, reasons
+
+
+def seed_stat(values: np.ndarray) -> dict:
+    """`mean_spread` of per-seed values (sample std, 0 for one seed)."""
+    std = float(np.std(values, ddof=1)) if len(values) > 1 else 0.0
+    return {"mean": float(np.mean(values)), "std": std}
+
+
+def by_count(flags: list[bool]) -> str:
+    """Reproduced on all models, partly on some, not reproduced on none."""
+    return VERDICT_ORDER[2 if all(flags) else 1 if any(flags) else 0]
+
+
+def text_sensitivity(result, outputs, docs) -> tuple[list[str], dict]:
+    """Part (a) of section 6: a Sensitivity-n table per model, and the
+    quantities of rules T1 to T5 (docs/VERDICT_RULES.md)."""
+    lines, found = [], {}
+    for model, title in TEXT_MODELS.items():
+        n_values, curves, reasons = token_curves(result, model)
+        mean = {m: np.nanmean(c, axis=0) for m, c in curves.items()}
+        std = {
+            m: np.nanstd(c, axis=0, ddof=1) if len(c) > 1 else np.zeros(len(c[0]))
+            for m, c in curves.items()
+        }
+        sn = {m: seed_stat(np.nanmean(c, axis=1)) for m, c in curves.items()}
+        summary = result["summary"][model]
+        diff = summary["lrp_vs_gradient_x_input_max_relative_difference"]["mean"]
+        seeds = len(next(iter(curves.values())))
+        lines += [
+            f"**{title}** ({seeds} seed{'s' * (seeds > 1)}, test accuracy "
+            f"{pm(summary['test_accuracy'])}): signed Pearson correlation, mean ± "
+            "std over seeds; `SN` = the curve averaged over n.",
+            "",
+            "| method \\ n | " + " | ".join(map(str, n_values)) + " | SN |",
+            "| --- " * (len(n_values) + 2) + "|",
+        ]
+        for method, label in TEXT_LABELS.items():
+            if method in reasons:
+                cells = ["n/a"] * (len(n_values) + 1)
+            else:
+                cells = [
+                    f"{m:.3f} ± {d:.3f}"
+                    for m, d in zip(mean[method], std[method], strict=True)
+                ] + [pm(sn[method])]
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+        for method, reason in reasons.items():
+            lines += [
+                f"n/a: {TEXT_LABELS[method]} does not apply to the {title}: {reason}",
+                "",
+            ]
+        lines += [
+            f"Largest relative difference |epsilon-LRP - gradient*input| / "
+            f"max|gradient*input| over the evaluated reviews: {diff:.1e} (mean "
+            "over seeds).",
+            "",
+            figure(
+                outputs,
+                docs,
+                f"text_imdb/sensitivity_n_{model}.png",
+                f"text_sensitivity_n_{model.removeprefix('text_')}.png",
+                f"Sensitivity-n over tokens, {title}, mean over seeds.",
+            ),
+        ]
+        found[model] = {"mean": mean, "std": std, "sn": sn, "diff": diff}
+    return lines, found
+
+
+def text_verdicts(found: dict) -> dict:
+    """The verdicts T1 to T5 of docs/VERDICT_RULES.md and their evidence."""
+    leader = {
+        k: max(f["mean"], key=lambda m: f["mean"][m][1]) for k, f in found.items()
+    }
+    distance = {
+        k: {
+            m: float(np.mean(np.abs(f["mean"][m] - f["mean"]["occlusion"])))
+            for m in ("gradient_x_input", "integrated_gradients")
+        }
+        for k, f in found.items()
+    }
+    cnn, lstm = found["text_cnn"], found["text_lstm"]
+    ratio = lstm["diff"] / max(cnn["diff"], 1e-12)
+    apart = np.abs(lstm["mean"]["epsilon_lrp"] - lstm["mean"]["gradient_x_input"]) > (
+        np.maximum(lstm["std"]["epsilon_lrp"], lstm["std"]["gradient_x_input"])
+    )
+    ig_dl = float(
+        np.max(
+            np.abs(
+                cnn["mean"]["integrated_gradients"] - cnn["mean"]["deeplift_rescale"]
+            )
+        )
+    )
+    clearly, higher = {}, {}
+    for k, f in found.items():
+        pairs = [
+            (f["sn"][g], f["sn"][m])
+            for g in f["sn"]
+            if g not in TEXT_LOCAL
+            for m in TEXT_LOCAL
+        ]
+        clearly[k] = all(change(g, m)[1] == "clearly up" for g, m in pairs)
+        higher[k] = all(g["mean"] > m["mean"] for g, m in pairs)
+    t5 = by_count(list(clearly.values()))
+    if t5 == "not reproduced" and all(higher.values()):
+        t5 = "partly"
+    return {
+        "leader": leader,
+        "distance": distance,
+        "ratio": ratio,
+        "apart": apart,
+        "ig_dl": ig_dl,
+        "clearly": clearly,
+        "higher": higher,
+        "T1": by_count([v == "occlusion" for v in leader.values()]),
+        "T2": by_count(
+            [
+                d["gradient_x_input"] < d["integrated_gradients"]
+                for d in distance.values()
+            ]
+        ),
+        "T3": "reproduced"
+        if ratio >= 10 and apart.any()
+        else "partly"
+        if ratio >= 10
+        else "not reproduced",
+        "T4": "reproduced" if ig_dl <= 0.05 else "not reproduced",
+        "T5": t5,
+    }
+
+
+def text_penalty(result) -> tuple[list[str], str, str]:
+    """Part (b) of section 6: the L1 penalty tables, rule T6, a summary cell."""
+    summary, setup = result["summary"], result["setup"]
+    names = {"0": "text_cnn"}
+    names.update({f"{a:g}": f"text_cnn_l1_{a:g}" for a in setup["alphas"]})
+    base = summary["text_cnn"]
+    columns = (
+        ("test_accuracy", 4),
+        ("top10_share_gradient_x_input", 3),
+        ("mean_l1_embedding_gradient", 1),
+    )
+    lines = [
+        "Every run (alpha x seed):",
+        "",
+        "| alpha | seed | test accuracy | top-10% share | L1 norm of dS_c/de | "
+        "train time |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for alpha, name in names.items():
+        for seed, runs in result["runs"].items():
+            if name in runs:
+                run = runs[name]
+                lines.append(
+                    f"| {alpha} | {seed} | "
+                    + " | ".join(f"{run[key]:.{d}f}" for key, d in columns)
+                    + f" | {run['train_seconds'] / 60:.1f} min |"
+                )
+    lines += [
+        "",
+        "Per alpha, mean ± std over seeds, with the change against alpha = 0 and "
+        "the rule's label (clearly up / down: beyond the larger seed std):",
+        "",
+        "| alpha | test accuracy | top-10% share | L1 norm of dS_c/de |",
+        "| --- | --- | --- | --- |",
+    ]
+    labels = {}
+    for alpha, name in names.items():
+        cells = []
+        for key, digits in columns:
+            cell = pm(summary[name][key], digits)
+            if alpha != "0":
+                d, label = change(summary[name][key], base[key])
+                labels[(alpha, key)] = (d, label)
+                cell += f" ({d:+.{digits}f}, {label})"
+            cells.append(cell)
+        lines.append(f"| {alpha} | " + " | ".join(cells) + " |")
+    alphas = list(names)[1:]
+    keeps = [a for a in alphas if labels[(a, "test_accuracy")][1] != "clearly down"]
+    up = [
+        a
+        for a in alphas
+        if labels[(a, "top10_share_gradient_x_input")][1] == "clearly up"
+    ]
+    higher = [a for a in keeps if labels[(a, "top10_share_gradient_x_input")][0] > 0]
+    both = [a for a in keeps if a in up]
+    verdict = VERDICT_ORDER[2 if both else 1 if up or higher else 0]
+    lines += [
+        "",
+        "- T6, the penalty concentrates the attribution: alpha keeping accuracy "
+        f"(not clearly down): {', '.join(keeps) or 'none'}; top-10% share clearly "
+        f"up: {', '.join(up) or 'none'}; both: {', '.join(both) or 'none'}. "
+        f"**T6: {verdict}.**",
+    ]
+    best = max(
+        both or up or alphas,
+        key=lambda a: labels[(a, "top10_share_gradient_x_input")][0],
+    )
+    cell = (
+        f"top-10% share {base['top10_share_gradient_x_input']['mean']:.3f} -> "
+        f"{summary[names[best]]['top10_share_gradient_x_input']['mean']:.3f} at "
+        f"alpha {best}, accuracy {base['test_accuracy']['mean']:.3f} -> "
+        f"{summary[names[best]]['test_accuracy']['mean']:.3f}"
+    )
+    return lines, verdict, cell
+
+
+def report(result, outputs, docs) -> Section:
+    """Section 6 of docs/RESULTS.md (text, IMDB)."""
+    setup = result["setup"]
+    sensitivity, found = text_sensitivity(result, outputs, docs)
+    v = text_verdicts(found)
+    penalty, t6, penalty_cell = text_penalty(result)
+    n_values = token_curves(result, "text_cnn")[0]
+    seconds = sum(
+        run["train_seconds"]
+        for runs in result["runs"].values()
+        for run in runs.values()
+    )
+    wall = wall_time("text_imdb", result, load(outputs / "timings.json") or {})
+
+    def named(values: dict) -> str:
+        """`model value, ...` with the models' and methods' names, yes / no."""
+        words = {**TEXT_LABELS, True: "yes", False: "no"}
+        return ", ".join(f"{TEXT_MODELS[k]} {words[x]}" for k, x in values.items())
+
+    lines = [
+        "## 6. Text: IMDB, Sensitivity-n over tokens and the L1 penalty (Ancona et "
+        "al. 2018; Kiritoshi et al. 2019)",
+        "",
+        "Paper: Ancona et al. evaluate the attribution methods on text as well as "
+        "images, with the IMDB reviews of Maas et al. (2011); their text model "
+        "and text numbers are not in the stored notes "
+        "(`../shared/papers/002_experiments.md`), so no paper number is quoted: "
+        "we test their general findings on two text models (rules T1 to T5 of "
+        "docs/VERDICT_RULES.md, written before this run). Kiritoshi et al. apply "
+        "the L1 penalty to images only; on text it is new (T6).",
+        "",
+        f"Ours: `experiments/text_imdb.py`, IMDB from the local TFRecords: the first "
+        f"{setup['train_reviews']} training reviews (a vocabulary of "
+        f"{setup['vocabulary_size']} tokens adapted on them), cut or padded to "
+        f"{setup['sequence_length']} tokens; test accuracy on the first "
+        f"{setup['test_reviews']} test reviews. Adam 1e-3, batch 64, "
+        f"{setup['epochs']} epochs, seeds {', '.join(map(str, setup['seeds']))} "
+        f"(LSTM: {', '.join(map(str, setup['lstm_seeds'])) or 'none'}); per seed "
+        "the same initial weights and data order for every alpha. Text CNN: "
+        f"Embedding({setup['vocabulary_size']}, 32) -> Conv1D(64, 5, ReLU) -> "
+        "global max pooling -> Dense(2); LSTM: Embedding("
+        f"{setup['vocabulary_size']}, 32, mask_zero) -> LSTM(32) -> Dense(2). "
+        f"Sensitivity-n over tokens on the first {setup['eval_reviews']} test "
+        f"reviews, true class, n in {{{', '.join(map(str, n_values))}}}, "
+        f"{setup['subsets']} random subsets per (review, n), a removed token's "
+        "embedding set to 0, padding never drawn. Every method is taken at the "
+        "Embedding output and summed per token: saliency (sum of |dS_c/de| over "
+        "the embedding axis), gradient*input, integrated gradients (32 steps) "
+        "and DeepLIFT-Rescale with the zero-embedding baseline, SmoothGrad of "
+        "saliency (16 samples, noise 0.15), Occlusion-1 (one token set to the "
+        "zero embedding), epsilon-LRP with eps = 1e-4 (Ancona et al.'s "
+        "DeepExplain default, as in section 4; through the LSTM by the rule of "
+        "Arras et al. 2017, docs/relevance.md). Machine: "
+        f"{platform.machine()}, {os.cpu_count()} CPU cores shared with other "
+        f"jobs, no GPU; wall time {wall}, of which training {seconds / 60:.1f} "
+        "min.",
+        "",
+        "### (a) Sensitivity-n over tokens",
+        "",
+        *sensitivity,
+        "Verdicts (rules written before the run, docs/VERDICT_RULES.md):",
+        "",
+        f"- T1, Occlusion-1 leads at small n: highest mean correlation at n = "
+        f"{n_values[1]}: {named(v['leader'])}. **T1: {v['T1']}.**",
+        "- T2, gradient*input closer to Occlusion-1 than integrated gradients: "
+        "mean over n of |curve - Occlusion-1 curve|: "
+        + "; ".join(
+            f"{TEXT_MODELS[k]} "
+            + ", ".join(f"{TEXT_LABELS[m]} {x:.3f}" for m, x in d.items())
+            for k, d in v["distance"].items()
+        )
+        + f". **T2: {v['T2']}.** Integrated gradients' SN against gradient*input's: "
+        + ", ".join(
+            f"{TEXT_MODELS[k]} "
+            + change(f["sn"]["integrated_gradients"], f["sn"]["gradient_x_input"])[1]
+            for k, f in found.items()
+        )
+        + ".",
+        f"- T3, epsilon-LRP = gradient*input on the ReLU text CNN, not on the LSTM: "
+        f"largest relative difference {found['text_cnn']['diff']:.1e} (text CNN) "
+        f"and {found['text_lstm']['diff']:.1e} (LSTM), {v['ratio']:.0f}x; the LSTM "
+        "mean curves differ by more than a seed std at n = "
+        f"{[n for n, a in zip(n_values, v['apart'], strict=True) if a]}. "
+        f"**T3: {v['T3']}.**",
+        f"- T4, integrated gradients and DeepLIFT-Rescale very highly correlated: "
+        f"largest gap of their mean curves on the text CNN {v['ig_dl']:.3f}. "
+        f"**T4: {v['T4']}.**",
+        "- T5, global above local (every global method's SN clearly above "
+        "saliency's and SmoothGrad's): "
+        + named(v["clearly"])
+        + "; every global mean above every local mean: "
+        + named(v["higher"])
+        + f". **T5: {v['T5']}.**",
+        "",
+        "### (b) The L1 gradient penalty on the text CNN",
+        "",
+        "`L1GradientPenalty(alpha)`: the penalty is the L1 norm of dS_c/de over "
+        "(tokens, embedding dimensions). Top-10% share: the share of "
+        "sum_t |gradient*input_t| on the 10% highest tokens of a review, mean over "
+        f"the {setup['eval_reviews']} evaluated reviews; L1 norm: the mean over "
+        "them of sum_t,d |dS_c/de_t,d|.",
+        "",
+        *penalty,
+        "",
+        "### (c) Token heatmaps",
+        "",
+        figure(
+            outputs,
+            docs,
+            "text_imdb/token_heatmaps.png",
+            "text_token_heatmaps.png",
+            "Token heatmaps: gradient times input for the true class (red for, "
+            "blue against, each panel scaled to its own maximum) of two test "
+            "reviews, baseline and penalised text CNNs, first seed.",
+        ),
+    ]
+    rows = [
+        "| 6a. Text (IMDB): Occlusion-1 leads at small n; grad*input closer to it "
+        "than IG (Ancona et al.) | both (text numbers not available) | leader at "
+        f"n = {n_values[1]}: {named(v['leader'])} | T1 {v['T1']}; T2 {v['T2']} |",
+        "| 6b. Text: eps-LRP = grad*input on the ReLU text CNN, not on the LSTM "
+        "(Arras rule) | equal on ReLU | relative difference "
+        f"{found['text_cnn']['diff']:.1e} CNN vs {found['text_lstm']['diff']:.1e} "
+        f"LSTM | {v['T3']} |",
+        "| 6c. Text: IG and DeepLIFT very similar; global methods above local ones "
+        f"| both | largest IG-DeepLIFT gap {v['ig_dl']:.3f} (CNN); global clearly "
+        f"above local: {named(v['clearly'])}"
+        f" | T4 {v['T4']}; T5 {v['T5']} |",
+        "| 6d. L1 penalty concentrates token attribution, text CNN (new) | (not "
+        f"measured: images only) | {penalty_cell} | {t6} |",
+    ]
+    return Section("\n".join(lines), rows)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,8 @@ def _module(name: str):
 
 
 reproduce_all = _module("reproduce_all")
+lazy_regularization = _module("lazy_regularization")
+decoy_mnist = _module("decoy_mnist")
 
 
 def _quick(script: str, outputs: pathlib.Path, data_dir, *args) -> str:
@@ -376,7 +378,7 @@ def test_lazy_regularization_cifar10_takes_plain_and_every1_from_the_sweep(
     accuracy = np.mean(np.argmax(model.predict(x, verbose=0), -1) == y)
     assert result["runs"][2]["test_accuracy"] == pytest.approx(accuracy, abs=1e-6)
 
-    section = reproduce_all.section_lazy(result, tmp_path / "outputs", tmp_path)
+    section = lazy_regularization.report(result, tmp_path / "outputs", tmp_path)
     assert section.text.startswith("## 7b. Lazy regularisation on CIFAR-10")
     assert "| l1_every4 | 0 |" in section.text
     assert section.summary[0].startswith("| 7b. Lazy regularisation")
@@ -405,18 +407,19 @@ def test_lazy_verdict_is_the_largest_k_up_to_which_every_k_keeps_the_effect():
         "l1_every8": (8, 0.93, 9.0, 0.62),  # L1 clearly up: effect not kept
         "l1_every16": (16, 0.93, 8.0, 0.62),  # kept, but after every=8 failed
     }
-    verdict, largest, labels = reproduce_all.lazy_verdict(_lazy_summary(rows))
+    verdict, largest, labels = lazy_regularization.lazy_verdict(_lazy_summary(rows))
     assert (verdict, largest) == ("keeps the effect up to every=4", 4)
     assert labels["l1_every8"]["l1"] == (pytest.approx(1.0), "clearly up")
     assert labels["l1_every4"]["accuracy"][1] == "clearly up"
 
     rows["l1_every2"] = (2, 0.91, 8.0, 0.62)  # accuracy clearly down
-    verdict, largest, _ = reproduce_all.lazy_verdict(_lazy_summary(rows))
+    verdict, largest, _ = lazy_regularization.lazy_verdict(_lazy_summary(rows))
     assert (verdict, largest) == ("at no k > 1", None)
 
     rows["l1_every1"] = (1, 0.93, 11.7, 0.575)  # no effect against the baseline
     rows["l1_every2"] = (2, 0.93, 11.7, 0.575)
-    assert reproduce_all.lazy_verdict(_lazy_summary(rows))[0] == "no effect to keep"
+    verdict = lazy_regularization.lazy_verdict(_lazy_summary(rows))[0]
+    assert verdict == "no effect to keep"
 
 
 def test_report_keeps_the_section_of_an_experiment_without_outputs(tmp_path):
@@ -538,7 +541,7 @@ def test_decoy_verdict_follows_the_committed_rules():
         "masked_gradient": (0.972, 0.004),
         "masked_relevance": (0.80, 0.05),  # clearly up, below 0.97: partly
     }
-    verdict, per = reproduce_all.decoy_verdict(_decoy_runs(decoy, clean))
+    verdict, per = decoy_mnist.decoy_verdict(_decoy_runs(decoy, clean))
     assert verdict == "reproduced"
     assert per == {
         "rrr": "fixes",
@@ -546,13 +549,11 @@ def test_decoy_verdict_follows_the_committed_rules():
         "masked_relevance": "partly fixes",
     }
     decoy["masked_gradient"] = (0.96, 0.004)
-    assert reproduce_all.decoy_verdict(_decoy_runs(decoy, clean))[0] == "partly"
+    assert decoy_mnist.decoy_verdict(_decoy_runs(decoy, clean))[0] == "partly"
     decoy["rrr"] = decoy["masked_gradient"] = (0.56, 0.05)  # within noise
-    assert reproduce_all.decoy_verdict(_decoy_runs(decoy, clean))[0] == (
-        "not reproduced"
-    )
+    assert decoy_mnist.decoy_verdict(_decoy_runs(decoy, clean))[0] == "not reproduced"
     decoy["baseline"] = (0.95, 0.01)  # no collapse under the amended rule
-    assert reproduce_all.decoy_verdict(_decoy_runs(decoy, clean))[0] == (
+    assert decoy_mnist.decoy_verdict(_decoy_runs(decoy, clean))[0] == (
         "no shortcut to fix"
     )
     # The rule as first written compares with clean accuracy: a baseline that
@@ -560,5 +561,5 @@ def test_decoy_verdict_follows_the_committed_rules():
     clean["baseline"] = 0.16
     decoy["baseline"] = (0.53, 0.02)
     runs = _decoy_runs(decoy, clean)
-    assert reproduce_all.decoy_verdict(runs, amended=False)[0] == "no shortcut to fix"
-    assert reproduce_all.decoy_verdict(runs)[0] == "not reproduced"
+    assert decoy_mnist.decoy_verdict(runs, amended=False)[0] == "no shortcut to fix"
+    assert decoy_mnist.decoy_verdict(runs)[0] == "not reproduced"
