@@ -164,3 +164,25 @@ def test_sensitivity_n_refuses_non_finite_inputs():
         kar.evaluation.sensitivity_n(
             base, (x, y), np.ones_like(x), n_values=[1], num_subsets=4, verbose=0
         )
+
+
+def test_relevance_map_refuses_token_ids_instead_of_returning_zeros():
+    """relevance_map on a token model used to return an all-zero map (the pass
+    stops at the lookup); epsilon_lrp gives the per-token relevance. Oracle for
+    the latter being non-trivial: at least one non-zero value per sample."""
+    from keras_attreg.relevance import relevance_map
+
+    model = keras.Sequential(
+        [
+            keras.Input((6,), dtype="int32"),
+            keras.layers.Embedding(20, 4),
+            keras.layers.GlobalAveragePooling1D(),
+            keras.layers.Dense(2),
+        ]
+    )
+    ids = np.array([[3, 5, 7, 0, 0, 0], [1, 2, 3, 4, 5, 6]])
+    with pytest.raises(ValueError, match=r"token\s+ids.*epsilon_lrp.*int32"):
+        relevance_map(model, ids, [0, 1])
+    maps = attr.epsilon_lrp(model, ids, [0, 1]).numpy()
+    assert maps.shape == (2, 6)
+    assert (np.abs(maps).max(axis=1) > 0).all()

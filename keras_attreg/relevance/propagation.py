@@ -23,7 +23,7 @@ import tensorflow as tf
 from keras_attreg._keras.embedding import embedding_output
 from keras_attreg._keras.graph import graph_output, is_graph_model, producer, run_graph
 from keras_attreg._logits import LogitSplit, split_logits, target_scores, unwrap
-from keras_attreg._tokens import TokenSplit
+from keras_attreg._tokens import TokenSplit, declares_integer_input
 from keras_attreg._validation import check_float, check_targets
 from keras_attreg.relevance.canonizers import KERNEL_LAYERS, batch_norm_fold, can_fold
 from keras_attreg.relevance.composites import epsilon_composite
@@ -337,7 +337,7 @@ def relevance_map(
 
     Raises:
         ValueError: an unsupported layer (named with its type), eps < 0,
-            targets out of range.
+            targets out of range, a model on token ids (use `epsilon_lrp`).
 
     Example:
 
@@ -346,6 +346,14 @@ def relevance_map(
     TensorShape([1, 3])
     """
     eps = check_float("eps", eps, low=0.0)
+    if declares_integer_input(unwrap(model)):
+        # The pass would stop at the token lookup: a map of zeros.
+        raise ValueError(
+            "relevance_map takes models on float inputs; this one takes token "
+            "ids. Use `keras_attreg.attributions.epsilon_lrp` (the same pass, "
+            "one value per token at the Embedding output). Received: model with "
+            f"inputs {[(t.name, t.dtype) for t in unwrap(model).inputs]}"
+        )
     split = split_logits(unwrap(model), logits_layer)
     x = tf.convert_to_tensor(x)
     if not x.dtype.is_floating:
