@@ -20,6 +20,9 @@ and load average recorded in `<output-dir>/timings.json`):
    its runs).
 8. `decoy_mnist.py`: annotation masks against a learned shortcut (Decoy
    MNIST, Ross et al. 2017; issue 19).
+10. `transformer_faithfulness.py`: CP-LRP against gradient*input by
+    Sensitivity-n on a text transformer and a tiny ViT (Ali et al. 2022;
+    issue 22).
 
 Adding an experiment: a script that writes `<output-dir>/results.json` and
 has a `report(result, outputs, docs) -> Section` function (its section of the
@@ -67,6 +70,7 @@ import l1_alpha_sweep
 import lazy_regularization
 import localisation
 import text_imdb
+import transformer_faithfulness
 from _report import Section, load, wall_time
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent
@@ -188,6 +192,7 @@ EXPERIMENTS = [
     ),
     Experiment("decoy_mnist", decoy_mnist.report),
     Experiment("faithfulness_rejudge", faithfulness_rejudge.report),
+    Experiment("transformer_faithfulness", transformer_faithfulness.report),
 ]
 NAMES = [e.name for e in EXPERIMENTS]
 

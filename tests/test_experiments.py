@@ -563,3 +563,97 @@ def test_decoy_verdict_follows_the_committed_rules():
     runs = _decoy_runs(decoy, clean)
     assert decoy_mnist.decoy_verdict(runs, amended=False)[0] == "no shortcut to fix"
     assert decoy_mnist.decoy_verdict(runs)[0] == "not reproduced"
+
+
+def _transformer_row(lrp, gxi, accuracy=0.9):
+    """A row of `transformer_faithfulness.evaluate` with given per-sample
+    curves of CP-LRP and gradient*input (the other methods copy
+    gradient*input)."""
+    methods = {m: {"per_sample": gxi} for m in ("integrated_gradients", "occlusion")}
+    methods["gradient_x_input"] = {"per_sample": gxi}
+    methods["epsilon_lrp"] = {"per_sample": lrp}
+    return {"test_accuracy": accuracy, "methods": methods}
+
+
+def test_transformer_verdict_follows_the_committed_rules():
+    """Each branch of the experiment 10 rule (docs/VERDICT_RULES.md), with d
+    and se computed by hand: per-sample differences 0.1, 0.2, 0.3 give
+    d = 0.2, se = 0.1 / sqrt(3); a sample undefined at some n is left out."""
+    judge = _module("transformer_faithfulness").judge
+    gxi = [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]
+    up = [[0.6, 0.6], [0.6, 0.8], [0.8, 0.8], [None, 0.0]]  # 0.1, 0.2, 0.3
+    flat = [[0.6, 0.4], [0.4, 0.6], [0.5, 0.5], [0.5, 0.5]]  # mean 0
+    down = [[b if b is None else 1.0 - b for b in row] for row in up]
+    result = judge({"text_transformer": _transformer_row(up, gxi)})
+    c = result["comparisons"]["text_transformer"]["epsilon_lrp"]
+    assert c["d"] == pytest.approx(0.2)
+    assert c["se"] == pytest.approx(0.1 / np.sqrt(3))
+    assert (c["samples"], c["left_out"]) == (3, 1)
+    assert c["d_n"] == pytest.approx([0.5 / 3, 0.7 / 3])  # per n, same samples
+    rows = {"text_transformer": _transformer_row(up, gxi), "vit": None}
+    for vit, labels, verdict in [
+        (up, "more faithful", "reproduced"),
+        (flat, "no difference shown", "partly"),
+        (down, "less faithful", "not reproduced"),
+    ]:
+        rows["vit"] = _transformer_row(vit, gxi)
+        result = judge(rows)
+        assert result["labels"]["vit"] == labels
+        assert result["verdict"] == verdict
+    # A model below its accuracy bar (ViT: 0.35) is not judged.
+    rows["vit"] = _transformer_row(up, gxi, accuracy=0.3)
+    result = judge(rows)
+    assert result["labels"]["vit"] == "not judged"
+    assert result["verdict"] == "partly"
+    # Within 2 se: differences 0, 0.1, 0.2, 0: d = 0.075, 2 se = 0.096.
+    small = [[0.5, 0.5], [0.6, 0.6], [0.7, 0.7], [0.5, 0.5]]
+    rows["vit"] = _transformer_row(small, gxi)
+    assert judge(rows)["labels"]["vit"] == "no difference shown"
+
+
+@pytest.mark.slow
+def test_transformer_faithfulness_quick_runs_resumes_and_reports(tmp_path, data_dir):
+    """Oracles: each method's curve is the nanmean of its stored per-sample
+    correlations; the paired difference is the test's own numpy on them; the
+    ViT's accuracy is that of its saved weights on the test images."""
+    out = tmp_path / "outputs" / "transformer_faithfulness"
+    _quick("transformer_faithfulness.py", out, data_dir)
+    result = json.loads((out / "results.json").read_text())
+    module = _module("transformer_faithfulness")
+    assert sorted(result["models"]) == ["text_transformer", "vit"]
+    for name, row in result["models"].items():
+        per = {
+            m: np.array(v["per_sample"], dtype=float) for m, v in row["methods"].items()
+        }
+        for m, values in per.items():
+            assert values.shape == (row["evaluated_samples"], len(row["n_values"]))
+            curve = np.array(row["methods"][m]["correlation"], dtype=float)
+            np.testing.assert_allclose(curve, np.nanmean(values, axis=0), atol=1e-6)
+        # Occlusion-1 is the output change of removing one feature: S_1.
+        assert row["methods"]["occlusion"]["correlation"][0] == pytest.approx(
+            1.0, abs=1e-4
+        )
+        diffs = (per["epsilon_lrp"] - per["gradient_x_input"]).mean(axis=1)
+        diffs = diffs[np.isfinite(diffs)]
+        c = result["judgement"]["comparisons"][name]["epsilon_lrp"]
+        assert c["d"] == pytest.approx(diffs.mean())
+        assert c["se"] == pytest.approx(diffs.std(ddof=1) / np.sqrt(len(diffs)))
+    setup = result["setup"]
+    test = kar.datasets.load_cifar10(
+        "test", data_dir, limit=setup["test_images"], batch_size=256
+    )
+    model = module.vit(setup["seed"])
+    model.load_weights(out / "checkpoints" / "vit.weights.h5")
+    x, y = zip(*((x.numpy(), y.numpy()) for x, y in test), strict=True)
+    logits = model.predict(np.concatenate(x), verbose=0)
+    accuracy = np.mean(np.argmax(logits, -1) == np.concatenate(y))
+    assert result["models"]["vit"]["test_accuracy"] == pytest.approx(accuracy)
+
+    again = _quick("transformer_faithfulness.py", out, data_dir)
+    assert "--- training" not in again
+    assert again.count("skipping finished run") == 2
+    report = _report(tmp_path, "transformer_faithfulness")
+    assert any(f"experiment 10): {v}.**" in report for v in VERDICTS)
+    assert (
+        tmp_path / "docs" / "figures" / "transformer_sensitivity_n_vit.png"
+    ).exists()
