@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -167,3 +168,23 @@ def check_targets(targets: tf.Tensor, num_classes: int, name: str = "targets"):
         targets,
         lambda values: f"out-of-range values {np.unique(values)[:8]}",
     )
+
+
+def renamed_argument(old: str, old_value, new: str, new_value, default):
+    """`new_value`, or the value of the deprecated argument `old` when one is
+    given (with a `DeprecationWarning`); `old` beside a `new` other than its
+    `default` is a `ValueError`."""
+    if old_value is None:
+        return new_value
+    if new_value != default:
+        raise ValueError(
+            f"Argument {old} is the deprecated name of {new}: give only {new}. "
+            f"Received: {old}={old_value!r}, {new}={new_value!r}"
+        )
+    warnings.warn(
+        f"Argument `{old}` is deprecated and will be removed in the next release: "
+        f"use `{new}`. Received: {old}={old_value!r}",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return old_value

@@ -68,7 +68,7 @@ def test_fbi_step_and_relevance_maps_on_keras_applications(name, side, extra):
     assert maps.shape == x.shape
     assert np.isfinite(maps).all() and np.abs(maps).max() > 0
     if name == "MobileNetV3Small":  # the traced, batched attribution API
-        lrp = epsilon_lrp(model, x, y, eps=0.01, batch_size=2).numpy()
+        lrp = epsilon_lrp(model, x, y, epsilon=0.01, batch_size=2).numpy()
         # The same pass traced: float32 rounding of the fused graph differs
         # from eager and the 1/z of the rule amplifies it (measured: 0.9% of
         # the largest value).

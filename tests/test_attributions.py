@@ -115,11 +115,11 @@ def test_gradient_x_input_equals_epsilon_lrp_and_deeplift_on_bias_free_relu_net(
         gradient_x_input(model, x, targets), expected, rtol=1e-12
     )
     errors = [
-        np.abs(epsilon_lrp(model, x, targets, eps=eps).numpy() - expected).max()
+        np.abs(epsilon_lrp(model, x, targets, epsilon=eps).numpy() - expected).max()
         for eps in (1e-4, 1e-12)
     ]
     assert errors[1] < 1e-6 * errors[0]
-    lrp = epsilon_lrp(model, x, targets, eps=1e-12).numpy()
+    lrp = epsilon_lrp(model, x, targets, epsilon=1e-12).numpy()
     np.testing.assert_allclose(lrp, expected, rtol=1e-6, atol=1e-14)
     deeplift = deeplift_rescale(model, x, targets, baseline=0.0).numpy()
     np.testing.assert_allclose(deeplift, expected, rtol=1e-10, atol=1e-12)
@@ -158,7 +158,7 @@ def test_epsilon_lrp_matches_hand_computed_lrp_with_biases():
                 for j in range(6)
             )
     np.testing.assert_allclose(
-        epsilon_lrp(model, x, targets, eps=eps), expected, rtol=1e-10
+        epsilon_lrp(model, x, targets, epsilon=eps), expected, rtol=1e-10
     )
 
 
@@ -190,7 +190,7 @@ def test_epsilon_lrp_is_gradient_x_input_at_small_eps_with_batch_norm_and_softma
         z = tf.matmul(logits(x), head.kernel) + head.bias
         score = tf.reduce_sum(tf.gather(z, targets, axis=1, batch_dims=1))
     expected = (x * tape.gradient(score, x)).numpy()
-    ours = epsilon_lrp(model, x, targets, eps=1e-12).numpy()
+    ours = epsilon_lrp(model, x, targets, epsilon=1e-12).numpy()
     np.testing.assert_allclose(ours, expected, rtol=1e-6, atol=1e-12)
     assert np.abs(expected).max() > 1e-3
 
@@ -320,7 +320,7 @@ def test_numpy_tensor_and_dataset_inputs_give_the_same_maps():
     [
         (saliency, {"targets": [0, 3, 1]}, "targets"),
         (integrated_gradients, {"steps": 0}, "steps"),
-        (epsilon_lrp, {"eps": 0.0}, "eps"),
+        (epsilon_lrp, {"epsilon": 0.0}, "epsilon"),
         (occlusion, {"patch_size": 7}, "patch_size"),
         (deeplift_rescale, {"baseline": np.zeros((2, 2))}, "baseline"),
         (smoothgrad, {"noise": -0.1}, "noise"),

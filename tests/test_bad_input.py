@@ -75,7 +75,7 @@ def test_attributions_refuse_fractional_targets():
     [
         (lambda: kar.L1GradientPenalty(alpha="0.1"), "alpha"),
         (lambda: kar.FBILoss(lam="0.1"), "lam"),
-        (lambda: kar.FBILoss(eps=b"0.01"), "eps"),
+        (lambda: kar.FBILoss(epsilon=b"0.01"), "epsilon"),
         (lambda: kar.DelayedActivation(threshold="0.7"), "threshold"),
         (lambda: attr.smoothgrad(None, np.zeros((1, 4)), [0], noise="0.1"), "noise"),
     ],

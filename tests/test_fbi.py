@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_attreg as kar
 from keras_attreg._logits import split_logits
 from keras_attreg.callbacks import DelayedActivation
 from keras_attreg.relevance import relevance_pass
@@ -39,7 +40,7 @@ def test_penalty_is_the_mean_l1_over_the_k_layers():
     model = _model()
     x, y = _data()
     targets = tf.constant(y, tf.int32)
-    _, penalty = FBILoss(lam=0.5, eps=0.05)(split_logits(model), x, targets, False)
+    _, penalty = FBILoss(lam=0.5, epsilon=0.05)(split_logits(model), x, targets, False)
     result = relevance_pass(split_logits(model), x, targets, 0.05)
     per_layer = [
         np.abs(a.numpy() - r.numpy()).reshape(len(x), -1).mean(axis=1)
@@ -115,7 +116,7 @@ def test_each_reading_matches_a_numpy_relevance_pass(options):
     )
     x = np.random.default_rng(4).normal(size=(5, 4, 2))
     y = np.array([0, 1, 1, 0, 1])
-    _, penalty = FBILoss(lam=0.5, eps=0.05, **options)(
+    _, penalty = FBILoss(lam=0.5, epsilon=0.05, **options)(
         split_logits(model), tf.constant(x), tf.constant(y, tf.int32), False
     )
     expected = _numpy_fbi(
@@ -140,7 +141,7 @@ def test_weight_gradient_matches_finite_differences_float64():
     model = _model(dtype="float64")
     x, y = _data(dtype="float64")
     targets = tf.constant(y, tf.int32)
-    regularizer = FBILoss(lam=0.4, eps=0.05)
+    regularizer = FBILoss(lam=0.4, epsilon=0.05)
     task = keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")
     split = split_logits(model)
 
@@ -214,7 +215,7 @@ def test_combine_is_eq4_with_the_switch():
         ({"lam": -0.1}, "lam.*Received: lam=-0.1"),
         ({"lam": 1.5}, "lam.*Received: lam=1.5"),
         ({"lam": float("nan")}, "lam.*Received: lam=nan"),
-        ({"eps": 0.0}, "eps.*Received: eps=0.0"),
+        ({"epsilon": 0.0}, "eps.*Received: epsilon=0.0"),
         ({"reduction": "max"}, "reduction.*Received: reduction='max'"),
         ({"layers": "all"}, "layers.*Received: layers='all'"),
         ({"normalize": 1}, "normalize.*Received: normalize=1"),
@@ -241,14 +242,14 @@ def test_model_without_trainable_conv_or_dense_raises():
 
 
 def test_config_round_trip():
-    regularizer = FBILoss(lam=0.01, eps=0.2)
+    regularizer = FBILoss(lam=0.01, epsilon=0.2)
     restored = keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(regularizer)
     )
     assert isinstance(restored, FBILoss)
     assert restored.get_config() == {
         "lam": 0.01,
-        "eps": 0.2,
+        "epsilon": 0.2,
         "reduction": "mean",
         "layers": "kernel",
         "normalize": False,
@@ -316,13 +317,37 @@ def test_delayed_activation_keeps_fbi_off_until_threshold_then_on():
 
 
 def test_wrapper_with_fbi_loss_survives_keras_save_and_load(tmp_path):
-    model = AttributionRegularizedModel(_model(), FBILoss(lam=0.02, eps=0.3))
+    model = AttributionRegularizedModel(_model(), FBILoss(lam=0.02, epsilon=0.3))
     x, _ = _data()
     path = tmp_path / "fbi.keras"
     model.save(path)
     restored = keras.saving.load_model(path)
     assert restored.regularizer.get_config()["lam"] == 0.02
-    assert restored.regularizer.get_config()["eps"] == 0.3
+    assert restored.regularizer.get_config()["epsilon"] == 0.3
     np.testing.assert_array_equal(
         restored.predict(x, verbose=0), model.predict(x, verbose=0)
     )
+
+
+def test_the_old_name_eps_still_works_for_one_release():
+    """`eps` was renamed `epsilon` (Keras's name); the old keyword and old
+    saved configs give the same objects and maps, with a DeprecationWarning.
+    Oracle: the same call with `epsilon`."""
+    with pytest.warns(DeprecationWarning, match="`eps` is deprecated"):
+        old = FBILoss(lam=0.1, eps=0.2)
+    assert old.get_config() == FBILoss(lam=0.1, epsilon=0.2).get_config()
+    with pytest.warns(DeprecationWarning):
+        restored = FBILoss.from_config({"lam": 0.1, "eps": 0.3})
+    assert restored.epsilon == 0.3
+    with pytest.warns(DeprecationWarning):
+        masked = kar.MaskedRelevancePenalty(eps=0.05)
+    assert masked.epsilon == 0.05
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    x = np.random.default_rng(0).normal(size=(2, 3)).astype("float32")
+    with pytest.warns(DeprecationWarning):
+        maps = kar.attributions.epsilon_lrp(model, x, [0, 1], eps=0.5)
+    np.testing.assert_array_equal(
+        maps, kar.attributions.epsilon_lrp(model, x, [0, 1], epsilon=0.5)
+    )
+    with pytest.raises(ValueError, match="Received: eps=0.5, epsilon=0.1"):
+        kar.attributions.epsilon_lrp(model, x, [0, 1], epsilon=0.1, eps=0.5)

@@ -196,7 +196,7 @@ def test_masked_relevance_value_and_step_match_a_hand_written_lrp_pass():
 
     penalty, expected = _own_step(base, x, y, own, 0.3)
     logs, change = _library_step(
-        _wrapped(base, kar.MaskedRelevancePenalty(0.3, eps=0.01)), base, x, y, mask
+        _wrapped(base, kar.MaskedRelevancePenalty(0.3, epsilon=0.01)), base, x, y, mask
     )
     _assert_step(logs, "masked_relevance_penalty", change, penalty, expected)
 
@@ -398,7 +398,11 @@ def test_lazy_delayed_save_and_predict_with_masks(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded.regularizer, kar.MaskedRelevancePenalty)
-    assert loaded.regularizer.get_config() == {"alpha": 0.1, "eps": 0.01, "norm": "l1"}
+    assert loaded.regularizer.get_config() == {
+        "alpha": 0.1,
+        "epsilon": 0.01,
+        "norm": "l1",
+    }
     np.testing.assert_allclose(loaded.predict(x, verbose=0), base(x), rtol=1e-5)
     loaded.fit(x, y, annotation_mask=mask, epochs=1, verbose=0)
 
@@ -408,7 +412,7 @@ def test_lazy_delayed_save_and_predict_with_masks(tmp_path):
     [
         kar.RRRPenalty(3.0),
         kar.MaskedGradientPenalty(0.5, norm="l2"),
-        kar.MaskedRelevancePenalty(0.2, eps=0.05, norm="l2"),
+        kar.MaskedRelevancePenalty(0.2, epsilon=0.05, norm="l2"),
         kar.ExpectedGradientsPenalty(1.5),
     ],
 )
@@ -528,7 +532,7 @@ def test_masks_for_a_regularizer_that_takes_none_and_none_for_one_that_needs_the
     [
         (kar.RRRPenalty, {"lam": -1}, "lam"),
         (kar.MaskedGradientPenalty, {"norm": "l3"}, "norm"),
-        (kar.MaskedRelevancePenalty, {"eps": 0.0}, "eps"),
+        (kar.MaskedRelevancePenalty, {"epsilon": 0.0}, "epsilon"),
         (kar.ExpectedGradientsPenalty, {"alpha": float("nan")}, "alpha"),
     ],
 )

@@ -233,7 +233,7 @@ def test_fbi_train_on_batch_step_is_minus_the_finite_difference_gradient(case):
     shift = max(np.abs(expected[v] - (1 - LAM) * task_only[v]).max() for v in expected)
     assert shift > 1e-3
 
-    wrapped = kar.AttributionRegularizedModel(model, kar.FBILoss(lam=LAM, eps=EPS))
+    wrapped = kar.AttributionRegularizedModel(model, kar.FBILoss(lam=LAM, epsilon=EPS))
     wrapped.compile(
         optimizer=keras.optimizers.SGD(learning_rate=1.0),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype=F64),

@@ -125,7 +125,7 @@ def test_relevance_maps_match_numpy_epsilon_rule():
         np.testing.assert_allclose(backward.numpy(), r, rtol=1e-4, atol=1e-5)
         assert np.abs(r).max() > 1e-2  # the maps are not trivially zero
     np.testing.assert_allclose(
-        relevance_map(model, x, targets, eps=eps).numpy(),
+        relevance_map(model, x, targets, epsilon=eps).numpy(),
         expected[0][1],
         rtol=1e-4,
         atol=1e-5,
@@ -180,7 +180,7 @@ def test_average_pooling_layers_conserve_relevance():
     _set_random_weights(model, seed=5)
     x = np.abs(np.random.default_rng(6).normal(size=(3, 4, 4, 1)))
     targets = np.array([0, 1, 1])
-    relevance = relevance_map(model, x, targets, eps=1e-12).numpy()
+    relevance = relevance_map(model, x, targets, epsilon=1e-12).numpy()
     scores = model(x).numpy()[np.arange(3), targets]
     np.testing.assert_allclose(relevance.reshape(3, -1).sum(axis=1), scores, rtol=1e-8)
 
@@ -401,7 +401,7 @@ def test_subclassed_models_with_raw_tensorflow_operations_raise():
 def test_bad_eps_and_targets_raise():
     model = _tiny_net()
     x = np.ones((2, 5, 5, 1), "float32")
-    with pytest.raises(ValueError, match="eps.*Received: eps=-0.1"):
-        relevance_map(model, x, [0, 1], eps=-0.1)
+    with pytest.raises(ValueError, match="eps.*Received: epsilon=-0.1"):
+        relevance_map(model, x, [0, 1], epsilon=-0.1)
     with pytest.raises(ValueError, match="targets.*\\[0, 2\\)"):
         relevance_map(model, x, [0, 2])

@@ -127,7 +127,7 @@ def test_cp_lrp_is_gradient_times_input_with_frozen_probabilities_on_text():
     ids, targets = _ids(), np.array([0, 1, 2, 1])
     e = tf.constant(model.get_layer("embedding")(ids))
     expected, _ = _x_times_gradient(lambda a: _own_head(model, a), e, targets)
-    ours = epsilon_lrp(model, ids, targets, eps=1e-9).numpy()
+    ours = epsilon_lrp(model, ids, targets, epsilon=1e-9).numpy()
     assert ours.shape == (4, T)
     assert np.abs(expected).max() > 1e-3
     np.testing.assert_allclose(ours, expected.sum(-1), rtol=1e-3, atol=1e-6)
@@ -146,7 +146,7 @@ def test_cp_lrp_is_gradient_times_input_with_frozen_probabilities_on_a_vit():
         return _own_head(model, patches + model.get_layer("position").position)
 
     expected, _ = _x_times_gradient(forward, images, targets)
-    ours = relevance_map(model, images, targets, eps=1e-9).numpy()
+    ours = relevance_map(model, images, targets, epsilon=1e-9).numpy()
     assert ours.shape == images.shape
     assert np.abs(expected).max() > 1e-2
     np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-5)
@@ -158,14 +158,14 @@ def test_cp_lrp_conserves_relevance_without_biases():
     model = _text_model(bias=False)
     ids, targets = _ids(3), np.array([2, 2, 0, 1])
     logits = model(ids).numpy()[np.arange(4), targets]
-    ours = epsilon_lrp(model, ids, targets, eps=1e-9).numpy()
+    ours = epsilon_lrp(model, ids, targets, epsilon=1e-9).numpy()
     assert np.abs(logits).min() > 1e-2
     np.testing.assert_allclose(ours.sum(axis=1), logits, rtol=1e-4)
     vit = _vit(bias=False)
     vit.get_layer("position").position.assign(tf.zeros((4, DIM)))  # a bias
     images = tf.constant(np.random.default_rng(4).normal(size=(2, 8, 8, 3)), "float32")
     scores = vit(images).numpy()[[0, 1], [1, 2]]
-    r = relevance_map(vit, images, [1, 2], eps=1e-9).numpy()
+    r = relevance_map(vit, images, [1, 2], epsilon=1e-9).numpy()
     np.testing.assert_allclose(r.reshape(2, -1).sum(1), scores, rtol=1e-4)
 
 
@@ -176,7 +176,7 @@ def test_fbi_weight_gradient_through_attention_matches_finite_differences():
     model = _text_model(dtype="float64")
     ids, targets = tf.constant(_ids(5)), tf.constant([0, 1, 2, 0])
     split = split_logits(model)
-    regularizer = FBILoss(lam=0.5, eps=1e-3)
+    regularizer = FBILoss(lam=0.5, epsilon=1e-3)
 
     def loss():
         return tf.reduce_mean(regularizer(split, ids, targets, False)[1])

@@ -105,11 +105,11 @@ def test_graph_relevance_is_gradient_x_input_at_every_tensor_with_tiny_eps():
     x = np.random.default_rng(1).normal(size=(4, 8, 8, 3))
     targets = np.array([0, 1, 2, 1])
     expected, _, _ = _own_relevance(model, x, targets, [])
-    ours = relevance_map(model, x, targets, eps=TINY_EPS).numpy()
+    ours = relevance_map(model, x, targets, epsilon=TINY_EPS).numpy()
     assert np.abs(expected).max() > 1e-2
     np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-12)
     np.testing.assert_allclose(
-        epsilon_lrp(model, x, targets, eps=TINY_EPS).numpy(), ours, rtol=1e-9
+        epsilon_lrp(model, x, targets, epsilon=TINY_EPS).numpy(), ours, rtol=1e-9
     )
 
 
@@ -126,7 +126,7 @@ def test_fbi_loss_from_evaluate_equals_the_tests_own_tape_on_a_graph():
         for a, m in zip(values, maps, strict=True)
     ]
     expected = np.mean(np.mean(terms, axis=0))
-    wrapped = AttributionRegularizedModel(model, FBILoss(lam=0.5, eps=TINY_EPS))
+    wrapped = AttributionRegularizedModel(model, FBILoss(lam=0.5, epsilon=TINY_EPS))
     wrapped.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
@@ -195,7 +195,7 @@ def test_relevance_is_conserved_on_a_bias_free_residual_graph():
     x = np.random.default_rng(4).normal(size=(3, 8, 8, 3))
     targets = np.array([1, 0, 2])
     scores = model(x).numpy()[np.arange(3), targets]
-    sums = relevance_map(model, x, targets, eps=TINY_EPS).numpy().reshape(3, -1)
+    sums = relevance_map(model, x, targets, epsilon=TINY_EPS).numpy().reshape(3, -1)
     assert np.abs(scores).min() > 1e-3
     np.testing.assert_allclose(sums.sum(axis=1), scores, rtol=1e-8)
 
@@ -204,7 +204,7 @@ def test_fbi_weight_gradient_through_a_residual_graph_matches_finite_differences
     from keras_attreg._logits import split_logits
 
     model = _residual_graph()
-    regularizer = FBILoss(lam=0.5, eps=0.05)
+    regularizer = FBILoss(lam=0.5, epsilon=0.05)
     wrapped = AttributionRegularizedModel(model, regularizer)
     wrapped.compile(
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -266,7 +266,7 @@ def test_squeeze_excitation_gate_gets_no_relevance():
         z = tf.matmul(signal(x) * tf.stop_gradient(gate(x)), head.kernel) + head.bias
         score = tf.reduce_sum(tf.gather(z, targets, axis=1, batch_dims=1))
     expected = (x * tape.gradient(score, x)).numpy()
-    ours = relevance_map(model, x, targets, eps=TINY_EPS).numpy()
+    ours = relevance_map(model, x, targets, epsilon=TINY_EPS).numpy()
     np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-12)
 
 
@@ -294,7 +294,7 @@ def test_layer_normalization_holds_its_standard_deviation_constant():
     kernel = model.get_layer("hidden").kernel.numpy()
     share = np.where(a_value > 0, r_a / np.where(a_value > 0, a_value, 1.0), 0.0)
     expected = x * (share @ kernel.T)
-    ours = relevance_map(model, x, targets, eps=TINY_EPS).numpy()
+    ours = relevance_map(model, x, targets, epsilon=TINY_EPS).numpy()
     assert np.abs(expected).max() > 1e-3
     np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-12)
 
@@ -324,14 +324,18 @@ def test_registered_rule_is_used_for_a_custom_layer():
     expected, _, _ = _own_relevance(model, x, targets, [])
     with register_rule(Halve, GradientRule()):
         np.testing.assert_allclose(
-            relevance_map(model, x, targets, eps=TINY_EPS).numpy(), expected, rtol=1e-7
+            relevance_map(model, x, targets, epsilon=TINY_EPS).numpy(),
+            expected,
+            rtol=1e-7,
         )
         # An inner registration wins while it lasts, then the outer applies again.
         with register_rule(Halve, EpsilonRule(1.0)):
-            inner = relevance_map(model, x, targets, eps=TINY_EPS).numpy()
+            inner = relevance_map(model, x, targets, epsilon=TINY_EPS).numpy()
         assert not np.allclose(inner, expected, rtol=1e-3)
         np.testing.assert_allclose(
-            relevance_map(model, x, targets, eps=TINY_EPS).numpy(), expected, rtol=1e-7
+            relevance_map(model, x, targets, epsilon=TINY_EPS).numpy(),
+            expected,
+            rtol=1e-7,
         )
     # Withdrawn at the end of the block: no rule again.
     with pytest.raises(ValueError, match="of type Halve"):
@@ -388,7 +392,7 @@ def test_nested_transfer_learning_model_gives_gradient_x_input():
     expected = (x_t * tape.gradient(score, x_t)).numpy()
     # eps = 0: the z rule itself (the tiny pre-activations of a 50-layer net
     # feel even eps = 1e-12).
-    ours = relevance_map(model, x, targets, eps=0.0).numpy()
+    ours = relevance_map(model, x, targets, epsilon=0.0).numpy()
     assert model.layers[0].compute_dtype == "float64"
     assert np.abs(expected).max() > 0
     np.testing.assert_allclose(ours, expected, rtol=1e-7, atol=1e-12)

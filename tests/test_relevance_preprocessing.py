@@ -86,8 +86,8 @@ def test_inference_maps_equal_those_of_the_model_without_the_stack():
         assert np.abs(theirs).max() > 0
         np.testing.assert_allclose(ours, theirs, rtol=1e-6, atol=1e-9)
     np.testing.assert_allclose(
-        relevance_map(augmented, x, targets, eps=0.0).numpy(),
-        relevance_map(plain, x, targets, eps=0.0).numpy(),
+        relevance_map(augmented, x, targets, epsilon=0.0).numpy(),
+        relevance_map(plain, x, targets, epsilon=0.0).numpy(),
         rtol=1e-6,
         atol=1e-9,
     )

@@ -366,7 +366,7 @@ def test_recurrent_relevance_equals_the_naive_rule_of_arras(name):
     build, naive = NAIVE_VARIANTS[name]
     model = _model(build())
     ids, targets, eps = _ids(), np.array([0, 1, 1]), 0.05
-    ours = epsilon_lrp(model, ids, targets, eps=eps).numpy()
+    ours = epsilon_lrp(model, ids, targets, epsilon=eps).numpy()
     e = model.get_layer("embedding")(ids).numpy()
     hidden = keras.Model(model.input, model.get_layer("logits").input)(ids).numpy()
     for b in range(len(ids)):
@@ -417,7 +417,7 @@ def test_bias_free_recurrent_models_conserve_relevance(name):
     )
     model = _model(CONSERVING[name](), head)
     ids, targets = _ids(), np.array([1, 0, 1])
-    ours = epsilon_lrp(model, ids, targets, eps=1e-12).numpy()
+    ours = epsilon_lrp(model, ids, targets, epsilon=1e-12).numpy()
     scores = model(ids).numpy()[np.arange(3), targets]
     assert np.abs(scores).min() > 1e-3
     np.testing.assert_allclose(ours.sum(1), scores, rtol=1e-7)
@@ -436,7 +436,7 @@ def test_masking_layer_on_float_sequences_skips_the_masked_steps():
             L.Dense(2, use_bias=False, dtype="float64"),
         ]
     )
-    relevance = relevance_map(model, x, [0, 1], eps=1e-12).numpy()
+    relevance = relevance_map(model, x, [0, 1], epsilon=1e-12).numpy()
     scores = model(x).numpy()[[0, 1], [0, 1]]
     np.testing.assert_allclose(relevance.sum(axis=(1, 2)), scores, rtol=1e-7)
     assert np.all(relevance[0, 4:] == 0)
@@ -456,7 +456,7 @@ def test_relevance_map_is_differentiable_in_the_recurrent_weights():
     weights = tf.constant(np.random.default_rng(4).normal(size=(3, T)))
 
     def value():
-        return tf.reduce_sum(epsilon_lrp(model, ids, targets, eps=0.1) * weights)
+        return tf.reduce_sum(epsilon_lrp(model, ids, targets, epsilon=0.1) * weights)
 
     variables = [lstm.cell.kernel, lstm.cell.recurrent_kernel]
     with tf.GradientTape() as tape:
@@ -506,7 +506,7 @@ def test_fbi_trains_a_conv_lstm_text_model():
     plain = _conv_lstm()  # the same weights (same seed)
     plain.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss)
     plain.train_on_batch(ids, y)
-    regularizer = FBILoss(lam=lam, eps=0.05)
+    regularizer = FBILoss(lam=lam, epsilon=0.05)
     wrapped = AttributionRegularizedModel(model, regularizer)
     wrapped.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss)
     wrapped.train_on_batch(ids, y)

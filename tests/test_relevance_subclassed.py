@@ -95,8 +95,8 @@ def test_subclassed_model_maps_equal_those_of_its_functional_twin():
         assert np.abs(theirs).max() > 0
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-8)
     np.testing.assert_allclose(
-        relevance_map(net, x, targets, eps=0.0).numpy(),
-        relevance_map(twin, x, targets, eps=0.0).numpy(),
+        relevance_map(net, x, targets, epsilon=0.0).numpy(),
+        relevance_map(twin, x, targets, epsilon=0.0).numpy(),
         rtol=1e-5,
         atol=1e-8,
     )
@@ -133,7 +133,7 @@ def test_residual_block_layer_in_a_sequential_equals_the_inlined_twin():
         tape.watch(data)
         score = tf.reduce_sum(tf.gather(model(data), targets, axis=1, batch_dims=1))
     expected = (data * tape.gradient(score, data)).numpy()
-    ours = relevance_map(model, data, targets, eps=0.0).numpy()
+    ours = relevance_map(model, data, targets, epsilon=0.0).numpy()
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6)
 
 

@@ -51,7 +51,7 @@ def test_epsilon_lrp_on_tokens_is_the_token_sum_of_e_times_gradient():
     ids, targets = _ids(), np.array([0, 1, 1, 0])
     _, expected = _own_embedding_relevance(model, ids, targets)
     expected = np.where(ids == 0, 0.0, expected.sum(axis=-1))
-    ours = epsilon_lrp(model, ids, targets, eps=1e-9).numpy()
+    ours = epsilon_lrp(model, ids, targets, epsilon=1e-9).numpy()
     assert ours.shape == (4, T)
     assert np.abs(expected).max() > 1e-2
     np.testing.assert_allclose(ours, expected, rtol=1e-4, atol=1e-6)
@@ -89,7 +89,7 @@ def test_fbi_loss_on_a_text_cnn_starts_at_the_embedding_output():
         for a in (e, a1, a2)
     ]
     expected = np.mean(np.mean(terms, axis=0))
-    wrapped = AttributionRegularizedModel(model, FBILoss(lam=0.5, eps=1e-9))
+    wrapped = AttributionRegularizedModel(model, FBILoss(lam=0.5, epsilon=1e-9))
     wrapped.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     logs = wrapped.evaluate(ids, y, batch_size=4, verbose=0, return_dict=True)
     assert logs["fbi_loss"] == pytest.approx(expected, rel=1e-4)
@@ -146,7 +146,7 @@ def test_fbi_trains_the_embedding_of_a_text_cnn():
         v.numpy() - w for v, w in zip(plain.trainable_variables, start, strict=True)
     ]
 
-    wrapped = AttributionRegularizedModel(model, FBILoss(lam=lam, eps=1e-9))
+    wrapped = AttributionRegularizedModel(model, FBILoss(lam=lam, epsilon=1e-9))
     wrapped.compile(optimizer=keras.optimizers.SGD(1.0), loss=loss)
     wrapped.train_on_batch(ids, y)
     fbi_step = [

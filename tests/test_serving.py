@@ -30,7 +30,7 @@ IMAGE_OPTIONS = {
     "gradient_x_input": {},
     "integrated_gradients": {"steps": 8},
     "smoothgrad": {"samples": 4, "noise": 0.2, "seed": 3},
-    "epsilon_lrp": {"eps": 0.05},
+    "epsilon_lrp": {"epsilon": 0.05},
     "deeplift_rescale": {"baseline": 0.1},
     "occlusion": {"patch_size": 4},
 }
@@ -407,7 +407,7 @@ def test_bad_export_arguments_raise_before_writing(tmp_path):
         ([], r"argument methods.*Received: methods=\[\]"),
         ({"integrated_gradients": {"steps": 0}}, r"argument steps.*Received: steps=0"),
         ({"smoothgrad": {"samples": -2}}, r"argument samples.*samples=-2"),
-        ({"epsilon_lrp": {"eps": 0.0}}, r"argument eps.*eps=0.0"),
+        ({"epsilon_lrp": {"epsilon": 0.0}}, r"argument epsilon.*epsilon=0.0"),
         ({"saliency": {"stepz": 3}}, r"argument methods.*'saliency'.*stepz"),
     ]
     for methods, message in cases:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_attreg._validation import check_float
+from keras_attreg._validation import check_float, renamed_argument
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
     attribute,
@@ -26,8 +26,8 @@ from keras_attreg.attributions._utils import (
 from keras_attreg.relevance import DEFAULT_EPSILON, deeplift_pass, relevance_pass
 
 
-def _epsilon_lrp_kernel(split, x, targets, *, eps: float):
-    return relevance_pass(split, x, targets, eps).input_relevance
+def _epsilon_lrp_kernel(split, x, targets, *, epsilon: float):
+    return relevance_pass(split, x, targets, epsilon).input_relevance
 
 
 def _deeplift_kernel(split, x, targets, baseline):
@@ -42,9 +42,11 @@ def epsilon_lrp(
     model: keras.Model,
     x,
     targets=None,
-    eps: float = DEFAULT_EPSILON,
+    epsilon: float = DEFAULT_EPSILON,
     batch_size: int = DEFAULT_BATCH_SIZE,
     embedding_layer: str | None = None,
+    *,
+    eps: float | None = None,
 ) -> tf.Tensor:
     """Epsilon-LRP (Bach et al. 2015): the relevance of the input.
 
@@ -58,17 +60,19 @@ def epsilon_lrp(
     Args:
         model: a functional or Sequential Keras model.
         x, targets, batch_size: as `saliency`.
-        eps: the stabiliser, > 0 (default 0.01, as the FBI loss).
+        epsilon: the stabiliser eps, > 0 (default 0.01, as the FBI loss).
         embedding_layer: as `saliency` (token ids: the map is the relevance of
             the Embedding output summed over the embedding axis, 0 at padding).
+        eps: deprecated name of `epsilon`.
 
     Returns:
         A tensor of the shape of `x`.
 
     Example:
-        >>> maps = epsilon_lrp(model, x_test[:8], y_test[:8], eps=1e-3)
+        >>> maps = epsilon_lrp(model, x_test[:8], y_test[:8], epsilon=1e-3)
     """
-    eps = check_float("eps", eps, low=0.0, low_inclusive=False)
+    epsilon = renamed_argument("eps", eps, "epsilon", epsilon, DEFAULT_EPSILON)
+    epsilon = check_float("epsilon", epsilon, low=0.0, low_inclusive=False)
     return attribute(
         model,
         x,
@@ -76,7 +80,7 @@ def epsilon_lrp(
         _epsilon_lrp_kernel,
         batch_size,
         embedding_layer=embedding_layer,
-        eps=eps,
+        epsilon=epsilon,
     )
 
 

@@ -77,7 +77,7 @@ class Composite:
             f"{type(operation).__name__}. Give it one with "
             "`keras_attreg.relevance.register_rule("
             f"{type(operation).__name__}, rule)`, e.g. `IdentityRule()` for an "
-            "elementwise activation, `EpsilonRule(eps)` for an affine map, "
+            "elementwise activation, `EpsilonRule(epsilon)` for an affine map, "
             "`GradientRule()` for a reshape (see docs/relevance.md)."
         )
 

@@ -24,7 +24,7 @@ from keras_attreg._keras.embedding import embedding_output
 from keras_attreg._keras.graph import graph_output, is_graph_model, producer, run_graph
 from keras_attreg._logits import LogitSplit, split_logits, target_scores, unwrap
 from keras_attreg._tokens import TokenSplit, declares_integer_input
-from keras_attreg._validation import check_float, check_targets
+from keras_attreg._validation import check_float, check_targets, renamed_argument
 from keras_attreg.relevance.canonizers import KERNEL_LAYERS, batch_norm_fold, can_fold
 from keras_attreg.relevance.composites import epsilon_composite
 from keras_attreg.relevance.rules import AffinePropagation, Call, Propagation
@@ -241,7 +241,7 @@ def relevance_pass(
     split: LogitSplit,
     x: tf.Tensor,
     targets: tf.Tensor,
-    eps: float = DEFAULT_EPSILON,
+    epsilon: float = DEFAULT_EPSILON,
     training: bool = False,
     counted: tuple = LAYERS_IN_K,
     start: str = "target",
@@ -266,7 +266,8 @@ def relevance_pass(
         x: the input batch (float; or token ids for a model with an
             Embedding, whose output is then the input of the pass).
         targets: int class indices c, shape `(batch,)` (not checked here).
-        eps: the stabiliser of the epsilon rule (validated by the callers).
+        epsilon: the stabiliser eps of the epsilon rule (validated by the
+            callers).
         training: forwarded to the layers (BatchNormalization, Dropout).
         counted: the layer types whose input and relevance are returned
             (`LAYERS_IN_K`, optionally with `POOLING_LAYERS`).
@@ -276,7 +277,9 @@ def relevance_pass(
     Returns:
         A `Relevance` with the per-layer forward inputs and backward maps.
     """
-    outputs, records, producers = _forward(split, x, epsilon_composite(eps), training)
+    outputs, records, producers = _forward(
+        split, x, epsilon_composite(epsilon), training
+    )
     _fold_batch_norms(records, producers, training)
     logits, seed = _logit(split, records, outputs)
     if start == "all":
@@ -308,8 +311,10 @@ def relevance_map(
     model: keras.Model,
     x,
     targets,
-    eps: float = DEFAULT_EPSILON,
+    epsilon: float = DEFAULT_EPSILON,
     logits_layer: str | None = None,
+    *,
+    eps: float | None = None,
 ) -> tf.Tensor:
     """The epsilon-LRP map of `model` for class `targets`: R(x), shape of `x`.
 
@@ -329,8 +334,9 @@ def relevance_map(
             the pass starts at the logit.
         x: float input batch.
         targets: class indices, shape `(batch,)`.
-        eps: the stabiliser eps >= 0.
+        epsilon: the stabiliser eps >= 0.
         logits_layer: optional name of the layer whose output is the logit.
+        eps: deprecated name of `epsilon`.
 
     Returns:
         A float tensor of the shape of `x`.
@@ -345,7 +351,8 @@ def relevance_map(
     >>> relevance_map(model, tf.ones((1, 3)), [0]).shape
     TensorShape([1, 3])
     """
-    eps = check_float("eps", eps, low=0.0)
+    epsilon = renamed_argument("eps", eps, "epsilon", epsilon, DEFAULT_EPSILON)
+    epsilon = check_float("epsilon", epsilon, low=0.0)
     if declares_integer_input(unwrap(model)):
         # The pass would stop at the token lookup: a map of zeros.
         raise ValueError(
@@ -360,4 +367,4 @@ def relevance_map(
         x = tf.cast(x, model.compute_dtype)
     targets = tf.cast(tf.convert_to_tensor(targets), tf.int32)
     targets = check_targets(targets, split.num_classes(x.shape), name="targets")
-    return relevance_pass(split, x, targets, eps, training=False).input_relevance
+    return relevance_pass(split, x, targets, epsilon, training=False).input_relevance

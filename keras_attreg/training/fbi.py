@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from keras_attreg._validation import check_choice, check_float
+from keras_attreg._validation import check_choice, check_float, renamed_argument
 from keras_attreg.relevance import (
     DEFAULT_EPSILON,
     LAYERS_IN_K,
@@ -57,12 +57,13 @@ class FBILoss(AttributionRegularizer):
 
     Args:
         lam: lambda in [0, 1] (0.001 in the paper).
-        eps: the stabiliser eps > 0 of the epsilon rule.
+        epsilon: the stabiliser eps > 0 of the epsilon rule.
         reduction: `"mean"` or `"sum"` of |a+_{i-1} - a-_i| over the units.
         layers: `"kernel"` (K = layers with a kernel) or
             `"kernel_and_pooling"`.
         normalize: compare a+_{i-1} / |a+_{i-1}|_1 with a-_i / |a-_i|_1.
         start: `"target"` (the true-class logit) or `"all"` (every logit).
+        eps: deprecated name of `epsilon`.
 
     Example:
 
@@ -77,14 +78,17 @@ class FBILoss(AttributionRegularizer):
     def __init__(
         self,
         lam: float = 1e-3,
-        eps: float = DEFAULT_EPSILON,
+        epsilon: float = DEFAULT_EPSILON,
         reduction: str = "mean",
         layers: str = "kernel",
         normalize: bool = False,
         start: str = "target",
+        *,
+        eps: float | None = None,
     ):
         self.lam = check_float("lam", lam, low=0.0, high=1.0)
-        self.eps = check_float("eps", eps, low=0.0, low_inclusive=False)
+        epsilon = renamed_argument("eps", eps, "epsilon", epsilon, DEFAULT_EPSILON)
+        self.epsilon = check_float("epsilon", epsilon, low=0.0, low_inclusive=False)
         self.reduction = check_choice("reduction", reduction, REDUCTIONS)
         self.layers = check_choice("layers", layers, tuple(COUNTED))
         if not isinstance(normalize, bool):
@@ -100,7 +104,7 @@ class FBILoss(AttributionRegularizer):
             split,
             x,
             targets,
-            self.eps,
+            self.epsilon,
             training=training,
             counted=COUNTED[self.layers],
             start=self.start,
@@ -145,7 +149,7 @@ class FBILoss(AttributionRegularizer):
     def get_config(self) -> dict:
         return {
             "lam": self.lam,
-            "eps": self.eps,
+            "epsilon": self.epsilon,
             "reduction": self.reduction,
             "layers": self.layers,
             "normalize": self.normalize,

@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from keras_attreg._logits import gradient_at, input_gradient
 from keras_attreg._tokens import model_input
-from keras_attreg._validation import check_choice, check_float
+from keras_attreg._validation import check_choice, check_float, renamed_argument
 from keras_attreg.relevance import DEFAULT_EPSILON, relevance_pass
 from keras_attreg.training.regularizers import AttributionRegularizer, penalty_norm
 
@@ -143,32 +143,39 @@ class MaskedRelevancePenalty(MaskedRegularizer):
 
     Args:
         alpha: non-negative weight of the penalty.
-        eps: the stabiliser eps > 0 of the epsilon rule.
+        epsilon: the stabiliser eps > 0 of the epsilon rule.
         norm: `"l1"` or `"l2"` (squared).
+        eps: deprecated name of `epsilon`.
 
     Example:
 
     >>> import keras_attreg as kar
     >>> kar.MaskedRelevancePenalty(alpha=0.1).get_config()
-    {'alpha': 0.1, 'eps': 0.01, 'norm': 'l1'}
+    {'alpha': 0.1, 'epsilon': 0.01, 'norm': 'l1'}
     """
 
     name = "masked_relevance_penalty"
 
     def __init__(
-        self, alpha: float = 0.1, eps: float = DEFAULT_EPSILON, norm: str = "l1"
+        self,
+        alpha: float = 0.1,
+        epsilon: float = DEFAULT_EPSILON,
+        norm: str = "l1",
+        *,
+        eps: float | None = None,
     ):
         self.alpha = check_float("alpha", alpha, low=0.0)
-        self.eps = check_float("eps", eps, low=0.0, low_inclusive=False)
+        epsilon = renamed_argument("eps", eps, "epsilon", epsilon, DEFAULT_EPSILON)
+        self.epsilon = check_float("epsilon", epsilon, low=0.0, low_inclusive=False)
         self.norm = check_choice("norm", norm, ("l1", "l2"))
 
     def __call__(self, split, x, targets, training, mask=None):
-        result = relevance_pass(split, x, targets, self.eps, training=training)
+        result = relevance_pass(split, x, targets, self.epsilon, training=training)
         relevance = tf.cast(result.input_relevance, tf.float32)
         return result.outputs, penalty_norm(relevance, self.norm, mask)
 
     def get_config(self) -> dict:
-        return {"alpha": self.alpha, "eps": self.eps, "norm": self.norm}
+        return {"alpha": self.alpha, "epsilon": self.epsilon, "norm": self.norm}
 
 
 @keras.saving.register_keras_serializable(package="keras_attreg")
