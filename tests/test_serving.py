@@ -203,6 +203,7 @@ def _tape_gradient(model, x, targets):
     return tape.gradient(scores, x).numpy()
 
 
+@pytest.mark.slow  # the shared export-and-serve fixture takes ~30 s
 def test_the_signatures_run_without_the_package(served):
     """The fresh process never imported keras_attreg, and each SavedModel has
     `serve`, `serving_default` and `M`, `M_target` for each method asked."""
@@ -220,6 +221,7 @@ def test_the_signatures_run_without_the_package(served):
         assert set(summary[kind]["signatures"]) == expected
 
 
+@pytest.mark.slow  # the shared export-and-serve fixture takes ~30 s
 @pytest.mark.parametrize("kind", ["cnn", "text"])
 def test_served_maps_are_the_library_maps(served, kind):
     """Every method, with and without a target, at two batch sizes: prediction
@@ -257,6 +259,7 @@ def test_served_maps_are_the_library_maps(served, kind):
         )
 
 
+@pytest.mark.slow  # the shared export-and-serve fixture takes ~30 s
 def test_served_token_maps_are_zero_at_padding(served):
     """Token models give one value per token, 0 where the id is 0 (padding)
     and not 0 elsewhere (oracle: the ids sent)."""
@@ -270,6 +273,7 @@ def test_served_token_maps_are_zero_at_padding(served):
             assert np.all(maps[ids != 0] != 0.0)
 
 
+@pytest.mark.slow  # the shared export-and-serve fixture takes ~30 s
 def test_served_gradient_maps_match_this_tape(served):
     """Saliency = |d logit_c/dx| and gradient x input = x * d logit_c/dx, the
     gradient from this test's own tape on the logits layer in inference mode
@@ -297,6 +301,7 @@ def test_served_gradient_maps_match_this_tape(served):
             )
 
 
+@pytest.mark.slow  # the shared export-and-serve fixture takes ~30 s
 def test_wrapper_export_serves_the_base_model_and_explains_its_logits(served):
     """`AttributionRegularizedModel.export(explanations=...)`: the prediction
     is the base model's softmax (rows sum to 1), the maps those of the wrapper
@@ -332,6 +337,7 @@ def test_wrapper_export_serves_the_base_model_and_explains_its_logits(served):
     assert variables and not any("regularizer" in v.name for v in variables)
 
 
+@pytest.mark.slow  # the shared export-and-serve fixture takes ~30 s
 def test_bad_requests_fail_with_clear_errors(served):
     """A request of the wrong dtype names both dtypes; a target out of range
     names the valid range; a NaN image is refused (the eager boundary's check,
@@ -369,6 +375,7 @@ def _signature_inputs(listing: str, name: str) -> dict[str, tuple[str, str]]:
     }
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "kind, key, dtype, shape",
     [

@@ -62,6 +62,7 @@ def _model(name, weights, jit_compile, every=1, nonfinite="raise"):
     return model
 
 
+@pytest.mark.slow  # XLA compiles each step: tens of seconds on 2 cores
 @pytest.mark.parametrize("name, every", [("l1", 1), ("fbi", 1), ("l1", 2), ("rrr", 1)])
 def test_one_epoch_with_xla_equals_one_without(name, every):
     """L1, FBI, lazy (every=2) and masked (RRR) steps: weights after one epoch
@@ -135,6 +136,7 @@ def test_the_checks_raise_the_same_errors_under_xla(jit_compile):
     assert not np.array_equal(model.base_model.get_weights()[0], weights[0])
 
 
+@pytest.mark.slow  # XLA compiles each step: tens of seconds on 2 cores
 def test_skip_mode_under_xla_skips_the_bad_batch_only():
     """nonfinite="skip": a NaN batch is skipped (weights and BatchNorm
     statistics as before it), the clean batch trains as without XLA."""
