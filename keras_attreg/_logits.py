@@ -266,7 +266,8 @@ def input_gradient(split: LogitSplit, x, targets, training: bool = False, score=
 
     Returns:
         `(outputs, gradient)` with `gradient` of the shape of `x` (of e for
-        token ids).
+        token ids; one gradient per input, in x's structure, for a model
+        with several inputs).
     """
     split, x = model_input(split, x)
     return gradient_at(split, x, targets, training, score)
@@ -291,5 +292,9 @@ def gradient_at(split, x, targets, training: bool = False, score=None):
         scale = FLOAT16_GRADIENT_SCALE if scores.dtype == tf.float16 else 1.0
         if scale != 1.0:
             scores = scores * tf.constant(scale, scores.dtype)
-    gradient = split.fix_padding(tape.gradient(scores, x))
-    return outputs, gradient / scale if scale != 1.0 else gradient
+    gradient = split.fix_padding(
+        tape.gradient(scores, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+    )
+    if scale != 1.0:
+        gradient = tf.nest.map_structure(lambda g: g / scale, gradient)
+    return outputs, gradient

@@ -7,6 +7,11 @@ function per (model, kernel, static options). Called while another function is
 being traced (SmoothGrad's fast path), `attribute` loops over the symbolic
 tensor it is given inside that graph, so built-in methods compose.
 
+Several inputs: for a model with several inputs (`keras_attreg._inputs`), x
+is a list or dict of arrays; the kernel sees them in the model's structure
+and returns one map per input in it (`tf.nest`), and `attribute` returns them
+in the structure the user gave.
+
 Token ids: for a model on integer token ids (it has an Embedding layer, see
 `keras_attreg._logits.find_embedding`), the kernel runs on e = Embedding(ids)
 with a `TokenSplit` bound to the ids, and its embedding-level map is reduced
@@ -22,6 +27,7 @@ from collections.abc import Callable, Iterator
 import keras
 import tensorflow as tf
 
+from keras_attreg._inputs import ModelInputs, model_inputs
 from keras_attreg._logits import LogitSplit, attributed_embedding, split_logits, unwrap
 from keras_attreg._tokens import TokenSplit
 from keras_attreg._validation import (
@@ -72,13 +78,32 @@ def finite_input(x) -> tf.Tensor:
     return x
 
 
-def model_dtype_input(x, tokens: bool) -> tf.Tensor:
-    """`x` as int32 token ids (`tokens`) or as a finite float tensor."""
+def model_dtype_input(x, tokens: bool, inputs: ModelInputs | None = None):
+    """`x` as int32 token ids (`tokens`) or as a finite float tensor; for a
+    model with several `inputs`, in its structure, each input a finite float
+    tensor."""
+    if inputs is not None:
+        return tf.nest.map_structure(finite_input, inputs.standardize(x))
     return tf.cast(x, tf.int32) if tokens else finite_input(x)
 
 
+def num_samples(x) -> int:
+    """The number of samples of a batch (of its first input)."""
+    return int(tf.nest.flatten(x)[0].shape[0])
+
+
+def sample_slice(x, start: int, stop: int):
+    """Samples `start:stop` of a batch (of each of its inputs)."""
+    return tf.nest.map_structure(lambda tensor: tensor[start:stop], x)
+
+
 def batches(
-    x, targets, batch_size: int, name: str = "targets", tokens: bool = False
+    x,
+    targets,
+    batch_size: int,
+    name: str = "targets",
+    tokens: bool = False,
+    inputs: ModelInputs | None = None,
 ) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
     """Yields `(x, targets)` batches of at most `batch_size` samples.
 
@@ -86,11 +111,14 @@ def batches(
 
     Args:
         x: array or tensor of inputs, or a `tf.data.Dataset` of `(x, labels)`
-            batches (then `targets` must be None).
+            batches (then `targets` must be None); for a model with several
+            inputs, a list or dict of them (see `ModelInputs.standardize`).
         targets: class indices, shape `(batch,)`, or one-hot labels.
         batch_size: the largest number of samples per batch.
         name: argument name used in error messages.
         tokens: the inputs are token ids (kept as int32, not made float).
+        inputs: the inputs of a model with several inputs: batches come in
+            its structure.
     """
     if isinstance(x, tf.data.Dataset):
         if targets is not None:
@@ -100,12 +128,12 @@ def batches(
             )
         empty = True
         for x_batch, y_batch in x:
-            x_batch = model_dtype_input(x_batch, tokens)
+            x_batch = model_dtype_input(x_batch, tokens, inputs)
             t_batch = labels_to_targets(y_batch, name)
-            empty = empty and int(x_batch.shape[0]) == 0
-            for start in range(0, int(x_batch.shape[0]), batch_size):
+            empty = empty and num_samples(x_batch) == 0
+            for start in range(0, num_samples(x_batch), batch_size):
                 yield (
-                    x_batch[start : start + batch_size],
+                    sample_slice(x_batch, start, start + batch_size),
                     t_batch[start : start + batch_size],
                 )
         if empty:
@@ -116,17 +144,23 @@ def batches(
             f"Invalid value for argument {name}: expected class indices, one per "
             f"sample. Received: {name}=None"
         )
-    x, targets = model_dtype_input(x, tokens), labels_to_targets(targets, name)
-    if x.shape.rank < 2 or targets.shape[0] != x.shape[0]:
+    x = model_dtype_input(x, tokens, inputs)
+    targets = labels_to_targets(targets, name)
+    shapes = [tensor.shape for tensor in tf.nest.flatten(x)]
+    if any(s.rank < 2 or s[0] != targets.shape[0] for s in shapes):
+        shown = shapes[0] if inputs is None else shapes
         raise ValueError(
             f"Invalid value for argument {name}: expected one class index per "
-            f"sample of `x`. Received: x with shape {x.shape} and {name} with "
+            f"sample of `x`. Received: x with shape {shown} and {name} with "
             f"shape {targets.shape}"
         )
-    if x.shape[0] == 0:
+    if num_samples(x) == 0:
         raise ValueError(_EMPTY)
-    for start in range(0, int(x.shape[0]), batch_size):
-        yield x[start : start + batch_size], targets[start : start + batch_size]
+    for start in range(0, num_samples(x), batch_size):
+        yield (
+            sample_slice(x, start, start + batch_size),
+            targets[start : start + batch_size],
+        )
 
 
 def as_baseline(baseline, x: tf.Tensor, name: str = "baseline") -> tf.Tensor:
@@ -178,11 +212,28 @@ def reference(
 
     Args:
         model: the model (or `TokenSplit`) being attributed.
-        baseline: scalar or array of one sample's shape (of e for token ids).
+        baseline: scalar or array of one sample's shape (of e for token ids);
+            for a model with several inputs, a scalar for all of them or a
+            list or dict of one baseline per input.
         baseline_token: None, or a token id whose embedding is the baseline.
         x: a batch as the kernel sees it (e for token ids).
         embedding_layer: name of the model's Embedding layer, if chosen.
     """
+    if baseline_token is None and not tf.is_tensor(x):
+        inputs = model_inputs(unwrap(model))
+        if isinstance(baseline, (list, tuple, dict)):
+            baseline = inputs.standardize(baseline, "baseline")
+        else:
+            baseline = tf.nest.map_structure(lambda _: baseline, x)
+        names = tf.nest.pack_sequence_as(inputs.structure, inputs.names)
+        return tf.nest.map_structure(
+            lambda value, tensor, name: as_baseline(
+                value, tensor, f"baseline[{name!r}]"
+            ),
+            baseline,
+            x,
+            names,
+        )
     if baseline_token is None:
         return as_baseline(baseline, x)
     tokens = token_split(model, embedding_layer)
@@ -254,19 +305,28 @@ def example_input(split: LogitSplit, x_batch: tf.Tensor) -> tf.Tensor:
 def graph_batch(split: LogitSplit, x, targets) -> tuple[tf.Tensor, tf.Tensor]:
     """`(x, targets)` of a symbolic batch of an outer trace (SmoothGrad's, a
     served signature): x cast as the model takes it (int32 token ids, or
-    float checked finite) and the targets checked, by run-time assertions."""
-    if split.tokens is not None:
-        x = tf.cast(x, tf.int32)
-    else:
-        x = float_input(x)
-        x = require(
-            tf.math.is_finite(x),
+    float checked finite; each input, in the model's structure, for a model
+    with several inputs) and the targets checked, by run-time assertions."""
+
+    def checked(tensor):
+        tensor = float_input(tensor)
+        return require(
+            tf.math.is_finite(tensor),
             _NONFINITE,
             "x",
-            x,
+            tensor,
             lambda values: f"non-finite values {values[:8]}",
         )
-    return x, check_targets(labels_to_targets(targets), split.num_classes(x.shape))
+
+    inputs = model_inputs(split.model)
+    if inputs is not None:
+        x = tf.nest.map_structure(checked, inputs.standardize(x))
+    elif split.tokens is not None:
+        x = tf.cast(x, tf.int32)
+    else:
+        x = checked(x)
+    classes = split.num_classes(tf.nest.flatten(x)[0].shape)
+    return x, check_targets(labels_to_targets(targets), classes)
 
 
 def attribute(
@@ -298,9 +358,11 @@ def attribute(
 
     Returns:
         The attributions, a tensor of the shape of the concatenated inputs
-        (for token ids: (samples, seq_len)). Inside a traced function `x` is a
-        symbolic tensor, fed to the kernel in chunks of `batch_size` by a graph
-        loop (target checks become run-time assertions).
+        (for token ids: (samples, seq_len); for a model with several inputs,
+        one such tensor per input, in the structure `x` was given in: list,
+        tuple or dict). Inside a traced function `x` is symbolic, fed to the
+        kernel in chunks of `batch_size` by a graph loop (target checks become
+        run-time assertions).
     """
     batch_size = check_int("batch_size", batch_size, low=1)
     if isinstance(model, TokenSplit):
@@ -309,31 +371,59 @@ def attribute(
         )
     embedding_layer = attributed_embedding(model, embedding_layer)
     model = unwrap(model)
+    inputs = model_inputs(model)
+    if inputs is not None:
+        inputs.require_float("attribution")
     split = split_logits(model, embedding_layer=embedding_layer)
     function = traced(model, kernel, embedding_layer, per_token, **static)
-    tokens = split.tokens is not None
+    tokens = inputs is None and split.tokens is not None
     if not tf.executing_eagerly():
+        like = x
         x, targets = graph_batch(split, x, targets)
         extra = tensors(example_input(split, x))
 
         def run(maps, indices):
-            part = function(tf.gather(x, indices), tf.gather(targets, indices), *extra)
-            return tf.tensor_scatter_nd_update(maps, indices[:, None], part)
+            part = function(
+                tf.nest.map_structure(lambda t: tf.gather(t, indices), x),
+                tf.gather(targets, indices),
+                *extra,
+            )
+            return tf.nest.map_structure(
+                lambda m, p: tf.tensor_scatter_nd_update(m, indices[:, None], p),
+                maps,
+                part,
+            )
 
         initial = (
             tf.zeros(tf.shape(x), keras.backend.floatx())
             if tokens
-            else tf.zeros_like(x)
+            else tf.nest.map_structure(tf.zeros_like, x)
         )
-        return for_each_chunk(tf.shape(x)[0], batch_size, run, initial)
+        first = tf.nest.flatten(x)[0]
+        maps = for_each_chunk(tf.shape(first)[0], batch_size, run, initial)
+        return maps if inputs is None else inputs.restore(maps, like)
     outputs, extra, classes = [], None, None
-    for x_batch, t_batch in batches(x, targets, batch_size, tokens=tokens):
+    for x_batch, t_batch in batches(
+        x, targets, batch_size, tokens=tokens, inputs=inputs
+    ):
         if extra is None:
             extra = tensors(example_input(split, x_batch))
-            classes = split.num_classes(x_batch.shape)
+            classes = split.num_classes(tf.nest.flatten(x_batch)[0].shape)
         check_targets(t_batch, classes)
         outputs.append(function(x_batch, t_batch, *extra))
-    return tf.concat(outputs, axis=0)
+    return joined(outputs, x, inputs)
+
+
+def joined(outputs: list, x, inputs: ModelInputs | None):
+    """The maps of consecutive batches concatenated; for a model with several
+    `inputs`, in the structure the user gave `x` in (a dataset: its
+    element's)."""
+    maps = tf.nest.map_structure(lambda *parts: tf.concat(parts, axis=0), *outputs)
+    if inputs is None:
+        return maps
+    return inputs.restore(
+        maps, x.element_spec[0] if isinstance(x, tf.data.Dataset) else x
+    )
 
 
 def _attribute_embedded(tokens, e, targets, kernel, batch_size, tensors, static):

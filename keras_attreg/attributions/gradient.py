@@ -15,6 +15,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
+from keras_attreg._inputs import model_inputs
 from keras_attreg._logits import (
     attributed_embedding,
     input_gradient,
@@ -29,6 +30,7 @@ from keras_attreg.attributions._utils import (
     batches,
     for_each_chunk,
     graph_batch,
+    joined,
     reference,
     traced,
 )
@@ -38,32 +40,47 @@ from keras_attreg.attributions.occlusion import occlusion
 
 def _gradient_kernel(split, x, targets, *, absolute: bool):
     gradient = input_gradient(split, x, targets)[1]
-    return tf.abs(gradient) if absolute else gradient
+    return tf.nest.map_structure(tf.abs, gradient) if absolute else gradient
 
 
 def _gradient_x_input_kernel(split, x, targets):
-    return x * input_gradient(split, x, targets)[1]
+    return tf.nest.map_structure(tf.multiply, x, input_gradient(split, x, targets)[1])
 
 
 def _integrated_gradients_kernel(
     split, x, targets, baseline, *, steps: int, chunk: int
 ):
-    delta = split.fix_padding(x - baseline)
-    per_sample = [-1] + [1] * (x.shape.rank - 1)
+    delta = split.fix_padding(tf.nest.map_structure(tf.subtract, x, baseline))
+
+    def point(x, delta, sample, position):
+        alpha = (tf.cast(position, x.dtype) + 0.5) / steps
+        per_sample = [-1] + [1] * (x.shape.rank - 1)
+        return tf.gather(x, sample) - tf.reshape(1 - alpha, per_sample) * tf.gather(
+            delta, sample
+        )
 
     def accumulate(total, indices):
         sample = indices // steps
-        alpha = (tf.cast(indices % steps, x.dtype) + 0.5) / steps
-        points = tf.gather(x, sample) - tf.reshape(1 - alpha, per_sample) * tf.gather(
-            delta, sample
+        points = tf.nest.map_structure(
+            lambda x, delta: point(x, delta, sample, indices % steps), x, delta
         )
         gradient = input_gradient(
             split.rows(sample), points, tf.gather(targets, sample)
         )[1]
-        return tf.tensor_scatter_nd_add(total, sample[:, None], gradient)
+        return tf.nest.map_structure(
+            lambda t, g: tf.tensor_scatter_nd_add(t, sample[:, None], g),
+            total,
+            gradient,
+        )
 
-    total = for_each_chunk(tf.shape(x)[0] * steps, chunk, accumulate, tf.zeros_like(x))
-    return delta * total / steps
+    first = tf.nest.flatten(x)[0]
+    total = for_each_chunk(
+        tf.shape(first)[0] * steps,
+        chunk,
+        accumulate,
+        tf.nest.map_structure(tf.zeros_like, x),
+    )
+    return tf.nest.map_structure(lambda d, t: d * t / steps, delta, total)
 
 
 def saliency(
@@ -188,20 +205,45 @@ def integrated_gradients(
     )
 
 
-def _noisy_average(model, x, targets, key, noise, *, method, samples: int):
-    """M(x + e_k) averaged over k for one batch; noise drawn with seed `key`."""
+def _noisy_copies(model, x, key, noise, samples: int):
+    """`samples` noisy copies of each sample of one input, seed `key`."""
     axes = list(range(1, x.shape.rank))
     spread = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
-    sigma = tf.reshape(noise * spread, [-1] + [1] * len(axes))
+    sigma = tf.reshape(tf.cast(noise, x.dtype) * spread, [-1] + [1] * len(axes))
     copies = tf.repeat(x, samples, axis=0)
     draws = tf.random.stateless_normal(tf.shape(copies), seed=key, dtype=copies.dtype)
     if isinstance(model, TokenSplit):
         draws = model.fix_padding(draws)
-    noisy = copies + tf.repeat(sigma, samples, axis=0) * draws
-    maps = tf.convert_to_tensor(
-        method(model, noisy, tf.repeat(targets, samples, axis=0))
+    return copies + tf.repeat(sigma, samples, axis=0) * draws
+
+
+def _noisy_average(model, x, targets, key, noise, *, method, samples: int):
+    """M(x + e_k) averaged over k for one batch; noise drawn with seed `key`
+    (for a model with several inputs, input j with `fold_in(key, j)`, its
+    sigma from its own range)."""
+    flat = tf.nest.flatten(x)
+    keys = (
+        [key]
+        if len(flat) == 1
+        else [
+            tf.random.experimental.stateless_fold_in(key, j) for j in range(len(flat))
+        ]
     )
-    return tf.reduce_mean(tf.reshape(maps, [-1, samples, *x.shape[1:]]), axis=1)
+    noisy = tf.nest.pack_sequence_as(
+        x,
+        [
+            _noisy_copies(model, tensor, seed, noise, samples)
+            for tensor, seed in zip(flat, keys, strict=True)
+        ],
+    )
+    maps = method(model, noisy, tf.repeat(targets, samples, axis=0))
+    return tf.nest.map_structure(
+        lambda m, t: tf.reduce_mean(
+            tf.reshape(tf.convert_to_tensor(m), [-1, samples, *t.shape[1:]]), axis=1
+        ),
+        maps,
+        x,
+    )
 
 
 def _smoothgrad_kernel(split, x, targets, key, noise, *, method, options, samples):
@@ -294,6 +336,9 @@ def smoothgrad(
     seed = check_int("seed", seed)
     batch_size = check_int("batch_size", batch_size, low=1)
     method = get(method, name="method")
+    inputs = model_inputs(model)
+    if inputs is not None:
+        inputs.require_float("SmoothGrad")
     split = split_logits(model, embedding_layer=embedding_layer)
     tokens = split.tokens
     built_in = _built_in(method)
@@ -318,15 +363,20 @@ def smoothgrad(
         )
     if tf.executing_eagerly():
         parts = batches(
-            x, targets, max(1, batch_size // samples), tokens=tokens is not None
+            x,
+            targets,
+            max(1, batch_size // samples),
+            tokens=tokens is not None,
+            inputs=inputs,
         )
     else:
         parts = [graph_batch(split, x, targets)]
     outputs = []
     for index, (x_batch, t_batch) in enumerate(parts):
+        first = tf.nest.flatten(x_batch)[0]
         if built_in is not None:
-            check_targets(t_batch, split.num_classes(x_batch.shape))
-        dtype = x_batch.dtype if tokens is None else tokens.embedding.compute_dtype
+            check_targets(t_batch, split.num_classes(first.shape))
+        dtype = first.dtype if tokens is None else tokens.embedding.compute_dtype
         outputs.append(
             average(
                 x_batch,
@@ -335,7 +385,7 @@ def smoothgrad(
                 tf.constant(noise, dtype),
             )
         )
-    return tf.concat(outputs, axis=0)
+    return joined(outputs, x, inputs)
 
 
 _NAMES = {

@@ -8,7 +8,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg._logits import target_scores
+from keras_attreg._inputs import model_inputs
+from keras_attreg._logits import target_scores, unwrap
 from keras_attreg._validation import check_int
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
@@ -132,6 +133,15 @@ def occlusion(
         >>> maps = occlusion(model, x_test[:8], y_test[:8], patch_size=4)
     """
     batch_size = check_int("batch_size", batch_size, low=1)
+    inputs = model_inputs(unwrap(model))
+    if inputs is not None:
+        raise ValueError(
+            f"occlusion takes models with one input; model {inputs.model.name!r} "
+            f"has {len(inputs.names)} inputs {inputs.names}: its patches are "
+            "defined over one input's spatial axes. Use a gradient method "
+            "(saliency, gradient_x_input, integrated_gradients, smoothgrad), "
+            "which return one map per input."
+        )
     tokens = token_split(model, embedding_layer) is not None
     if patch_size is None:
         patch_size = 1 if tokens else 4

@@ -1,0 +1,95 @@
+"""Models with several inputs: their inputs as the model takes them.
+
+A user gives the inputs of `keras.Model([image, meta], ...)` the way `fit`
+takes them: a list (or tuple) in the order of `model.inputs`, or a dict keyed
+by the input names. Inside, every method works on one structure, the model's
+own (`model.input`: a list, or a dict for a model built on a dict), through
+`tf.nest`; the maps go back to the user in the structure they gave.
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+class ModelInputs:
+    """The inputs of a model with several inputs.
+
+    Args:
+        model: a built Keras model with more than one input.
+
+    Attributes:
+        names: the input names, in the order of `model.inputs`.
+        structure: the structure the model is called with (`model.input`).
+    """
+
+    def __init__(self, model: keras.Model):
+        self.model = model
+        self.names = [tensor.name for tensor in model.inputs]
+        self.structure = model.input
+        self.dtypes = [
+            keras.backend.standardize_dtype(tensor.dtype) for tensor in model.inputs
+        ]
+
+    def standardize(self, x, name: str = "x"):
+        """`x` (a list or tuple in the order of `names`, or a dict keyed by
+        them) in the model's own structure, its leaves as given."""
+        if isinstance(x, dict):
+            missing = [key for key in self.names if key not in x]
+            unknown = [key for key in x if key not in self.names]
+            if missing or unknown:
+                raise ValueError(
+                    f"Invalid value for argument {name}: expected a dict keyed by "
+                    f"the input names of model {self.model.name!r} {self.names}. "
+                    f"Received: {name} with keys {list(x)}"
+                )
+            flat = [x[key] for key in self.names]
+        elif isinstance(x, (list, tuple)) and len(x) == len(self.names):
+            flat = list(x)
+        else:
+            kind = type(x).__name__
+            if isinstance(x, (list, tuple)):
+                kind = f"{kind} of {len(x)} items"
+            raise ValueError(
+                f"Invalid value for argument {name}: model {self.model.name!r} has "
+                f"{len(self.names)} inputs {self.names}, so expected a list of "
+                f"{len(self.names)} arrays in that order or a dict keyed by those "
+                f"names (as `fit` takes them). Received: {name} of type {kind}"
+            )
+        return tf.nest.pack_sequence_as(self.structure, flat)
+
+    def restore(self, maps, like):
+        """`maps`, in the model's structure, in the structure of `like` (the
+        user's `x`: a list, tuple or dict; for a dataset, its element's)."""
+        flat = tf.nest.flatten(maps)
+        if isinstance(like, dict):
+            return {key: flat[self.names.index(key)] for key in like}
+        return type(like)(flat) if isinstance(like, (list, tuple)) else maps
+
+    def require_float(self, what: str):
+        """Raises a ValueError naming the integer (token id) inputs: `what`
+        (e.g. "saliency") is computed at float inputs only."""
+        integer = [
+            name
+            for name, dtype in zip(self.names, self.dtypes, strict=True)
+            if not dtype.startswith("float")
+        ]
+        if integer:
+            raise ValueError(
+                f"Cannot attribute input(s) {integer} of model {self.model.name!r}: "
+                f"they take {[self.dtypes[self.names.index(n)] for n in integer]} "
+                f"values (token ids), and {what} of a model with several inputs "
+                "is taken at its float inputs only (token ids are attributed "
+                "at their Embedding in single-input models)."
+            )
+
+
+def model_inputs(model) -> ModelInputs | None:
+    """The `ModelInputs` of a model with several inputs, None otherwise
+    (one input, or a subclassed model whose inputs are not known)."""
+    try:
+        inputs = model.inputs
+    except (AttributeError, ValueError):
+        return None
+    return ModelInputs(model) if inputs and len(inputs) > 1 else None

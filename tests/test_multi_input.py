@@ -1,0 +1,217 @@
+"""Models with several inputs (an image and a metadata vector): each input's
+map against the test's own `tf.GradientTape` (and its own midpoint-rule loop
+for integrated gradients); list, tuple, dict and dataset forms agree."""
+
+import functools
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_attreg.attributions import (
+    gradient_x_input,
+    integrated_gradients,
+    occlusion,
+    saliency,
+    smoothgrad,
+)
+
+RNG = np.random.default_rng(0)
+
+
+def _image_meta_model(dict_inputs=False, activation="tanh"):
+    """An image + metadata classifier ending in a softmax; returns the model
+    and its logits model (same layers)."""
+    image = keras.Input((5, 5, 2), name="image", dtype="float64")
+    meta = keras.Input((3,), name="meta", dtype="float64")
+    h = keras.layers.Conv2D(3, 3, activation=activation, dtype="float64")(image)
+    h = keras.layers.Flatten(dtype="float64")(h)
+    m = keras.layers.Dense(4, activation=activation, dtype="float64")(meta)
+    h = keras.layers.Concatenate(dtype="float64")([h, m])
+    h = keras.layers.Dense(6, activation=activation, dtype="float64")(h)
+    logits = keras.layers.Dense(3, dtype="float64")(h)
+    outputs = keras.layers.Softmax(dtype="float64")(logits)
+    inputs = {"meta": meta, "image": image} if dict_inputs else [image, meta]
+    return keras.Model(inputs, outputs), keras.Model(inputs, logits)
+
+
+def _batch(count=4):
+    image = RNG.normal(size=(count, 5, 5, 2))
+    meta = RNG.normal(size=(count, 3))
+    return image, meta, np.arange(count) % 3
+
+
+def _tape_gradients(logits_model, image, meta, targets):
+    """The test's own dS_c/dx_k for both inputs."""
+    image, meta = tf.constant(image), tf.constant(meta)
+    with tf.GradientTape() as tape:
+        tape.watch([image, meta])
+        z = logits_model([image, meta])
+        score = tf.reduce_sum(tf.gather(z, targets, axis=1, batch_dims=1))
+    return [g.numpy() for g in tape.gradient(score, [image, meta])]
+
+
+def test_saliency_and_gradient_x_input_match_the_tape_per_input():
+    """Oracle: the test's own tape, dS_c/dx_k and x_k * dS_c/dx_k."""
+    model, logits = _image_meta_model()
+    image, meta, targets = _batch()
+    d_image, d_meta = _tape_gradients(logits, image, meta, targets)
+    assert np.abs(d_meta).min() > 0  # the metadata input matters
+    signed = saliency(model, [image, meta], targets, absolute=False)
+    np.testing.assert_allclose(signed[0], d_image, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(signed[1], d_meta, rtol=1e-9, atol=1e-12)
+    absolute = saliency(model, [image, meta], targets)
+    np.testing.assert_allclose(absolute[1], np.abs(d_meta), rtol=1e-9)
+    maps = gradient_x_input(model, [image, meta], targets)
+    np.testing.assert_allclose(maps[0], image * d_image, rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(maps[1], meta * d_meta, rtol=1e-9, atol=1e-12)
+
+
+def test_list_tuple_dict_and_dataset_forms_agree_and_keep_their_structure():
+    """Oracle: the list form's maps (themselves checked against the tape
+    above); each form comes back in its own structure."""
+    model, _ = _image_meta_model()
+    image, meta, targets = _batch(5)
+    as_list = gradient_x_input(model, [image, meta], targets, batch_size=2)
+    as_tuple = gradient_x_input(model, (image, meta), targets, batch_size=3)
+    as_dict = gradient_x_input(model, {"meta": meta, "image": image}, targets)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        ({"image": image, "meta": meta}, targets)
+    ).batch(2)
+    from_dataset = gradient_x_input(model, dataset)
+    assert isinstance(as_list, list) and isinstance(as_tuple, tuple)
+    assert list(as_dict) == ["meta", "image"]
+    for maps in (as_tuple, [as_dict["image"], as_dict["meta"]]):
+        np.testing.assert_allclose(maps[0], as_list[0], rtol=1e-12)
+        np.testing.assert_allclose(maps[1], as_list[1], rtol=1e-12)
+    np.testing.assert_allclose(from_dataset["image"], as_list[0], rtol=1e-12)
+    np.testing.assert_allclose(from_dataset["meta"], as_list[1], rtol=1e-12)
+
+
+def test_a_model_built_on_a_dict_takes_lists_in_input_order():
+    """Oracle: the test's own tape on the dict-built model (its inputs are
+    ordered by name: image, meta)."""
+    model, logits = _image_meta_model(dict_inputs=True)
+    image, meta, targets = _batch()
+    z_grads = _tape_gradients(
+        keras.Model([logits.inputs[0], logits.inputs[1]], logits.outputs),
+        image,
+        meta,
+        targets,
+    )
+    maps = saliency(model, [image, meta], targets, absolute=False)
+    named = saliency(model, {"image": image, "meta": meta}, targets, absolute=False)
+    for index, name in enumerate(("image", "meta")):
+        np.testing.assert_allclose(maps[index], z_grads[index], rtol=1e-9)
+        np.testing.assert_allclose(named[name], z_grads[index], rtol=1e-9)
+
+
+def test_integrated_gradients_with_a_baseline_per_input():
+    """Oracle: the test's own midpoint-rule sum of tape gradients along the
+    straight path from (b_image, b_meta) to (image, meta)."""
+    model, logits = _image_meta_model()
+    image, meta, targets = _batch(3)
+    b_image, b_meta = 0.0, np.array([0.5, -1.0, 2.0])
+    steps = 8
+    total = [np.zeros_like(image), np.zeros_like(meta)]
+    for k in range(steps):
+        alpha = (k + 0.5) / steps
+        grads = _tape_gradients(
+            logits,
+            b_image + alpha * (image - b_image),
+            b_meta + alpha * (meta - b_meta),
+            targets,
+        )
+        total = [t + g for t, g in zip(total, grads, strict=True)]
+    expected = [
+        (image - b_image) * total[0] / steps,
+        (meta - b_meta) * total[1] / steps,
+    ]
+    maps = integrated_gradients(
+        model,
+        {"image": image, "meta": meta},
+        targets,
+        baseline={"image": b_image, "meta": b_meta},
+        steps=steps,
+        batch_size=5,
+    )
+    np.testing.assert_allclose(maps["image"], expected[0], rtol=1e-9, atol=1e-12)
+    np.testing.assert_allclose(maps["meta"], expected[1], rtol=1e-9, atol=1e-12)
+    listed = integrated_gradients(
+        model, [image, meta], targets, baseline=[b_image, b_meta], steps=steps
+    )
+    np.testing.assert_allclose(listed[1], expected[1], rtol=1e-9, atol=1e-12)
+
+
+def test_smoothgrad_per_input_on_a_linear_model():
+    """Oracle: on a linear model dS_c/dx_k is the constant weight vector, so
+    the signed SmoothGrad of saliency is the test's own tape gradient for any
+    noise; gradient x input with no noise is x_k * dS_c/dx_k."""
+    image = keras.Input((4, 4, 1), name="image", dtype="float64")
+    meta = keras.Input((3,), name="meta", dtype="float64")
+    h = keras.layers.Concatenate(dtype="float64")(
+        [keras.layers.Flatten(dtype="float64")(image), meta]
+    )
+    model = keras.Model([image, meta], keras.layers.Dense(2, dtype="float64")(h))
+    x_image, x_meta = RNG.normal(size=(3, 4, 4, 1)), RNG.normal(size=(3, 3))
+    targets = np.array([0, 1, 1])
+    d_image, d_meta = _tape_gradients(model, x_image, x_meta, targets)
+    signed = functools.partial(saliency, absolute=False)
+    maps = smoothgrad(model, [x_image, x_meta], targets, samples=4, method=signed)
+    np.testing.assert_allclose(maps[0], d_image, rtol=1e-9)
+    np.testing.assert_allclose(maps[1], d_meta, rtol=1e-9)
+    noiseless = smoothgrad(
+        model,
+        {"meta": x_meta, "image": x_image},
+        targets,
+        samples=2,
+        noise=0.0,
+        method=gradient_x_input,
+    )
+    np.testing.assert_allclose(noiseless["meta"], x_meta * d_meta, rtol=1e-9)
+    np.testing.assert_allclose(noiseless["image"], x_image * d_image, rtol=1e-9)
+
+
+def test_smoothgrad_adds_noise_to_every_input():
+    """Oracle: the noise-free gradient x input (the test's own tape): with
+    noise, each input's map moves away from it, and list and dict agree."""
+    model, logits = _image_meta_model()
+    image, meta, targets = _batch(2)
+    d_image, d_meta = _tape_gradients(logits, image, meta, targets)
+    listed = smoothgrad(
+        model, [image, meta], targets, samples=3, method=gradient_x_input
+    )
+    named = smoothgrad(
+        model,
+        {"image": image, "meta": meta},
+        targets,
+        samples=3,
+        method=gradient_x_input,
+    )
+    assert not np.allclose(listed[0], image * d_image, rtol=1e-3)
+    assert not np.allclose(listed[1], meta * d_meta, rtol=1e-3)
+    np.testing.assert_allclose(named["image"], listed[0], rtol=1e-12)
+    np.testing.assert_allclose(named["meta"], listed[1], rtol=1e-12)
+
+
+def test_single_array_missing_key_and_token_input_are_refused_by_name():
+    """Oracle: the hand-written expectation of each refusal."""
+    model, _ = _image_meta_model()
+    image, meta, targets = _batch(2)
+    with pytest.raises(ValueError, match=r"2 inputs \['image', 'meta'\]"):
+        saliency(model, image, targets)
+    with pytest.raises(ValueError, match="keyed by the input names"):
+        saliency(model, {"image": image}, targets)
+    with pytest.raises(ValueError, match=r"baseline\['meta'\]"):
+        integrated_gradients(model, [image, meta], targets, baseline=[0.0, np.ones(5)])
+    with pytest.raises(ValueError, match="patches are defined over one input"):
+        occlusion(model, [image, meta], targets)
+    ids = keras.Input((4,), name="ids", dtype="int32")
+    values = keras.Input((2,), name="values")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(9, 3)(ids))
+    text = keras.Model(
+        [ids, values], keras.layers.Dense(2)(keras.layers.Concatenate()([h, values]))
+    )
+    with pytest.raises(ValueError, match=r"Cannot attribute input\(s\) \['ids'\]"):
+        gradient_x_input(text, [np.ones((2, 4)), np.ones((2, 2))], [0, 1])
