@@ -16,7 +16,7 @@ map grid `maps_<model>.png`, numbers in `results.json`.
 
 Checks derived from the paper's analysis and printed in the JSON:
 - epsilon-LRP equals gradient*input on ReLU networks (their Prop. 1; we use
-  eps=1e-4 and biases, so near-equality is expected);
+  epsilon=1e-4 and biases, so near-equality is expected);
 - Occlusion-1 is exactly S_1 at n = 1, so its correlation there is 1;
 - the spread between methods per n (do the methods agree at small n and
   diverge at larger n?).
@@ -55,7 +55,7 @@ METHODS = {
     "saliency": kar.attributions.saliency,
     "gradient*input": kar.attributions.gradient_x_input,
     "integrated gradients": kar.attributions.integrated_gradients,
-    "epsilon-LRP": functools.partial(kar.attributions.epsilon_lrp, eps=1e-4),
+    "epsilon-LRP": functools.partial(kar.attributions.epsilon_lrp, epsilon=1e-4),
     "DeepLIFT-Rescale": kar.attributions.deeplift_rescale,
     "occlusion-1": functools.partial(kar.attributions.occlusion, patch_size=1),
 }

@@ -107,7 +107,7 @@ def fbi_models(outputs: pathlib.Path, args):
 
         def load(lam=lam, name=name):
             settings = sweep["settings"]
-            regularizer = kar.FBILoss(lam=lam, eps=settings["eps"]) if lam else None
+            regularizer = kar.FBILoss(lam=lam, epsilon=settings["eps"]) if lam else None
             shape = (28, 28, 1)
             model, _ = train(
                 alexnet_like(shape), name, folder, None, None, 1, regularizer

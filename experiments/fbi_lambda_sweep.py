@@ -101,7 +101,7 @@ def fbi_loss(args, lam: float) -> kar.FBILoss:
     """The FBI loss at `lam` in the reading the flags choose."""
     return kar.FBILoss(
         lam=lam,
-        eps=args.eps,
+        epsilon=args.eps,
         reduction=args.reduction,
         layers=args.layers,
         normalize=args.normalize,

@@ -114,7 +114,7 @@ def main() -> None:
     fbi_base = alexnet_like()
     fbi_base.set_weights(conventional.get_weights())
     fbi = kar.AttributionRegularizedModel(
-        fbi_base, regularizer=kar.FBILoss(lam=args.lam, eps=args.eps)
+        fbi_base, regularizer=kar.FBILoss(lam=args.lam, epsilon=args.eps)
     )
     switch = kar.DelayedActivation(monitor="val_accuracy", threshold=args.threshold)
 
@@ -140,7 +140,7 @@ def main() -> None:
 
     # L_FBI of both trained models on the test digits (the FBI wrapper's
     # `evaluate` reports it; the conventional model is wrapped to measure it).
-    probe = kar.FBILoss(lam=args.lam, eps=args.eps)
+    probe = kar.FBILoss(lam=args.lam, epsilon=args.eps)
     bases = {"conventional": conventional, "FBI": fbi_base}
     activations, stats = {}, {}
     for label, base in bases.items():

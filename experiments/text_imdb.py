@@ -79,7 +79,7 @@ def method_options(name: str, quick: bool):
     if name == "smoothgrad":
         return functools.partial(method, samples=4 if quick else 16)
     if name == "epsilon_lrp":  # Ancona et al.'s DeepExplain default, as in exp. 4
-        return functools.partial(method, eps=1e-4)
+        return functools.partial(method, epsilon=1e-4)
     return method
 
 
