@@ -2,11 +2,14 @@
 against the test's own tape on a forward re-written here with tf ops, with
 `tf.stop_gradient` on the attention probabilities and on LayerNorm's std."""
 
+import textwrap
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from _finite_differences import central_difference
+from _subprocess import run_json
 
 from keras_attreg._logits import split_logits
 from keras_attreg.attributions import deeplift_rescale, epsilon_lrp
@@ -332,3 +335,62 @@ def test_fbi_trains_a_text_transformer_in_a_compiled_step():
     assert logs["fbi_loss"][0] > 0
     fbi_part = steps[1] - 0.5 * steps[0]
     assert np.abs(fbi_part).max() > 1e-3 * np.abs(steps[0]).max()
+
+
+@pytest.mark.slow
+def test_fbi_through_attention_under_mirrored_strategy_matches_one_device():
+    """Two logical CPUs, one global batch: a text transformer (masked
+    attention, LayerNorm, a learned position term) trained one SGD step with
+    FBI. Oracle: the same model on one device: the logged loss and FBI loss
+    and the weight change (= lr x gradient) agree within float tolerance."""
+    script = textwrap.dedent(
+        """
+        import json, numpy as np, tensorflow as tf, keras
+        cpu = tf.config.list_physical_devices("CPU")[0]
+        tf.config.set_logical_device_configuration(
+            cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+        import keras_attreg as kar
+        L = keras.layers
+
+        def build():
+            ids = keras.Input((6,), dtype="int32")
+            e = L.Embedding(20, 8, mask_zero=True)(ids)
+            h = L.MultiHeadAttention(2, 4)(e, e)
+            x = L.LayerNormalization()(L.Add()([e, h]))
+            f = L.Dense(8, activation="relu")(L.Dense(16, activation="relu")(x))
+            x = L.LayerNormalization()(L.Add()([x, f]))
+            return keras.Model(ids, L.Dense(2)(L.GlobalAveragePooling1D()(x)))
+
+        def run(strategy):
+            keras.utils.set_random_seed(0)
+            with strategy.scope():
+                base = build()
+                model = kar.AttributionRegularizedModel(base, kar.FBILoss(0.5))
+                model.compile(optimizer=keras.optimizers.SGD(1.0),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            rng = np.random.default_rng(0)
+            ids = rng.integers(1, 20, size=(8, 6))
+            ids[:, 4:] = 0
+            y = rng.integers(0, 2, 8)
+            before = [w.copy() for w in base.get_weights()]
+            logs = model.fit(ids, y, batch_size=8, shuffle=False, verbose=0).history
+            steps = [b - a for a, b in zip(base.get_weights(), before)]
+            return {k: v[0] for k, v in logs.items()}, steps
+
+        single_logs, single = run(tf.distribute.OneDeviceStrategy("/cpu:0"))
+        mirrored_logs, mirrored = run(
+            tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))
+        print(json.dumps({
+            "single": single_logs, "mirrored": mirrored_logs,
+            "step_diff": max(float(np.abs(a - b).max())
+                             for a, b in zip(single, mirrored)),
+            "step_max": max(float(np.abs(a).max()) for a in single)}))
+        """
+    )
+    result = run_json(script)
+    for key in ("loss", "fbi_loss"):
+        np.testing.assert_allclose(
+            result["mirrored"][key], result["single"][key], rtol=1e-5
+        )
+    assert result["step_max"] > 1e-3
+    assert result["step_diff"] < 1e-5
