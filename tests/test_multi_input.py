@@ -10,27 +10,31 @@ import pytest
 import tensorflow as tf
 
 from keras_attreg.attributions import (
+    deeplift_rescale,
+    epsilon_lrp,
     gradient_x_input,
     integrated_gradients,
     occlusion,
     saliency,
     smoothgrad,
 )
+from keras_attreg.relevance import relevance_map
 
 RNG = np.random.default_rng(0)
 
 
-def _image_meta_model(dict_inputs=False, activation="tanh"):
+def _image_meta_model(dict_inputs=False, activation="tanh", use_bias=True):
     """An image + metadata classifier ending in a softmax; returns the model
     and its logits model (same layers)."""
     image = keras.Input((5, 5, 2), name="image", dtype="float64")
     meta = keras.Input((3,), name="meta", dtype="float64")
-    h = keras.layers.Conv2D(3, 3, activation=activation, dtype="float64")(image)
+    options = {"activation": activation, "use_bias": use_bias, "dtype": "float64"}
+    h = keras.layers.Conv2D(3, 3, **options)(image)
     h = keras.layers.Flatten(dtype="float64")(h)
-    m = keras.layers.Dense(4, activation=activation, dtype="float64")(meta)
+    m = keras.layers.Dense(4, **options)(meta)
     h = keras.layers.Concatenate(dtype="float64")([h, m])
-    h = keras.layers.Dense(6, activation=activation, dtype="float64")(h)
-    logits = keras.layers.Dense(3, dtype="float64")(h)
+    h = keras.layers.Dense(6, **options)(h)
+    logits = keras.layers.Dense(3, use_bias=use_bias, dtype="float64")(h)
     outputs = keras.layers.Softmax(dtype="float64")(logits)
     inputs = {"meta": meta, "image": image} if dict_inputs else [image, meta]
     return keras.Model(inputs, outputs), keras.Model(inputs, logits)
@@ -193,6 +197,43 @@ def test_smoothgrad_adds_noise_to_every_input():
     assert not np.allclose(listed[1], meta * d_meta, rtol=1e-3)
     np.testing.assert_allclose(named["image"], listed[0], rtol=1e-12)
     np.testing.assert_allclose(named["meta"], listed[1], rtol=1e-12)
+
+
+def test_epsilon_lrp_and_deeplift_equal_gradient_x_input_on_a_bias_free_relu_net():
+    """Oracle: the test's own tape, x_k * dS_c/dx_k: epsilon-LRP (and
+    relevance_map) at eps -> 0 and DeepLIFT-Rescale from a zero baseline
+    (z_ref = 0 at every unit, so f(z)/z = f'(z)) both equal it on a
+    bias-free ReLU network."""
+    model, logits = _image_meta_model(activation="relu", use_bias=False)
+    image, meta, targets = _batch()
+    d_image, d_meta = _tape_gradients(logits, image, meta, targets)
+    assert np.abs(meta * d_meta).max() > 0
+    lrp = epsilon_lrp(model, {"image": image, "meta": meta}, targets, epsilon=1e-12)
+    lift = deeplift_rescale(model, [image, meta], targets)
+    mapped = relevance_map(model, (image, meta), targets, epsilon=1e-12)
+    assert isinstance(mapped, tuple)
+    for maps in ([lrp["image"], lrp["meta"]], lift, mapped):
+        np.testing.assert_allclose(maps[0], image * d_image, rtol=1e-6, atol=1e-10)
+        np.testing.assert_allclose(maps[1], meta * d_meta, rtol=1e-6, atol=1e-10)
+
+
+def test_deeplift_sums_to_delta_over_both_inputs():
+    """Oracle: summation to delta, S_c(x) - S_c(b) from the test's own forward
+    passes, with a different baseline per input and biases."""
+    model, logits = _image_meta_model(activation="relu")
+    image, meta, targets = _batch(3)
+    b_image, b_meta = np.full((5, 5, 2), 0.3), np.array([1.0, -0.5, 0.0])
+    maps = deeplift_rescale(model, [image, meta], targets, baseline=(b_image, b_meta))
+    rows = np.arange(3)
+    delta = (
+        logits([image, meta]).numpy()[rows, targets]
+        - logits(
+            [np.broadcast_to(b_image, image.shape), np.broadcast_to(b_meta, meta.shape)]
+        ).numpy()[rows, targets]
+    )
+    total = maps[0].numpy().sum(axis=(1, 2, 3)) + maps[1].numpy().sum(axis=1)
+    np.testing.assert_allclose(total, delta, rtol=1e-9, atol=1e-12)
+    assert np.abs(maps[1]).max() > 0
 
 
 def test_single_array_missing_key_and_token_input_are_refused_by_name():

@@ -31,11 +31,17 @@ def _epsilon_lrp_kernel(split, x, targets, *, epsilon: float):
 
 
 def _deeplift_kernel(split, x, targets, baseline):
-    reference = tf.broadcast_to(baseline, tf.shape(x))
+    reference = tf.nest.map_structure(
+        lambda x, b: tf.broadcast_to(b, tf.shape(x)), x, baseline
+    )
     # Token ids: padding is no feature, its embedding is kept on the baseline.
-    reference = x + split.fix_padding(reference - x)
+    reference = tf.nest.map_structure(
+        lambda x, r: x + split.fix_padding(r - x), x, reference
+    )
     multipliers, source, source_reference = deeplift_pass(split, x, reference, targets)
-    return (source - source_reference) * multipliers
+    return tf.nest.map_structure(
+        lambda m, s, r: (s - r) * m, multipliers, source, source_reference
+    )
 
 
 def epsilon_lrp(

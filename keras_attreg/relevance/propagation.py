@@ -20,6 +20,7 @@ import dataclasses
 import keras
 import tensorflow as tf
 
+from keras_attreg._inputs import model_inputs
 from keras_attreg._keras.embedding import embedding_output
 from keras_attreg._keras.graph import graph_output, is_graph_model, producer, run_graph
 from keras_attreg._logits import LogitSplit, split_logits, target_scores, unwrap
@@ -62,7 +63,8 @@ class Relevance:
         backward_maps: a-_i, the relevance of that tensor (the sum over all
             its consumers; same shapes).
         input_relevance: the relevance of the model input (shape of `x`), the
-            epsilon-LRP map; for token ids, of the Embedding output.
+            epsilon-LRP map; for token ids, of the Embedding output; for a
+            model with several inputs, one map per input in x's structure.
     """
 
     outputs: tf.Tensor
@@ -160,9 +162,12 @@ def _propagate(records, seed, value, mode: str) -> dict:
 
 
 def _source(split, x, records):
-    """The tensor that attributions are given to: `x`, or for token ids the
-    output of the model's Embedding (`find_embedding`)."""
-    if x.dtype.is_floating and not isinstance(split, TokenSplit):
+    """The tensor that attributions are given to: `x` (for a model with
+    several inputs, the float inputs in their structure), or for token ids
+    the output of the model's Embedding (`find_embedding`)."""
+    if not tf.is_tensor(x) or (
+        x.dtype.is_floating and not isinstance(split, TokenSplit)
+    ):
         return x
     tokens = split if isinstance(split, TokenSplit) else split.tokens
     if tokens is not None:
@@ -188,7 +193,9 @@ def deeplift_pass(split: LogitSplit, x, reference, targets) -> tuple:
         source tensor (`x`, or the Embedding output for token ids) and the
         source on both halves.
     """
-    stacked = tf.concat([x, reference], axis=0)
+    stacked = tf.nest.map_structure(
+        lambda a, b: tf.concat([a, b], axis=0), x, reference
+    )
     stacked_split = split
     if isinstance(split, TokenSplit):  # x and the reference are embeddings
         stacked_split = split.bind(tf.concat([split.ids, split.ids], axis=0))
@@ -196,14 +203,22 @@ def deeplift_pass(split: LogitSplit, x, reference, targets) -> tuple:
         stacked_split, stacked, epsilon_composite(DEFAULT_EPSILON), False
     )
     logits, seed = _logit(split, records, outputs)
-    batch = tf.shape(x)[0]
+    batch = tf.shape(targets)[0]
     start = tf.one_hot(targets, tf.shape(logits)[-1], dtype=seed.dtype)
     start = tf.concat([start, tf.zeros_like(start)], axis=0)
     reached = _propagate(records, seed, start, "multiplier")
-    source = _source(split, stacked, records)
-    found = reached.get(source.ref())
-    multipliers = tf.zeros_like(source) if found is None else found
-    return multipliers[:batch], source[:batch], source[batch:]
+
+    sources = _source(split, stacked, records)
+
+    def multipliers(source):
+        found = reached.get(source.ref())
+        return (tf.zeros_like(source) if found is None else found)[:batch]
+
+    return (
+        tf.nest.map_structure(multipliers, sources),
+        tf.nest.map_structure(lambda source: source[:batch], sources),
+        tf.nest.map_structure(lambda source: source[batch:], sources),
+    )
 
 
 def _last_call(records, operation):
@@ -303,7 +318,7 @@ def relevance_pass(
         layers=[record.call.operation for record in chosen],
         forward_inputs=[record.call.inputs[0] for record in chosen],
         backward_maps=[relevance_of(record.call.inputs[0]) for record in chosen],
-        input_relevance=relevance_of(_source(split, x, records)),
+        input_relevance=tf.nest.map_structure(relevance_of, _source(split, x, records)),
     )
 
 
@@ -332,14 +347,16 @@ def relevance_map(
             a rule with `register_rule`, or an
             `AttributionRegularizedModel` around one. It may end in a softmax:
             the pass starts at the logit.
-        x: float input batch.
+        x: float input batch (for a model with several inputs, a list or
+            dict of them, as `fit` takes them).
         targets: class indices, shape `(batch,)`.
         epsilon: the stabiliser eps >= 0.
         logits_layer: optional name of the layer whose output is the logit.
         eps: deprecated name of `epsilon`.
 
     Returns:
-        A float tensor of the shape of `x`.
+        A float tensor of the shape of `x` (several inputs: one per input, in
+        the structure of `x`).
 
     Raises:
         ValueError: an unsupported layer (named with its type), eps < 0,
@@ -362,9 +379,21 @@ def relevance_map(
             f"inputs {[(t.name, t.dtype) for t in unwrap(model).inputs]}"
         )
     split = split_logits(unwrap(model), logits_layer)
-    x = tf.convert_to_tensor(x)
-    if not x.dtype.is_floating:
-        x = tf.cast(x, model.compute_dtype)
+    inputs = model_inputs(split.model)
+
+    def as_float(tensor):
+        tensor = tf.convert_to_tensor(tensor)
+        if tensor.dtype.is_floating:
+            return tensor
+        return tf.cast(tensor, model.compute_dtype)
+
+    given = x
+    if inputs is None:
+        x = as_float(x)
+    else:
+        x = tf.nest.map_structure(as_float, inputs.standardize(x))
     targets = tf.cast(tf.convert_to_tensor(targets), tf.int32)
-    targets = check_targets(targets, split.num_classes(x.shape), name="targets")
-    return relevance_pass(split, x, targets, epsilon, training=False).input_relevance
+    classes = split.num_classes(tf.nest.flatten(x)[0].shape)
+    targets = check_targets(targets, classes, name="targets")
+    maps = relevance_pass(split, x, targets, epsilon, training=False).input_relevance
+    return maps if inputs is None else inputs.restore(maps, given)
