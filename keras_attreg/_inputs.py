@@ -84,6 +84,38 @@ class ModelInputs:
                 "at their Embedding in single-input models)."
             )
 
+    def select(self, x, names: list[str] | None, argument: str = "inputs") -> list:
+        """The tensors of `x` (in the model's structure) of the inputs `names`,
+        by default every float input.
+
+        Raises:
+            ValueError: naming an unknown input, or one on integer values
+                (token ids: no gradient is defined there).
+        """
+        floats = [
+            name
+            for name, dtype in zip(self.names, self.dtypes, strict=True)
+            if dtype.startswith("float")
+        ]
+        chosen = floats if names is None else list(names)
+        unknown = [name for name in chosen if name not in self.names]
+        if unknown:
+            raise ValueError(
+                f"Invalid value for argument {argument}: expected names of inputs "
+                f"of model {self.model.name!r} (one of {self.names}); no input "
+                f"is named {unknown}. Received: {argument}={names!r}"
+            )
+        integer = [name for name in chosen if name not in floats]
+        if integer or not chosen:
+            raise ValueError(
+                f"Invalid value for argument {argument}: expected float inputs of "
+                f"model {self.model.name!r} (its float inputs: {floats}); input(s) "
+                f"{integer} take integer values (token ids), where no gradient is "
+                f"defined. Received: {argument}={names!r}"
+            )
+        flat = tf.nest.flatten(x)
+        return [flat[self.names.index(name)] for name in chosen]
+
 
 def model_inputs(model) -> ModelInputs | None:
     """The `ModelInputs` of a model with several inputs, None otherwise

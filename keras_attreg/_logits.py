@@ -248,7 +248,9 @@ def target_scores(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
 FLOAT16_GRADIENT_SCALE = 2.0**12
 
 
-def input_gradient(split: LogitSplit, x, targets, training: bool = False, score=None):
+def input_gradient(
+    split: LogitSplit, x, targets, training: bool = False, score=None, wrt=None
+):
     """Forward pass plus dS_c(x)/dx, kept differentiable for an outer tape.
 
     For token ids `x` (a model with an Embedding, see `model_input`) the
@@ -263,37 +265,42 @@ def input_gradient(split: LogitSplit, x, targets, training: bool = False, score=
         score: optional `score(logits, targets) -> (batch,)` to differentiate
             in place of S_c (`target_scores`), e.g. the sum of the
             log-probabilities for the RRR penalty.
+        wrt: for a model with several inputs, the tensors of `x` to
+            differentiate with respect to (default: all of `x`).
 
     Returns:
         `(outputs, gradient)` with `gradient` of the shape of `x` (of e for
         token ids; one gradient per input, in x's structure, for a model
-        with several inputs).
+        with several inputs; of the structure of `wrt` when given).
     """
     split, x = model_input(split, x)
-    return gradient_at(split, x, targets, training, score)
+    return gradient_at(split, x, targets, training, score, wrt)
 
 
-def gradient_at(split, x, targets, training: bool = False, score=None):
+def gradient_at(split, x, targets, training: bool = False, score=None, wrt=None):
     """`(outputs, d score / dx)` for a split already bound to its input
     (`model_input`): `x` is the float input, or e for token ids.
 
     The forward pass runs at `x`, so `x` may be any point of the input space
     (an interpolation between a sample and a reference, for expected
-    gradients). `score` as in `input_gradient`.
+    gradients). `score` and `wrt` as in `input_gradient`.
     """
+    sources = x if wrt is None else wrt
     score = target_scores if score is None else score
     # float16 backprop flushes small gradients to zero: the score is scaled
     # by a power of two (exact) and the gradient, of x's dtype (float32 under a
     # mixed policy), unscaled.
     with tf.GradientTape() as tape:
-        tape.watch(x)
+        tape.watch(sources)
         logits, outputs = split(x, training=training)
         scores = score(logits, targets)
         scale = FLOAT16_GRADIENT_SCALE if scores.dtype == tf.float16 else 1.0
         if scale != 1.0:
             scores = scores * tf.constant(scale, scores.dtype)
     gradient = split.fix_padding(
-        tape.gradient(scores, x, unconnected_gradients=tf.UnconnectedGradients.ZERO)
+        tape.gradient(
+            scores, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
+        )
     )
     if scale != 1.0:
         gradient = tf.nest.map_structure(lambda g: g / scale, gradient)

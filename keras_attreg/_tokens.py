@@ -180,10 +180,14 @@ def model_input(split: LogitSplit, x):
     """The differentiable input of `split` for the batch `x`.
 
     Returns:
-        `(split, x)` for models on float inputs; for models on token ids,
-        `(split.tokens bound to x, e)` with e = Embedding(x), computed under
-        the caller's tapes (so gradients reach the embedding weights).
+        `(split, x)` for models on float inputs and for `x` holding several
+        inputs (a list or dict: differentiated at its float inputs); for
+        models on token ids, `(split.tokens bound to x, e)` with e =
+        Embedding(x), computed under the caller's tapes (so gradients reach
+        the embedding weights).
     """
+    if not tf.is_tensor(x):
+        return split, x
     tokens = getattr(split, "tokens", None)  # a bound TokenSplit has none
     if tokens is None:
         return split, x

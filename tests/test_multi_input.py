@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import keras_attreg as kar
 from keras_attreg.attributions import (
     deeplift_rescale,
     epsilon_lrp,
@@ -256,3 +257,116 @@ def test_single_array_missing_key_and_token_input_are_refused_by_name():
     )
     with pytest.raises(ValueError, match=r"Cannot attribute input\(s\) \['ids'\]"):
         gradient_x_input(text, [np.ones((2, 4)), np.ones((2, 2))], [0, 1])
+
+
+def _dense_image_meta_model():
+    """image (4, 4, 1) and meta (3,), flattened and concatenated, then two
+    Dense layers: a model with a single-input functional twin."""
+    image = keras.Input((4, 4, 1), name="image")
+    meta = keras.Input((3,), name="meta")
+    h = keras.layers.Concatenate()([keras.layers.Flatten()(image), meta])
+    h = keras.layers.Dense(5, activation="tanh")(h)
+    return keras.Model([image, meta], keras.layers.Dense(3, activation="softmax")(h))
+
+
+def _float_batch(count=6):
+    image = RNG.normal(size=(count, 4, 4, 1)).astype("float32")
+    meta = RNG.normal(size=(count, 3)).astype("float32")
+    return image, meta, np.arange(count) % 3
+
+
+@pytest.mark.parametrize("names", [None, ["meta"]])
+def test_l1_penalty_over_named_inputs_matches_the_tape(names):
+    """Oracle: the test's own tape on the logits before the step:
+    penalty = mean_b sum_{k in names} ||dS_c/dx_k||_1 (every float input by
+    default), and loss = cross-entropy + alpha * penalty; list and dict feed
+    the same numbers."""
+    base = _dense_image_meta_model()
+    image, meta, targets = _float_batch()
+    logits = keras.Model(base.inputs, base.layers[-1].output)
+    logits.layers[-1].activation = keras.activations.linear
+    x = [tf.constant(image), tf.constant(meta)]
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        z = logits(x)
+        score = tf.reduce_sum(tf.gather(z, targets, axis=1, batch_dims=1))
+    grads = dict(zip(("image", "meta"), tape.gradient(score, x), strict=True))
+    logits.layers[-1].activation = keras.activations.softmax
+    chosen = names or ["image", "meta"]
+    per_sample = sum(
+        np.abs(grads[k].numpy()).reshape(len(targets), -1).sum(axis=1) for k in chosen
+    )
+    expected = per_sample.mean()
+    probabilities = base([image, meta]).numpy()
+    cross_entropy = -np.log(probabilities[np.arange(6), targets]).mean()
+    logs = []
+    for x_fed in ([image, meta], {"meta": meta, "image": image}):
+        model = kar.AttributionRegularizedModel(
+            keras.models.clone_model(base),
+            kar.L1GradientPenalty(alpha=0.5, inputs=names),
+        )
+        model.base_model.set_weights(base.get_weights())
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        logs.append(model.fit(x_fed, targets, batch_size=6, verbose=0).history)
+    for history in logs:
+        np.testing.assert_allclose(
+            history["attribution_penalty"][0], expected, rtol=1e-5
+        )
+        np.testing.assert_allclose(
+            history["loss"][0], cross_entropy + 0.5 * expected, rtol=1e-5
+        )
+
+
+def test_fbi_on_a_multi_input_model_equals_fbi_on_its_single_input_twin():
+    """Oracle: the FBI loss of the functional twin on one input (the image
+    flattened and concatenated with the metadata, same Dense weights),
+    checked by the single-input FBI tests."""
+    base = _dense_image_meta_model()
+    vector = keras.Input((19,))
+    h = keras.layers.Dense(5, activation="tanh")(vector)
+    twin = keras.Model(vector, keras.layers.Dense(3, activation="softmax")(h))
+    twin.set_weights(base.get_weights())
+    image, meta, targets = _float_batch()
+    joined = np.concatenate([image.reshape(6, -1), meta], axis=1)
+    losses = []
+    for model, x_fed in (
+        (base, [image, meta]),
+        (base, {"image": image, "meta": meta}),
+        (twin, joined),
+    ):
+        wrapper = kar.AttributionRegularizedModel(model, kar.FBILoss())
+        wrapper.compile(loss="sparse_categorical_crossentropy")
+        losses.append(wrapper.evaluate(x_fed, targets, verbose=0, return_dict=True))
+    for logs in losses[:2]:
+        np.testing.assert_allclose(logs["fbi_loss"], losses[2]["fbi_loss"], rtol=1e-5)
+        np.testing.assert_allclose(logs["loss"], losses[2]["loss"], rtol=1e-5)
+
+
+def test_penalty_refuses_unknown_or_integer_inputs_and_masks_by_name():
+    """Oracle: the hand-written expectation of each refusal."""
+    ids = keras.Input((4,), name="ids", dtype="int32")
+    values = keras.Input((2,), name="values")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(9, 3)(ids))
+    text = keras.Model(
+        [ids, values], keras.layers.Dense(2)(keras.layers.Concatenate()([h, values]))
+    )
+    x = {"ids": np.ones((4, 4), "int32"), "values": np.ones((4, 2), "float32")}
+    y = np.array([0, 1, 0, 1])
+    default = kar.AttributionRegularizedModel(text, kar.L1GradientPenalty(alpha=0.1))
+    default.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    assert np.isfinite(default.fit(x, y, verbose=0).history["attribution_penalty"][0])
+    for names, match in ((["ids"], r"input\(s\) \['ids'\]"), (["text"], "named")):
+        model = kar.AttributionRegularizedModel(
+            text, kar.L1GradientPenalty(alpha=0.1, inputs=names)
+        )
+        model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        with pytest.raises(ValueError, match=match):
+            model.fit(x, y, verbose=0)
+    with pytest.raises(ValueError, match="2 inputs"):
+        default.fit(np.ones((4, 2)), y, verbose=0)
+    masked = kar.AttributionRegularizedModel(text, kar.MaskedGradientPenalty(alpha=1.0))
+    masked.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    with pytest.raises(ValueError, match="masks are drawn on one input"):
+        masked.fit(x, y, annotation_mask=np.ones((4, 2)), verbose=0)
+    with pytest.raises(ValueError, match="list of input names"):
+        kar.L1GradientPenalty(inputs="values")

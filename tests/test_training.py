@@ -356,7 +356,11 @@ def test_keras_save_load_round_trip_keeps_state_and_predictions(tmp_path):
     model.save(path)
     loaded = keras.models.load_model(path)
     assert isinstance(loaded, kar.AttributionRegularizedModel)
-    assert loaded.regularizer.get_config() == {"alpha": 0.05, "norm": "l1"}
+    assert loaded.regularizer.get_config() == {
+        "alpha": 0.05,
+        "norm": "l1",
+        "inputs": None,
+    }
     assert int(loaded.regularizer_start_epoch.numpy()) == 1
     np.testing.assert_allclose(loaded.regularizer_weight.numpy(), 0.25)
     np.testing.assert_array_equal(

@@ -10,6 +10,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_attreg import _guard, annotations
+from keras_attreg._inputs import model_inputs
 from keras_attreg._keras.distribute import MultiWorkerFitMixin
 from keras_attreg._keras.metrics import lower_is_better
 from keras_attreg._keras.second_order import second_order_layers
@@ -215,18 +216,34 @@ class AttributionRegularizedModel(
             (None when the batch carries none).
         """
         x, y, sample_weight, mask = self._unpack(data)
-        x = tf.convert_to_tensor(x)
-        self._check_rank(x.shape)
-        tokens = self._split.tokens is not None
-        if tokens:
-            x = tf.cast(x, tf.int32)  # token ids: the penalty is taken at e
-        elif not x.dtype.is_floating:
-            x = tf.cast(x, self.compute_dtype)
+        several = model_inputs(self.base_model)
+        tokens = False
+        if several is not None:
+            # Several inputs (a list or dict, as `fit` takes them): each is
+            # given as the model declares it (token ids stay integer).
+            x = tf.nest.map_structure(tf.convert_to_tensor, several.standardize(x))
+            for tensor, name in zip(tf.nest.flatten(x), several.names, strict=True):
+                self._check_rank(tensor.shape, name)
+        else:
+            x = tf.convert_to_tensor(x)
+            self._check_rank(x.shape)
+            tokens = self._split.tokens is not None
+            if tokens:
+                x = tf.cast(x, tf.int32)  # token ids: the penalty is taken at e
+            elif not x.dtype.is_floating:
+                x = tf.cast(x, self.compute_dtype)
         with self._guard.active():
             if mask is not None:
                 self._check_takes_mask()
+                if several is not None:
+                    raise ValueError(
+                        "Invalid value for argument annotation_mask: annotation "
+                        "masks are drawn on one input, and model "
+                        f"{self.base_model.name!r} has inputs {several.names}. "
+                        "Received: annotation masks with several inputs"
+                    )
                 mask = annotations.mask_for(mask, x.shape, tokens, "float32")
-            classes = self._split.num_classes(x.shape)
+            classes = self._split.num_classes(tf.nest.flatten(x)[0].shape)
             targets = check_targets(labels_to_targets(y, "y"), classes, name="y")
         # A batch that failed a check is not trained on (and its error is
         # raised after the step): the loss and the penalty see valid stand-ins.
@@ -260,16 +277,18 @@ class AttributionRegularizedModel(
                 "annotation masks"
             )
 
-    def _check_rank(self, shape):
+    def _check_rank(self, shape, name: str | None = None):
+        """Checks the rank of `x` (of its input `name`, for several inputs)."""
         inputs = getattr(self.base_model, "inputs", None)
         if not inputs:
             return  # a subclassed model declares no input shape
-        expected = inputs[0].shape
+        argument = "x" if name is None else f"x[{name!r}]"
+        expected = next(t for t in inputs if name in (None, t.name)).shape
         if len(shape) != len(expected):
             raise ValueError(
-                f"Invalid value for argument x: expected rank {len(expected)} "
-                f"(batch included), like the base model's input {tuple(expected)}. "
-                f"Received: x with shape {tuple(shape)}"
+                f"Invalid value for argument {argument}: expected rank "
+                f"{len(expected)} (batch included), like the base model's input "
+                f"{tuple(expected)}. Received: {argument} with shape {tuple(shape)}"
             )
 
     def _penalty(self, per_sample, sample_weight):
@@ -289,7 +308,7 @@ class AttributionRegularizedModel(
         """
         # `targets` carries the labels' range check: it runs before the loss.
         with tf.control_dependencies([targets]):
-            x = tf.identity(x)
+            x = tf.nest.map_structure(tf.identity, x)
         if weight is None:
             y_pred = self(x, training=training)
         else:
@@ -310,7 +329,8 @@ class AttributionRegularizedModel(
         """Updates the trackers; a skipped batch (`ok` false) counts for nothing,
         nor does a batch without a penalty (`None`) in the penalty's mean."""
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
-        batch = tf.cast(tf.shape(x)[0], "float32") * tf.cast(ok, "float32")
+        first = tf.nest.flatten(x)[0]
+        batch = tf.cast(tf.shape(first)[0], "float32") * tf.cast(ok, "float32")
         trackers = [(self._loss_tracker, total)]
         if penalty is not None:
             trackers.append((self.attribution_metrics.metrics[0], penalty))
@@ -319,7 +339,7 @@ class AttributionRegularizedModel(
             tracker.update_state(value, sample_weight=batch)
         if ok is not True:
             if sample_weight is None:
-                sample_weight = tf.ones(tf.shape(x)[:1])
+                sample_weight = tf.ones(tf.shape(first)[:1])
             sample_weight = tf.where(ok, sample_weight, tf.zeros_like(sample_weight))
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
@@ -484,7 +504,10 @@ class AttributionRegularizedModel(
                     "tf.data.Dataset (no batches)."
                 )
             return
-        if isinstance(x, (np.ndarray, tf.Tensor)):
+        several = model_inputs(self.base_model)
+        if several is not None:
+            several.standardize(x)  # a list or dict of one array per input
+        elif isinstance(x, (np.ndarray, tf.Tensor)):
             self._check_rank(x.shape)
         if isinstance(x, (np.ndarray, tf.Tensor)) and len(x) == 0:
             raise ValueError(
@@ -492,7 +515,7 @@ class AttributionRegularizedModel(
                 "(no samples)."
             )
         if isinstance(y, (np.ndarray, tf.Tensor)) and len(y):
-            classes = self._split.num_classes(np.shape(x))
+            classes = self._split.num_classes(None if several else np.shape(x))
             check_targets(labels_to_targets(y, "y"), classes, name="y")
         if isinstance(mask, (np.ndarray, tf.Tensor)):
             mask = annotations.check_mask_values(mask)

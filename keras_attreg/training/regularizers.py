@@ -11,6 +11,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_attreg._inputs import model_inputs
 from keras_attreg._logits import LogitSplit, input_gradient
 from keras_attreg._validation import check_choice, check_float
 
@@ -89,6 +90,11 @@ class L1GradientPenalty(AttributionRegularizer):
     `norm="l2"` gives double backpropagation (Drucker & LeCun 1992): the squared
     L2 norm ||dS_c/dx||_2^2 in place of the L1 norm.
 
+    For a model with several inputs (x given to `fit` as a list or dict), the
+    penalty is the sum over the penalised inputs k of the per-sample norms,
+    alpha * mean_b sum_k ||dS_c(x_b)/dx_k||_1: by default every float input
+    (inputs of token ids have no gradient), or the inputs named by `inputs`.
+
     With BatchNormalization in training mode, the batch statistics couple the
     samples of a batch; the gradient taken is that of sum_b S_c(x_b), whose
     cross-sample terms shrink as 1 / batch size.
@@ -96,26 +102,51 @@ class L1GradientPenalty(AttributionRegularizer):
     Args:
         alpha: non-negative weight of the penalty.
         norm: `"l1"` (the paper) or `"l2"` (squared L2).
+        inputs: for a model with several inputs, the names of the inputs
+            penalised (default None: every float input).
 
     Example:
 
     >>> import keras_attreg as kar
     >>> penalty = kar.L1GradientPenalty(alpha=1e-3)
     >>> penalty.get_config()
-    {'alpha': 0.001, 'norm': 'l1'}
+    {'alpha': 0.001, 'norm': 'l1', 'inputs': None}
     """
 
-    def __init__(self, alpha: float = 1e-3, norm: str = "l1"):
+    def __init__(
+        self, alpha: float = 1e-3, norm: str = "l1", inputs: list[str] | None = None
+    ):
         self.alpha = check_float("alpha", alpha, low=0.0)
         self.norm = check_choice("norm", norm, ("l1", "l2"))
+        if inputs is not None and (
+            isinstance(inputs, str)
+            or not inputs
+            or not all(isinstance(name, str) for name in inputs)
+        ):
+            raise ValueError(
+                "Invalid value for argument inputs: expected None or a non-empty "
+                f"list of input names. Received: inputs={inputs!r}"
+            )
+        self.inputs = None if inputs is None else list(inputs)
 
     def __call__(self, split, x, targets, training):
-        outputs, gradient = input_gradient(split, x, targets, training)
-        return outputs, penalty_norm(gradient, self.norm)
+        several = model_inputs(split.model)
+        if several is None:
+            if self.inputs is not None:
+                raise ValueError(
+                    "Invalid value for argument inputs: expected None for model "
+                    f"{split.model.name!r}, which has one input. Received: "
+                    f"inputs={self.inputs!r}"
+                )
+            outputs, gradient = input_gradient(split, x, targets, training)
+            return outputs, penalty_norm(gradient, self.norm)
+        sources = several.select(x, self.inputs)
+        outputs, gradients = input_gradient(split, x, targets, training, wrt=sources)
+        return outputs, tf.add_n([penalty_norm(g, self.norm) for g in gradients])
 
     def combine(self, task_loss, penalty, weight):
         """L' = L + weight * alpha * penalty."""
         return task_loss + tf.cast(weight * self.alpha, task_loss.dtype) * penalty
 
     def get_config(self) -> dict:
-        return {"alpha": self.alpha, "norm": self.norm}
+        return {"alpha": self.alpha, "norm": self.norm, "inputs": self.inputs}
