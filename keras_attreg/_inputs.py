@@ -117,6 +117,50 @@ class ModelInputs:
         return [flat[self.names.index(name)] for name in chosen]
 
 
+class InputView:
+    """S_c as a function of one input of a model with several inputs, the
+    others held at the values of a bound batch (as `TokenSplit` makes S_c a
+    function of the Embedding output): what a metric perturbs when it runs
+    over the features of one input.
+
+    Args:
+        split: the model's `LogitSplit`.
+        inputs: the model's `ModelInputs`.
+        x: the bound batch, in the model's structure.
+        name: the name of the input the view takes.
+    """
+
+    def __init__(self, split, inputs: ModelInputs, x, name: str):
+        self.split, self.inputs, self.x, self.name = split, inputs, x, name
+        self.value = inputs.select(x, [name], "input_name")[0]
+
+    @property
+    def model(self) -> keras.Model:
+        return self.split.model
+
+    def __call__(self, value, training: bool = False):
+        """`(logits, outputs)` of the bound batch with input `name` = value."""
+        flat = tf.nest.flatten(self.x)
+        flat[self.inputs.names.index(self.name)] = value
+        return self.split(tf.nest.pack_sequence_as(self.x, flat), training=training)
+
+    def logits(self, value, training: bool = False):
+        """The pre-softmax scores with input `name` = value."""
+        return self(value, training=training)[0]
+
+    def rows(self, indices) -> InputView:
+        """The view bound to the samples `indices` (repeats allowed)."""
+        rows = tf.nest.map_structure(lambda t: tf.gather(t, indices), self.x)
+        return InputView(self.split, self.inputs, rows, self.name)
+
+    def fix_padding(self, delta):
+        """`delta`, as is: float inputs have no padding."""
+        return delta
+
+    def num_classes(self, input_shape=None) -> int:
+        return self.split.num_classes(input_shape)
+
+
 def model_inputs(model) -> ModelInputs | None:
     """The `ModelInputs` of a model with several inputs, None otherwise
     (one input, or a subclassed model whose inputs are not known)."""

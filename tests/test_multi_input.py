@@ -19,6 +19,7 @@ from keras_attreg.attributions import (
     saliency,
     smoothgrad,
 )
+from keras_attreg.evaluation import sensitivity_n
 from keras_attreg.relevance import relevance_map
 
 RNG = np.random.default_rng(0)
@@ -370,3 +371,42 @@ def test_penalty_refuses_unknown_or_integer_inputs_and_masks_by_name():
         masked.fit(x, y, annotation_mask=np.ones((4, 2)), verbose=0)
     with pytest.raises(ValueError, match="list of input names"):
         kar.L1GradientPenalty(inputs="values")
+
+
+def test_sensitivity_n_over_a_named_input_equals_that_of_its_bound_twin():
+    """Oracle: for each sample j, the single-input Sensitivity-n of the twin
+    image -> S_c(image, meta_j) (the metadata branch's output for meta_j
+    frozen into a diagonal Dense layer, the other layers shared), run on the
+    same images so sample j keeps its position and hence its subsets; the
+    image and metadata interact through a product, so holding the wrong
+    metadata fixed changes the scores."""
+    image = keras.Input((4, 4, 1), name="image")
+    meta = keras.Input((3,), name="meta")
+    flatten = keras.layers.Flatten()
+    image_dense = keras.layers.Dense(4, activation="tanh")
+    meta_dense = keras.layers.Dense(4, activation="tanh")
+    head = keras.layers.Dense(3)
+    both = keras.layers.Multiply()([image_dense(flatten(image)), meta_dense(meta)])
+    model = keras.Model([image, meta], head(both))
+    images, metas, targets = _float_batch(3)
+    options = {"n_values": [1, 4, 12], "num_subsets": 8, "verbose": 0, "seed": 3}
+    result = sensitivity_n(
+        model,
+        ({"image": images, "meta": metas}, targets),
+        gradient_x_input,
+        input_name="image",
+        **options,
+    )
+    for j in range(3):
+        gate = meta_dense(metas[j : j + 1]).numpy()[0]
+        frozen = keras.layers.Dense(4, use_bias=False)
+        twin_input = keras.Input((4, 4, 1))
+        twin = keras.Model(twin_input, head(frozen(image_dense(flatten(twin_input)))))
+        frozen.set_weights([np.diag(gate)])
+        expected = sensitivity_n(twin, (images, targets), gradient_x_input, **options)
+        np.testing.assert_allclose(
+            result.per_sample[j], expected.per_sample[j], rtol=1e-4, atol=1e-6
+        )
+    assert np.all(np.isfinite(result.per_sample))
+    with pytest.raises(ValueError, match=r"one of \['image', 'meta'\]"):
+        sensitivity_n(model, ([images, metas], targets), gradient_x_input, **options)

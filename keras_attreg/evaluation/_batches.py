@@ -19,6 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_attreg._inputs import ModelInputs
 from keras_attreg._tokens import method_at_embedding
 from keras_attreg._validation import check_targets
 from keras_attreg.attributions import get
@@ -28,6 +29,7 @@ from keras_attreg.attributions._utils import (
     float_input,
     method_name,
     model_dtype_input,
+    num_samples,
     reference,
 )
 
@@ -45,9 +47,12 @@ class DataSource:
     Attributes:
         x: the input array (arrays), or an iterable of `(x, y)` batches.
         targets: the targets (arrays), else None.
-        sample_shape: the shape of one sample.
+        sample_shape: the shape of one sample (of the input `input_name`).
         total: the number of samples when known (arrays), else None.
         tokens: the inputs are token ids.
+        inputs: for a model with several inputs, its `ModelInputs`: batches
+            come in the model's structure.
+        input_name: with `inputs`, the input whose features are measured.
     """
 
     x: object
@@ -55,36 +60,61 @@ class DataSource:
     sample_shape: tuple
     total: int | None
     tokens: bool
+    inputs: ModelInputs | None = None
+    input_name: str | None = None
 
     def batches(self, batch_size: int) -> Iterator[tuple[tf.Tensor, tf.Tensor]]:
         """`(x, targets)` tensors of at most `batch_size` samples, checked."""
+        options = {"name": "data", "tokens": self.tokens, "inputs": self.inputs}
         if isinstance(self.x, _Batches):
             for x, y in self.x:
-                yield from batches(x, y, batch_size, name="data", tokens=self.tokens)
+                yield from batches(x, y, batch_size, **options)
             return
-        yield from batches(
-            self.x, self.targets, batch_size, name="data", tokens=self.tokens
-        )
+        yield from batches(self.x, self.targets, batch_size, **options)
+
+    def measured(self, x):
+        """The input of the batch `x` whose features are measured: `x`, or
+        for several inputs the one named `input_name`."""
+        if self.inputs is None:
+            return x
+        return self.inputs.select(x, [self.input_name], "input_name")[0]
 
 
-def data_source(data, tokens: bool) -> DataSource:
-    """A `DataSource` for `data` (any of the forms `evaluate` takes).
+def data_source(
+    data,
+    tokens: bool,
+    inputs: ModelInputs | None = None,
+    input_name: str | None = None,
+) -> DataSource:
+    """A `DataSource` for `data` (any of the forms `evaluate` takes); for a
+    model with several `inputs`, x of each form a list or dict of arrays
+    (as `fit` takes it) and `input_name` the input measured.
 
     Raises:
         ValueError: `data` is none of them, naming what was received.
     """
+
+    def source(x, targets, first, total=None):
+        """The source of `x`; `first` a batch of it (or its spec)."""
+        made = DataSource(x, targets, (), total, tokens, inputs, input_name)
+        if inputs is not None:
+            first = made.measured(inputs.standardize(first, "data"))
+        shape = first.shape if hasattr(first, "shape") else np.shape(first)
+        made.sample_shape = tuple(shape[1:])
+        return made
+
     if isinstance(data, (tuple, list)):
         if len(data) != 2:
             raise ValueError(
                 f"Invalid value for argument data: expected {_FORMS}. Received: "
                 f"a {type(data).__name__} of {len(data)} parts"
             )
-        x = model_dtype_input(data[0], tokens)
-        return DataSource(x, data[1], tuple(x.shape[1:]), int(x.shape[0]), tokens)
+        x = model_dtype_input(data[0], tokens, inputs)
+        return source(x, data[1], x, num_samples(x))
     if isinstance(data, tf.data.Dataset):
-        shape = tuple(data.element_spec[0].shape[1:])
-        if None not in shape:
-            return DataSource(data, None, shape, None, tokens)
+        made = source(data, None, data.element_spec[0])
+        if None not in made.sample_shape:
+            return made
         iterator = iter(data)
     elif isinstance(data, keras.utils.PyDataset):
         iterator = (data[index] for index in range(len(data)))
@@ -108,8 +138,7 @@ def data_source(data, tokens: bool) -> DataSource:
             f"{type(first).__name__}"
         )
     batch_iterable = ((b[0], b[1]) for b in itertools.chain([first], iterator))
-    shape = tuple(np.shape(first[0])[1:])
-    return DataSource(_Batches(batch_iterable), None, shape, None, tokens)
+    return source(_Batches(batch_iterable), None, first[0])
 
 
 class _Batches:
@@ -153,7 +182,9 @@ def attributed_batches(
     """`(x, targets, maps)` per batch of `source`.
 
     `maps` (precomputed, aligned with the data) are sliced in step with the
-    batches; otherwise `method(model, x, targets)` is called per batch.
+    batches; otherwise `method(model, x, targets)` is called per batch. For
+    several inputs, the maps are those of the measured input
+    (`DataSource.measured`), and `x` has them all.
 
     Raises:
         ValueError: maps of another shape than their inputs, or another number
@@ -163,15 +194,17 @@ def attributed_batches(
         raise shape_error(maps.shape, (source.total, *source.sample_shape), name)
     offset = 0
     for x_batch, t_batch in source.batches(batch_size):
-        size = int(x_batch.shape[0])
+        size = num_samples(x_batch)
         if method is None:
             if offset + size > maps.shape[0]:
                 raise _count_error(f"at least {offset + size}", maps.shape, name)
             batch_maps = maps[offset : offset + size]
         else:
-            batch_maps = tf.convert_to_tensor(method(model, x_batch, t_batch))
-        if batch_maps.shape != x_batch.shape:
-            raise shape_error(batch_maps.shape, x_batch.shape, name)
+            batch_maps = method(model, x_batch, t_batch)
+            batch_maps = tf.convert_to_tensor(source.measured(batch_maps))
+        measured = source.measured(x_batch)
+        if batch_maps.shape != measured.shape:
+            raise shape_error(batch_maps.shape, measured.shape, name)
         offset += size
         yield x_batch, t_batch, batch_maps
     if method is None and offset != maps.shape[0]:
@@ -200,8 +233,9 @@ def scored_batches(
 ) -> Iterator[tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]]:
     """`(x, targets, maps, sample_ids, baseline)` per batch, as the metrics'
     kernels take them: the targets checked against the model's classes, the
-    maps in the baseline's dtype, the samples' positions in the data (for
-    stateless draws keyed by sample) and the baseline of one sample as the
+    maps (of the measured input, for several inputs) in the baseline's
+    dtype, the samples' positions in the data (for stateless draws keyed by
+    sample) and the baseline of one sample as the
     kernel sees it (`reference`, taken once); a progress bar with `verbose`.
     """
     progress = keras.utils.Progbar(source.total, verbose=verbose, unit_name="sample")
@@ -209,14 +243,15 @@ def scored_batches(
     for x_batch, t_batch, batch_maps in attributed_batches(
         model, source, method, maps, batch_size
     ):
-        size = int(x_batch.shape[0])
+        size = num_samples(x_batch)
         if classes is None:
-            classes = split.num_classes(x_batch.shape)
+            classes = split.num_classes(tf.nest.flatten(x_batch)[0].shape)
+            measured = source.measured(x_batch)
             base = reference(
                 model,
                 baseline,
                 baseline_token,
-                example_input(split, x_batch),
+                measured if source.inputs else example_input(split, x_batch),
                 embedding_layer,
             )
         check_targets(t_batch, classes)

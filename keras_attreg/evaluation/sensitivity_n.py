@@ -37,6 +37,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_attreg._inputs import InputView, model_inputs
 from keras_attreg._logits import (
     attributed_embedding,
     split_logits,
@@ -47,6 +48,7 @@ from keras_attreg._validation import check_choice, check_int
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
     for_each_chunk,
+    num_samples,
     traced,
 )
 from keras_attreg.evaluation._batches import (
@@ -295,7 +297,7 @@ def _kernel(
         )
         masked = tf.where(mask, baseline, tf.gather(x, sample))
         drop = tf.gather(scores, sample) - target_scores(
-            split.logits(masked), tf.gather(targets, sample)
+            split.rows(sample).logits(masked), tf.gather(targets, sample)
         )
         return tf.tensor_scatter_nd_update(s_n, indices[:, None], drop)
 
@@ -304,6 +306,14 @@ def _kernel(
     )
     shape = [batch, num_n, num_subsets]
     return _pearson(tf.reshape(r_n, shape), tf.reshape(s_n, shape))
+
+
+def _input_kernel(split, x, *tensors, input_name: str, **options):
+    """`_kernel` over the features of the input `input_name` of a model with
+    several inputs (`x` has them all), the others held at the sample's own
+    values."""
+    view = InputView(split, model_inputs(split.model), x, input_name)
+    return _kernel(view, view.value, *tensors, **options)
 
 
 def _mix(h: tf.Tensor) -> tf.Tensor:
@@ -415,10 +425,13 @@ def _token_kernel(
 
 class _PixelSubsets:
     """Random n-subsets of pixels (channels together) or of elements: one pool
-    of subset masks per n, the removed features set to the baseline."""
+    of subset masks per n, the removed features set to the baseline (of the
+    input `input_name` of a model with several inputs)."""
 
-    def __init__(self, sample_shape, features: str, seed: int):
-        self.features, self.seed = features, seed
+    def __init__(
+        self, sample_shape, features: str, seed: int, input_name: str | None = None
+    ):
+        self.features, self.seed, self.input_name = features, seed, input_name
         self.pixel = features == "pixel" and len(sample_shape) == 3
         self.count = num_features(sample_shape, features)
 
@@ -427,19 +440,19 @@ class _PixelSubsets:
         del embedding_layer  # No embedding: the features are the input's.
         rows = pool_size(len(n_values), num_subsets, self.count)
         pool = subset_pool(self.seed, n_values, rows, self.count)
-        function = traced(
-            model,
-            _kernel,
-            seed=self.seed,
-            num_subsets=num_subsets,
-            pixel=self.pixel,
-            chunk=chunk,
-        )
+        options = {"seed": self.seed, "num_subsets": num_subsets, "chunk": chunk}
+        options["pixel"] = self.pixel
+        if self.input_name is None:
+            function = traced(model, _kernel, **options)
+        else:
+            function = traced(
+                model, _input_kernel, input_name=self.input_name, **options
+            )
         return lambda *batch: function(*batch, pool)
 
     def too_short(self, x_batch, n_values) -> np.ndarray:
         """Every sample has all `count` features: no sample is too short."""
-        return np.zeros((x_batch.shape[0], len(n_values)), bool)
+        return np.zeros((num_samples(x_batch), len(n_values)), bool)
 
 
 class _TokenSubsets:
@@ -487,6 +500,7 @@ def sensitivity_n(
     label: str | None = None,
     embedding_layer: str | None = None,
     baseline_token: int | None = None,
+    input_name: str | None = None,
 ) -> SensitivityNResult:
     """Sensitivity-n of attributions (Ancona et al. 2018, Sec. 4).
 
@@ -499,16 +513,21 @@ def sensitivity_n(
     undefined correlation: they are counted in `undefined`, not averaged in.
     For token ids (see the module docstring) the features are the tokens,
     removal sets their embedding to the baseline and padding is never drawn.
+    For a model with several inputs, the features are those of the input
+    `input_name`, the other inputs held at each sample's own values.
 
     Args:
         model: a Keras model; S_c is its pre-softmax logit of class c. An
             `AttributionRegularizedModel` stands for its base model (which
             is also what a callable `attributions` receives).
         data: `(x, targets)` arrays, or a `tf.data.Dataset` of `(x, targets)`
-            batches (targets as class indices or one-hot).
+            batches (targets as class indices or one-hot); for several
+            inputs, x a list or dict of arrays (as `fit` takes it).
         attributions: an array aligned with `x` (for token ids: one value per
-            token, (samples, seq_len)), a method `method(model, x, targets)`
-            called batch by batch, or a method's name (`"saliency"`, ...).
+            token, (samples, seq_len); for several inputs: the maps of the
+            input `input_name`), a method `method(model, x, targets)` called
+            batch by batch (for several inputs, its map of `input_name` is
+            taken), or a method's name (`"saliency"`, ...).
         n_values: subset sizes; default 16 log-spaced values from 1 to 80% of
             the features.
         num_subsets: subsets per (sample, n), >= 2.
@@ -532,6 +551,8 @@ def sensitivity_n(
             by itself.
         baseline_token: for token ids, a token id whose embedding replaces
             the removed tokens' (overrides `baseline`).
+        input_name: for a model with several inputs, the name of the (float)
+            input whose features are removed; required there, None otherwise.
 
     Returns:
         A `SensitivityNResult`.
@@ -553,12 +574,25 @@ def sensitivity_n(
     seed = check_int("seed", seed)
     batch_size = check_int("batch_size", batch_size, low=1)
     split = split_logits(model, embedding_layer=embedding_layer)
-    tokens = split.tokens is not None
-    source = data_source(data, tokens)
+    inputs = model_inputs(model)
+    if inputs is None and input_name is not None:
+        raise ValueError(
+            "Invalid value for argument input_name: expected None for model "
+            f"{model.name!r}, which has one input. Received: "
+            f"input_name={input_name!r}"
+        )
+    if inputs is not None and input_name not in inputs.names:
+        raise ValueError(
+            f"Invalid value for argument input_name: model {model.name!r} has "
+            f"several inputs; expected the name of the one whose features are "
+            f"removed (one of {inputs.names}). Received: input_name={input_name!r}"
+        )
+    tokens = inputs is None and split.tokens is not None
+    source = data_source(data, tokens, inputs, input_name)
     subsets = (
         _TokenSubsets(source.sample_shape, seed)
         if tokens
-        else _PixelSubsets(source.sample_shape, features, seed)
+        else _PixelSubsets(source.sample_shape, features, seed, input_name)
     )
     n_values = _check_n_values(n_values, subsets.count, subsets.features)
     method, maps = resolve_method(model, attributions, tokens, embedding_layer)
