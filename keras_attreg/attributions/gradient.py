@@ -98,7 +98,8 @@ def saliency(
             or an `AttributionRegularizedModel` (its base model is used).
         x: inputs (array or tensor), or a `tf.data.Dataset` of
             `(x, labels)` batches; token ids (batch, seq_len) for a model with
-            an Embedding layer.
+            an Embedding layer; for a model with several (float) inputs, a
+            list, tuple or dict of arrays, as `fit` takes them.
         targets: class index c of each sample (or one-hot labels); None when
             `x` is a dataset.
         absolute: False gives the signed gradient dS_c/dx_i.
@@ -110,7 +111,8 @@ def saliency(
 
     Returns:
         A tensor of the shape of `x` (for token ids, (batch, seq_len):
-        sum_d |dS_c/de_{t,d}|, or sum_d dS_c/de_{t,d} when not `absolute`).
+        sum_d |dS_c/de_{t,d}|, or sum_d dS_c/de_{t,d} when not `absolute`;
+        for several inputs, one map per input in the structure of `x`).
 
     Example:
         >>> maps = saliency(model, x_test[:8], y_test[:8])
@@ -173,7 +175,8 @@ def integrated_gradients(
         model, x, targets, embedding_layer: as `saliency`.
         baseline: b, a scalar or an array of one sample's shape (for token
             ids: of e's sample shape (seq_len, dim); 0 is the zero embedding;
-            padding positions keep their embedding, b_t = e_t there).
+            padding positions keep their embedding, b_t = e_t there); for
+            several inputs, a scalar or a list or dict of one per input.
         steps: m, the number of gradient evaluations per sample.
         batch_size: the largest number of inputs per model call (interpolation
             points of several samples share a call), which bounds memory.

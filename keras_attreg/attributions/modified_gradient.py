@@ -114,7 +114,8 @@ def deeplift_rescale(
         model: a functional or Sequential Keras model.
         x, targets: as `saliency`.
         baseline: b, a scalar or an array of one sample's shape (token ids:
-            of e's sample shape; padding keeps its embedding).
+            of e's sample shape; padding keeps its embedding; several inputs:
+            a scalar or a list or dict of one per input).
         batch_size: samples per call (the model sees twice as many inputs).
         embedding_layer, baseline_token: as `integrated_gradients`.
 
