@@ -201,6 +201,47 @@ def test_smoothgrad_adds_noise_to_every_input():
     np.testing.assert_allclose(named["meta"], listed[1], rtol=1e-12)
 
 
+def test_occlusion_of_each_input_matches_a_naive_loop():
+    """Oracle: the test's own loop of forward passes: each 2x2 image patch,
+    then each metadata feature alone, set to its baseline with the other
+    input held; the drop of S_c is the map there (the patches tile the
+    image, so each pixel has one)."""
+    base = _dense_image_meta_model()
+    logits = keras.Model(base.inputs, base.layers[-1].output)
+    image, meta, targets = _float_batch(3)
+    b_meta = np.array([0.5, -1.0, 2.0], "float32")
+
+    def score(image, meta):
+        logits.layers[-1].activation = keras.activations.linear
+        z = logits([image, meta]).numpy()
+        logits.layers[-1].activation = keras.activations.softmax
+        return z[np.arange(3), targets]
+
+    full = score(image, meta)
+    expected_image, expected_meta = np.zeros_like(image), np.zeros_like(meta)
+    for row in range(0, 4, 2):
+        for col in range(0, 4, 2):
+            hidden = image.copy()
+            hidden[:, row : row + 2, col : col + 2] = 0.0
+            drop = full - score(hidden, meta)
+            expected_image[:, row : row + 2, col : col + 2] = drop[:, None, None, None]
+    for feature in range(3):
+        hidden = meta.copy()
+        hidden[:, feature] = b_meta[feature]
+        expected_meta[:, feature] = full - score(image, hidden)
+    maps = occlusion(
+        base,
+        {"image": image, "meta": meta},
+        targets,
+        patch_size={"image": 2},
+        baseline={"image": 0.0, "meta": b_meta},
+        batch_size=5,
+    )
+    np.testing.assert_allclose(maps["image"], expected_image, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(maps["meta"], expected_meta, rtol=1e-4, atol=1e-5)
+    assert np.abs(expected_meta).max() > 1e-3
+
+
 def test_epsilon_lrp_and_deeplift_equal_gradient_x_input_on_a_bias_free_relu_net():
     """Oracle: the test's own tape, x_k * dS_c/dx_k: epsilon-LRP (and
     relevance_map) at eps -> 0 and DeepLIFT-Rescale from a zero baseline
@@ -248,8 +289,8 @@ def test_single_array_missing_key_and_token_input_are_refused_by_name():
         saliency(model, {"image": image}, targets)
     with pytest.raises(ValueError, match=r"baseline\['meta'\]"):
         integrated_gradients(model, [image, meta], targets, baseline=[0.0, np.ones(5)])
-    with pytest.raises(ValueError, match="patches are defined over one input"):
-        occlusion(model, [image, meta], targets)
+    with pytest.raises(ValueError, match="keyed by input names"):
+        occlusion(model, [image, meta], targets, patch_size={"text": 2})
     ids = keras.Input((4,), name="ids", dtype="int32")
     values = keras.Input((2,), name="values")
     h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(9, 3)(ids))

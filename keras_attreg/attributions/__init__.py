@@ -5,8 +5,8 @@ Every method takes a batch (array, tensor, or a `tf.data.Dataset` of
 on S_c(x), the pre-softmax logit of the target class c. For models on token
 ids the maps are taken at the Embedding output and summed per token: shape
 (batch, seq_len). For a model with several inputs, x is a list or dict of arrays
-(as `fit` takes it) and the maps come back in the same structure, one per input
-(occlusion takes one input). `get("name")` returns a method by name.
+(as `fit` takes it) and the maps come back in the same structure, one per input.
+`get("name")` returns a method by name.
 """
 
 from keras_attreg.attributions.gradient import (

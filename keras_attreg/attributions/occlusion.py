@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg._inputs import model_inputs
+from keras_attreg._inputs import InputView, model_inputs
 from keras_attreg._logits import target_scores, unwrap
 from keras_attreg._validation import check_int
 from keras_attreg.attributions._utils import (
@@ -93,6 +93,47 @@ def _occlusion_kernel(split, x, targets, baseline, masks, *, chunk: int):
     return tf.broadcast_to(tf.math.divide_no_nan(total, coverage), tf.shape(x))
 
 
+def _inputs_occlusion_kernel(split, x, targets, baselines, masks, *, chunk: int):
+    """Occlusion of each input of a model with several inputs in turn, the
+    others held at the sample's own values: one map per input, in x's
+    structure."""
+    inputs = model_inputs(split.model)
+    maps = [
+        _occlusion_kernel(view, view.value, targets, baseline, mask, chunk=chunk)
+        for view, baseline, mask in zip(
+            (InputView(split, inputs, x, name) for name in inputs.names),
+            tf.nest.flatten(baselines),
+            tf.nest.flatten(masks),
+            strict=True,
+        )
+    ]
+    return tf.nest.pack_sequence_as(x, maps)
+
+
+def _inputs_patch_masks(inputs, x, patch_size, stride) -> list:
+    """The patch masks of each input of a model with several inputs (in x's
+    structure): `patch_size` and `stride` one value for all or a dict of one
+    per input; the default patch is 4 on inputs with spatial axes, 1 (each
+    feature alone) on feature vectors."""
+
+    def of(value, name):
+        return value.get(name) if isinstance(value, dict) else value
+
+    for argument, value in (("patch_size", patch_size), ("stride", stride)):
+        if isinstance(value, dict) and not set(value) <= set(inputs.names):
+            raise ValueError(
+                f"Invalid value for argument {argument}: expected a dict keyed by "
+                f"input names (of {inputs.names}). Received: {argument}={value!r}"
+            )
+    masks = []
+    for tensor, name in zip(tf.nest.flatten(x), inputs.names, strict=True):
+        size = of(patch_size, name)
+        if size is None:
+            size = 4 if tensor.shape.rank >= 3 else 1
+        masks.append(_patch_masks(tensor, size, of(stride, name), tokens=False))
+    return tf.nest.pack_sequence_as(x, masks)
+
+
 def occlusion(
     model: keras.Model,
     x,
@@ -117,17 +158,22 @@ def occlusion(
     Args:
         model, x, targets, embedding_layer: as `saliency`; `x` of shape
             (batch, features), (batch, height, width), (batch, height, width,
-            channels) or token ids (batch, seq_len).
+            channels) or token ids (batch, seq_len); for several inputs, a
+            list or dict of them, each occluded in turn, the others held.
         patch_size: patch side (int) or sizes per spatial axis; default 4
-            (pixels), 1 (token) for token ids.
-        stride: step between patches; defaults to `patch_size`.
+            (pixels), 1 (token) for token ids; for several inputs, one value
+            for all or a dict of one per input (default: 4 on inputs with
+            spatial axes, 1 on feature vectors).
+        stride: step between patches; defaults to `patch_size` (for several
+            inputs, one value for all or a dict).
         baseline: b, a scalar or an array of one sample's shape (0: the zero
             embedding for token ids).
         batch_size: the largest number of occluded inputs per model call.
         baseline_token: for token ids, a token id whose embedding is b.
 
     Returns:
-        A tensor of the shape of `x`.
+        A tensor of the shape of `x` (several inputs: one per input, in the
+        structure of `x`).
 
     Example:
         >>> maps = occlusion(model, x_test[:8], y_test[:8], patch_size=4)
@@ -135,12 +181,17 @@ def occlusion(
     batch_size = check_int("batch_size", batch_size, low=1)
     inputs = model_inputs(unwrap(model))
     if inputs is not None:
-        raise ValueError(
-            f"occlusion takes models with one input; model {inputs.model.name!r} "
-            f"has {len(inputs.names)} inputs {inputs.names}: its patches are "
-            "defined over one input's spatial axes. Use a gradient method "
-            "(saliency, gradient_x_input, integrated_gradients, smoothgrad), "
-            "which return one map per input."
+        return attribute(
+            model,
+            x,
+            targets,
+            _inputs_occlusion_kernel,
+            batch_size,
+            tensors=lambda x_batch: (
+                reference(model, baseline, baseline_token, x_batch),
+                _inputs_patch_masks(inputs, x_batch, patch_size, stride),
+            ),
+            chunk=batch_size,
         )
     tokens = token_split(model, embedding_layer) is not None
     if patch_size is None:
