@@ -19,7 +19,7 @@ from keras_attreg.attributions import (
     saliency,
     smoothgrad,
 )
-from keras_attreg.evaluation import sensitivity_n
+from keras_attreg.evaluation import deletion, infidelity, sensitivity_n
 from keras_attreg.relevance import relevance_map
 
 RNG = np.random.default_rng(0)
@@ -451,3 +451,33 @@ def test_sensitivity_n_over_a_named_input_equals_that_of_its_bound_twin():
     assert np.all(np.isfinite(result.per_sample))
     with pytest.raises(ValueError, match=r"one of \['image', 'meta'\]"):
         sensitivity_n(model, ([images, metas], targets), gradient_x_input, **options)
+
+
+def test_deletion_over_a_named_input_matches_a_naive_loop():
+    """Oracle: the test's own loop: for each sample and fraction f, the
+    round(f * 16) image pixels of highest given attribution set to 0, the
+    metadata held at the sample's own values, the softmax probability of the
+    target from the model's own forward pass."""
+    model = _dense_image_meta_model()
+    image, meta, targets = _float_batch(3)
+    maps = RNG.normal(size=image.shape).astype("float32")
+    result = deletion(
+        model,
+        ([image, meta], targets),
+        maps,
+        step=0.25,
+        input_name="image",
+    )
+    expected = np.zeros((3, 5))
+    for j in range(3):
+        order = np.argsort(-maps[j].ravel())
+        for k, fraction in enumerate((0.0, 0.25, 0.5, 0.75, 1.0)):
+            hidden = image[j].ravel().copy()
+            hidden[order[: round(fraction * 16)]] = 0.0
+            probabilities = model([hidden.reshape(1, 4, 4, 1), meta[j : j + 1]]).numpy()
+            expected[j, k] = probabilities[0, targets[j]]
+    np.testing.assert_allclose(result.per_sample, expected, rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match="named by `input_name`"):
+        deletion(model, ([image, meta], targets), maps)
+    with pytest.raises(ValueError, match="infidelity takes models with one input"):
+        infidelity(model, ([image, meta], targets), gradient_x_input)

@@ -19,7 +19,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg._inputs import ModelInputs
+from keras_attreg._inputs import InputView, ModelInputs, model_inputs
 from keras_attreg._tokens import method_at_embedding
 from keras_attreg._validation import check_targets
 from keras_attreg.attributions import get
@@ -78,6 +78,53 @@ class DataSource:
         if self.inputs is None:
             return x
         return self.inputs.select(x, [self.input_name], "input_name")[0]
+
+
+def measured_inputs(model: keras.Model, input_name: str | None, metric: str):
+    """The `ModelInputs` of a model with several inputs, whose input
+    `input_name` a metric measures (None for a model with one input, or
+    `input_name` None where the metric takes no `input_name`, then refused).
+
+    Raises:
+        ValueError: `input_name` missing or unknown for a model with several
+            inputs, or given for a model with one.
+    """
+    inputs = model_inputs(model)
+    if inputs is None and input_name is not None:
+        raise ValueError(
+            "Invalid value for argument input_name: expected None for model "
+            f"{model.name!r}, which has one input. Received: "
+            f"input_name={input_name!r}"
+        )
+    if inputs is not None and input_name not in inputs.names:
+        raise ValueError(
+            f"Invalid value for argument input_name: model {model.name!r} has "
+            f"several inputs; {metric} removes the features of one, named by "
+            f"`input_name` (one of {inputs.names}). Received: "
+            f"input_name={input_name!r}"
+        )
+    return inputs
+
+
+def refuse_several_inputs(model: keras.Model, metric: str) -> None:
+    """A ValueError for a model with several inputs, which `metric` does not
+    take yet (Sensitivity-n, deletion and insertion do, by `input_name`)."""
+    inputs = model_inputs(model)
+    if inputs is not None:
+        raise ValueError(
+            f"{metric} takes models with one input; model {model.name!r} has "
+            f"inputs {inputs.names}. Sensitivity-n, deletion and insertion "
+            "measure one input of such a model (`input_name=`)."
+        )
+
+
+def on_input(split, x, *tensors, measure, input_name: str, **options):
+    """`measure(split, x, *tensors, **options)`, the kernel of a single-input
+    metric, run over the input `input_name` of a model with several inputs
+    (`x` has them all), the others held at each sample's own values
+    (`InputView`)."""
+    view = InputView(split, model_inputs(split.model), x, input_name)
+    return measure(view, view.value, *tensors, **options)
 
 
 def data_source(

@@ -48,6 +48,8 @@ from keras_attreg.evaluation._batches import (
     data_source,
     json_list,
     label_of,
+    measured_inputs,
+    on_input,
     resolve_method,
     scored_batches,
     standard_error,
@@ -184,7 +186,9 @@ def _kernel(
             inputs = tf.where(chosen, baseline, original)
         else:
             inputs = tf.where(chosen, original, baseline)
-        value = _score(split.logits(inputs), tf.gather(targets, sample), score)
+        value = _score(
+            split.rows(sample).logits(inputs), tf.gather(targets, sample), score
+        )
         return tf.tensor_scatter_nd_update(scores, indices[:, None], value)
 
     scores = for_each_chunk(
@@ -235,6 +239,7 @@ def _curve(
     label,
     embedding_layer,
     baseline_token,
+    input_name,
 ) -> PerturbationCurveResult:
     embedding_layer = attributed_embedding(model, embedding_layer)
     model = unwrap(model)
@@ -242,8 +247,9 @@ def _curve(
     features = check_choice("features", features, ("pixel", "element"))
     batch_size = check_int("batch_size", batch_size, low=1)
     split = split_logits(model, embedding_layer=embedding_layer)
-    tokens = split.tokens is not None
-    source = data_source(data, tokens)
+    inputs = measured_inputs(model, input_name, mode)
+    tokens = inputs is None and split.tokens is not None
+    source = data_source(data, tokens, inputs, input_name)
     shape = source.sample_shape
     count = None if tokens else num_features(shape, features)
     fractions = fraction_grid(_check_step(step, count))
@@ -262,14 +268,14 @@ def _curve(
         )
     else:
         steps = tf.constant(np.round(fractions * count).astype(np.int32))
-        kernel = traced(
-            model,
-            _kernel,
-            mode=mode,
-            score=score,
-            pixel=features == "pixel" and len(shape) == 3,
-            chunk=batch_size,
-        )
+        options = {"mode": mode, "score": score, "chunk": batch_size}
+        options["pixel"] = features == "pixel" and len(shape) == 3
+        if inputs is None:
+            kernel = traced(model, _kernel, **options)
+        else:
+            kernel = traced(
+                model, on_input, measure=_kernel, input_name=input_name, **options
+            )
     rows = [
         kernel(x_batch, batch_maps, t_batch, base, steps)
         for x_batch, t_batch, batch_maps, _, base in scored_batches(
@@ -309,6 +315,7 @@ def deletion(
     label: str | None = None,
     embedding_layer: str | None = None,
     baseline_token: int | None = None,
+    input_name: str | None = None,
 ) -> PerturbationCurveResult:
     """The deletion curve: the score as the top-ranked features are removed.
 
@@ -339,6 +346,9 @@ def deletion(
         label: the name of the attributions in plots.
         embedding_layer: for token ids, the Embedding layer's name.
         baseline_token: for token ids, a token whose embedding is the baseline.
+        input_name: for a model with several inputs (x a list or dict of
+            arrays), the input whose features are ranked and removed, the
+            others held at each sample's values (the maps are those of it).
 
     Returns:
         A `PerturbationCurveResult` (mode "deletion").
@@ -365,6 +375,7 @@ def deletion(
         label,
         embedding_layer,
         baseline_token,
+        input_name,
     )
 
 
@@ -381,6 +392,7 @@ def insertion(
     label: str | None = None,
     embedding_layer: str | None = None,
     baseline_token: int | None = None,
+    input_name: str | None = None,
 ) -> PerturbationCurveResult:
     """The insertion curve: the score as the top-ranked features are put back.
 
@@ -414,4 +426,5 @@ def insertion(
         label,
         embedding_layer,
         baseline_token,
+        input_name,
     )

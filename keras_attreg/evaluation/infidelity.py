@@ -47,6 +47,7 @@ from keras_attreg.evaluation._batches import (
     PRECOMPUTED,
     data_source,
     label_of,
+    refuse_several_inputs,
     resolve_method,
     scored_batches,
 )
@@ -335,6 +336,7 @@ def infidelity(
             "Invalid value for argument normalize: expected True or False. "
             f"Received: normalize={normalize!r}"
         )
+    refuse_several_inputs(model, "infidelity")
     split = split_logits(model, embedding_layer=embedding_layer)
     tokens = split.tokens is not None
     source = data_source(data, tokens)

@@ -62,6 +62,7 @@ from keras_attreg.evaluation._batches import (
     data_source,
     json_list,
     label_of,
+    refuse_several_inputs,
     resolve_method,
     standard_error,
 )
@@ -439,6 +440,7 @@ def model_randomisation(
     seed = check_int("seed", seed)
     batch_size = check_int("batch_size", batch_size, low=1)
     verbose = check_int("verbose", verbose, low=0)
+    refuse_several_inputs(model, "model_randomisation")
     positions = _chosen_layers(model, layers)
     split = split_logits(model, embedding_layer=embedding_layer)
     tokens = split.tokens is not None

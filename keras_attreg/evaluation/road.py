@@ -70,6 +70,7 @@ from keras_attreg.evaluation._batches import (
     data_source,
     json_list,
     label_of,
+    refuse_several_inputs,
     resolve_method,
     standard_error,
 )
@@ -463,6 +464,7 @@ def road(
     score = check_choice("score", score, SCORES)
     seed = check_int("seed", seed, low=0)
     batch_size = check_int("batch_size", batch_size, low=1)
+    refuse_several_inputs(model, "ROAD")
     split = split_logits(model)
     if split.tokens is not None:
         raise ValueError(

@@ -37,7 +37,6 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_attreg._inputs import InputView, model_inputs
 from keras_attreg._logits import (
     attributed_embedding,
     split_logits,
@@ -56,6 +55,8 @@ from keras_attreg.evaluation._batches import (
     data_source,
     json_list,
     label_of,
+    measured_inputs,
+    on_input,
     resolve_method,
     scored_batches,
     standard_error,
@@ -308,14 +309,6 @@ def _kernel(
     return _pearson(tf.reshape(r_n, shape), tf.reshape(s_n, shape))
 
 
-def _input_kernel(split, x, *tensors, input_name: str, **options):
-    """`_kernel` over the features of the input `input_name` of a model with
-    several inputs (`x` has them all), the others held at the sample's own
-    values."""
-    view = InputView(split, model_inputs(split.model), x, input_name)
-    return _kernel(view, view.value, *tensors, **options)
-
-
 def _mix(h: tf.Tensor) -> tf.Tensor:
     """The 32-bit finaliser of MurmurHash3: a bijective avalanche mix."""
     h = tf.bitwise.bitwise_xor(h, tf.bitwise.right_shift(h, 16))
@@ -446,7 +439,7 @@ class _PixelSubsets:
             function = traced(model, _kernel, **options)
         else:
             function = traced(
-                model, _input_kernel, input_name=self.input_name, **options
+                model, on_input, measure=_kernel, input_name=self.input_name, **options
             )
         return lambda *batch: function(*batch, pool)
 
@@ -574,19 +567,7 @@ def sensitivity_n(
     seed = check_int("seed", seed)
     batch_size = check_int("batch_size", batch_size, low=1)
     split = split_logits(model, embedding_layer=embedding_layer)
-    inputs = model_inputs(model)
-    if inputs is None and input_name is not None:
-        raise ValueError(
-            "Invalid value for argument input_name: expected None for model "
-            f"{model.name!r}, which has one input. Received: "
-            f"input_name={input_name!r}"
-        )
-    if inputs is not None and input_name not in inputs.names:
-        raise ValueError(
-            f"Invalid value for argument input_name: model {model.name!r} has "
-            f"several inputs; expected the name of the one whose features are "
-            f"removed (one of {inputs.names}). Received: input_name={input_name!r}"
-        )
+    inputs = measured_inputs(model, input_name, "Sensitivity-n")
     tokens = inputs is None and split.tokens is not None
     source = data_source(data, tokens, inputs, input_name)
     subsets = (
