@@ -317,7 +317,7 @@ def _float_batch(count=6):
     return image, meta, np.arange(count) % 3
 
 
-@pytest.mark.parametrize("names", [None, ["meta"]])
+@pytest.mark.parametrize("names", [None, ["meta"], ["meta", "image"]])
 def test_l1_penalty_over_named_inputs_matches_the_tape(names):
     """Oracle: the test's own tape on the logits before the step:
     penalty = mean_b sum_{k in names} ||dS_c/dx_k||_1 (every float input by
