@@ -20,16 +20,25 @@ class ModelInputs:
         model: a built Keras model with more than one input.
 
     Attributes:
-        names: the input names, in the order of `model.inputs`.
+        names: the input names, in the order of `model.inputs` (for a model
+            built on a dict of inputs, its keys).
         structure: the structure the model is called with (`model.input`).
+        floats: the names of the float inputs (the others take token ids).
     """
 
     def __init__(self, model: keras.Model):
         self.model = model
-        self.names = [tensor.name for tensor in model.inputs]
         self.structure = model.input
+        self.names = [tensor.name for tensor in model.inputs]
+        if isinstance(self.structure, dict):
+            self.names = sorted(self.structure)  # `tf.nest`'s order
         self.dtypes = [
             keras.backend.standardize_dtype(tensor.dtype) for tensor in model.inputs
+        ]
+        self.floats = [
+            name
+            for name, dtype in zip(self.names, self.dtypes, strict=True)
+            if dtype.startswith("float")
         ]
 
     def standardize(self, x, name: str = "x"):
@@ -70,11 +79,7 @@ class ModelInputs:
     def require_float(self, what: str):
         """Raises a ValueError naming the integer (token id) inputs: `what`
         (e.g. "saliency") is computed at float inputs only."""
-        integer = [
-            name
-            for name, dtype in zip(self.names, self.dtypes, strict=True)
-            if not dtype.startswith("float")
-        ]
+        integer = [name for name in self.names if name not in self.floats]
         if integer:
             raise ValueError(
                 f"Cannot attribute input(s) {integer} of model {self.model.name!r}: "
@@ -92,12 +97,7 @@ class ModelInputs:
             ValueError: naming an unknown input, or one on integer values
                 (token ids: no gradient is defined there).
         """
-        floats = [
-            name
-            for name, dtype in zip(self.names, self.dtypes, strict=True)
-            if dtype.startswith("float")
-        ]
-        chosen = floats if names is None else list(names)
+        chosen = self.floats if names is None else list(names)
         unknown = [name for name in chosen if name not in self.names]
         if unknown:
             raise ValueError(
@@ -105,11 +105,12 @@ class ModelInputs:
                 f"of model {self.model.name!r} (one of {self.names}); no input "
                 f"is named {unknown}. Received: {argument}={names!r}"
             )
-        integer = [name for name in chosen if name not in floats]
+        integer = [name for name in chosen if name not in self.floats]
         if integer or not chosen:
             raise ValueError(
                 f"Invalid value for argument {argument}: expected float inputs of "
-                f"model {self.model.name!r} (its float inputs: {floats}); input(s) "
+                f"model {self.model.name!r} (its float inputs: {self.floats}); "
+                f"input(s) "
                 f"{integer} take integer values (token ids), where no gradient is "
                 f"defined. Received: {argument}={names!r}"
             )

@@ -113,6 +113,23 @@ def test_a_model_built_on_a_dict_takes_lists_in_input_order():
         np.testing.assert_allclose(named[name], z_grads[index], rtol=1e-9)
 
 
+@pytest.mark.filterwarnings("ignore:When providing `inputs` as a dict")
+def test_a_model_built_on_a_dict_is_fed_by_its_own_keys():
+    """Oracle: the test's own tape; the keys of the dict the model was built
+    on ("pix", "tab") differ from its inputs' names, and are what `fit` and
+    the attributions take (a list follows the sorted keys)."""
+    _, logits = _image_meta_model()
+    image, meta = logits.inputs
+    keyed = keras.Model({"tab": meta, "pix": image}, logits.outputs)
+    x_image, x_meta, targets = _batch(2)
+    d_image, d_meta = _tape_gradients(logits, x_image, x_meta, targets)
+    maps = saliency(keyed, {"tab": x_meta, "pix": x_image}, targets, absolute=False)
+    listed = saliency(keyed, [x_image, x_meta], targets, absolute=False)
+    np.testing.assert_allclose(maps["pix"], d_image, rtol=1e-9)
+    np.testing.assert_allclose(maps["tab"], d_meta, rtol=1e-9)
+    np.testing.assert_allclose(listed[1], d_meta, rtol=1e-9)
+
+
 def test_integrated_gradients_with_a_baseline_per_input():
     """Oracle: the test's own midpoint-rule sum of tape gradients along the
     straight path from (b_image, b_meta) to (image, meta)."""
