@@ -498,3 +498,15 @@ def test_deletion_over_a_named_input_matches_a_naive_loop():
         deletion(model, ([image, meta], targets), maps)
     with pytest.raises(ValueError, match="infidelity takes models with one input"):
         infidelity(model, ([image, meta], targets), gradient_x_input)
+
+
+def test_the_penalty_checks_each_inputs_rank_by_name():
+    """Oracle: the hand-written expectation: a metadata batch of rank 3 is
+    refused naming that input."""
+    model = kar.AttributionRegularizedModel(
+        _dense_image_meta_model(), kar.L1GradientPenalty(alpha=0.1)
+    )
+    model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+    image, meta, targets = _float_batch(4)
+    with pytest.raises(ValueError, match=r"x\['meta'\]: expected rank 2"):
+        model.fit({"image": image, "meta": meta[:, :, None]}, targets, verbose=0)

@@ -222,8 +222,8 @@ class AttributionRegularizedModel(
             # Several inputs (a list or dict, as `fit` takes them): each is
             # given as the model declares it (token ids stay integer).
             x = tf.nest.map_structure(tf.convert_to_tensor, several.standardize(x))
-            for tensor, name in zip(tf.nest.flatten(x), several.names, strict=True):
-                self._check_rank(tensor.shape, name)
+            for index, tensor in enumerate(tf.nest.flatten(x)):
+                self._check_rank(tensor.shape, index, several.names[index])
         else:
             x = tf.convert_to_tensor(x)
             self._check_rank(x.shape)
@@ -277,13 +277,14 @@ class AttributionRegularizedModel(
                 "annotation masks"
             )
 
-    def _check_rank(self, shape, name: str | None = None):
-        """Checks the rank of `x` (of its input `name`, for several inputs)."""
+    def _check_rank(self, shape, index: int = 0, name: str | None = None):
+        """Checks the rank of `x` (of its input `name`, the `index`-th of
+        `model.inputs`, for several inputs)."""
         inputs = getattr(self.base_model, "inputs", None)
         if not inputs:
             return  # a subclassed model declares no input shape
         argument = "x" if name is None else f"x[{name!r}]"
-        expected = next(t for t in inputs if name in (None, t.name)).shape
+        expected = inputs[index].shape
         if len(shape) != len(expected):
             raise ValueError(
                 f"Invalid value for argument {argument}: expected rank "
