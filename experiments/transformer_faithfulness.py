@@ -375,6 +375,65 @@ def table(result: dict) -> list[str]:
     return lines
 
 
+def reading(result: dict) -> list[str]:
+    """What the numbers say beside the verdict, and what they cannot say."""
+    judgement, lines = result["judgement"], []
+    plain = {
+        "more faithful": "more faithful than gradient*input",
+        "less faithful": "less faithful than gradient*input",
+        "no difference shown": "not distinguishable from gradient*input",
+        "not judged": "not judged (the model did not learn)",
+    }
+
+    def side(c: dict, sign: int, n_values: list) -> str:
+        """The n where the per-n difference is beyond 2 se on `sign`'s side."""
+        ns = [
+            str(n)
+            for n, d, se in zip(n_values, c["d_n"], c["se_n"], strict=True)
+            if sign * d > 2 * se
+        ]
+        return ", ".join(ns) or "none"
+
+    for name, row in result["models"].items():
+        sn = {
+            METHODS[m]: np.nanmean(
+                [np.nan if v is None else v for v in row["methods"][m]["correlation"]]
+            )
+            for m in METHODS
+        }
+        ranking = sorted(sn, key=sn.get, reverse=True)
+        c = judgement["comparisons"][name]["epsilon_lrp"]
+        above, below = (side(c, sign, row["n_values"]) for sign in (1, -1))
+        beyond = [
+            METHODS[m]
+            for m, c in judgement["comparisons"][name].items()
+            if abs(c["d"]) > 2 * c["se"]
+        ]
+        lines.append(
+            f"- {MODELS[name]}: methods by `SN`, highest first: "
+            + ", ".join(f"{m} {sn[m]:.3f}" for m in ranking)
+            + "; differing from gradient*input by more than 2 se: "
+            + (", ".join(beyond) or "none")
+            + f". CP-LRP: {judgement['labels'][name]}; per n, above gradient*input "
+            f"by more than 2 se at n = {above}, below at n = {below}."
+        )
+    return lines + [
+        "- Against us: CP-LRP is the package's default rule through attention and "
+        "LayerNorm (docs/relevance.md; it equals the test's own tape of x * dS_c/dx "
+        "with the probabilities and LayerNorm's std frozen, "
+        "tests/test_relevance_attention.py). By Sensitivity-n it is "
+        + "; ".join(
+            f"{plain[label]} on the {MODELS[name]}"
+            for name, label in judgement["labels"].items()
+        )
+        + ".",
+        "- What the rule cannot say: one trained model per domain, so the standard "
+        "errors are over samples, not over training seeds or architectures; "
+        "Sensitivity-n (sums of attributions against the output change when random "
+        "subsets are removed) is not the input-perturbation measure of Ali et al.",
+    ]
+
+
 def report(result, outputs, docs) -> Section:
     """Section 10 of docs/RESULTS.md (CP-LRP against gradient*input)."""
     setup, judgement = result["setup"], result["judgement"]
@@ -435,11 +494,7 @@ def report(result, outputs, docs) -> Section:
                 "with one standard error.",
             )
         )
-    lines += [
-        "What the rule cannot say: one trained model per domain, so the standard "
-        "errors are over samples, not over training seeds or architectures; "
-        "Sensitivity-n is not the input-perturbation measure of Ali et al.",
-    ]
+    lines += [*reading(result), ""]
     cells = "; ".join(
         f"{MODELS[name]}: d = {c['epsilon_lrp']['d']:+.4f} ± "
         f"{c['epsilon_lrp']['se']:.4f} ({judgement['labels'][name]})"
