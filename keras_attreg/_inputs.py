@@ -89,13 +89,14 @@ class ModelInputs:
                 "at their Embedding in single-input models)."
             )
 
-    def select(self, x, names: list[str] | None, argument: str = "inputs") -> list:
-        """The tensors of `x` (in the model's structure) of the inputs `names`,
-        by default every float input.
+    def chosen(
+        self, names: list[str] | None, argument: str = "inputs", tokens=False
+    ) -> list[str]:
+        """`names` checked (default: every float input).
 
         Raises:
             ValueError: naming an unknown input, or one on integer values
-                (token ids: no gradient is defined there).
+                (token ids) unless `tokens`.
         """
         chosen = self.floats if names is None else list(names)
         unknown = [name for name in chosen if name not in self.names]
@@ -106,16 +107,20 @@ class ModelInputs:
                 f"is named {unknown}. Received: {argument}={names!r}"
             )
         integer = [name for name in chosen if name not in self.floats]
-        if integer or not chosen:
+        if (integer and not tokens) or not chosen:
             raise ValueError(
                 f"Invalid value for argument {argument}: expected float inputs of "
                 f"model {self.model.name!r} (its float inputs: {self.floats}); "
-                f"input(s) "
-                f"{integer} take integer values (token ids), where no gradient is "
-                f"defined. Received: {argument}={names!r}"
+                f"input(s) {integer} take integer values (token ids), where no "
+                f"gradient is defined. Received: {argument}={names!r}"
             )
+        return chosen
+
+    def select(self, x, names: list[str] | None, argument: str = "inputs") -> list:
+        """The tensors of `x` (in the model's structure) of the float inputs
+        `names` (default: all), checked by `chosen`."""
         flat = tf.nest.flatten(x)
-        return [flat[self.names.index(name)] for name in chosen]
+        return [flat[self.names.index(name)] for name in self.chosen(names, argument)]
 
 
 class InputView:

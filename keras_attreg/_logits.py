@@ -19,11 +19,13 @@ Embedding output).
 
 from __future__ import annotations
 
+import contextlib
 import weakref
 
 import keras
 import tensorflow as tf
 
+from keras_attreg._keras.embedding import embedding_output
 from keras_attreg._keras.graph import (
     applies_softmax,
     call_layer,
@@ -36,6 +38,7 @@ from keras_attreg._tokens import (
     TokenSplit,
     declares_integer_input,
     find_embedding,
+    input_embedding,
     model_input,
 )
 
@@ -248,9 +251,7 @@ def target_scores(logits: tf.Tensor, targets: tf.Tensor) -> tf.Tensor:
 FLOAT16_GRADIENT_SCALE = 2.0**12
 
 
-def input_gradient(
-    split: LogitSplit, x, targets, training: bool = False, score=None, wrt=None
-):
+def input_gradient(split: LogitSplit, x, targets, training: bool = False, score=None):
     """Forward pass plus dS_c(x)/dx, kept differentiable for an outer tape.
 
     For token ids `x` (a model with an Embedding, see `model_input`) the
@@ -265,16 +266,54 @@ def input_gradient(
         score: optional `score(logits, targets) -> (batch,)` to differentiate
             in place of S_c (`target_scores`), e.g. the sum of the
             log-probabilities for the RRR penalty.
-        wrt: for a model with several inputs, the tensors of `x` to
-            differentiate with respect to (default: all of `x`).
 
     Returns:
         `(outputs, gradient)` with `gradient` of the shape of `x` (of e for
         token ids; one gradient per input, in x's structure, for a model
-        with several inputs; of the structure of `wrt` when given).
+        with several inputs).
     """
     split, x = model_input(split, x)
-    return gradient_at(split, x, targets, training, score, wrt)
+    return gradient_at(split, x, targets, training, score)
+
+
+def inputs_gradient(split: LogitSplit, inputs, x, targets, names, training=False):
+    """`(outputs, [dS_c/dx_k for k in names])` for a model with several
+    inputs (`inputs`, its `ModelInputs`; `x` in its structure): at a float
+    input its gradient, at an input of token ids the gradient at the output
+    e_k of the Embedding that reads it (0 at padding, token id 0), computed
+    under the caller's tapes (so the weights' gradients reach the Embedding).
+
+    Raises:
+        ValueError: naming an input of token ids that no Embedding reads
+            directly.
+    """
+    flat = tf.nest.flatten(x)
+    sources, padding = [], []
+    with contextlib.ExitStack() as stack:
+        for name in names:
+            value = flat[inputs.names.index(name)]
+            if name in inputs.floats:
+                sources.append(value)
+                padding.append(None)
+                continue
+            tensor = inputs.model.inputs[inputs.names.index(name)]
+            layer = input_embedding(inputs.model, tensor)
+            if layer is None:
+                raise ValueError(
+                    f"Cannot take the gradient at input {name!r} of model "
+                    f"{inputs.model.name!r}: it takes token ids, and no Embedding "
+                    "layer reads it directly (its gradient is taken at that "
+                    "layer's output)."
+                )
+            e = layer(value)
+            stack.enter_context(embedding_output(layer, e))
+            sources.append(e)
+            padding.append(tf.equal(value, 0)[..., None])
+        outputs, gradients = gradient_at(split, x, targets, training, wrt=sources)
+    return outputs, [
+        g if pad is None else tf.where(pad, tf.zeros_like(g), g)
+        for g, pad in zip(gradients, padding, strict=True)
+    ]
 
 
 def gradient_at(split, x, targets, training: bool = False, score=None, wrt=None):
@@ -283,7 +322,8 @@ def gradient_at(split, x, targets, training: bool = False, score=None, wrt=None)
 
     The forward pass runs at `x`, so `x` may be any point of the input space
     (an interpolation between a sample and a reference, for expected
-    gradients). `score` and `wrt` as in `input_gradient`.
+    gradients). `score` as in `input_gradient`; `wrt`: the tensors to
+    differentiate with respect to, in place of `x` (for several inputs).
     """
     sources = x if wrt is None else wrt
     score = target_scores if score is None else score

@@ -88,6 +88,20 @@ def find_embedding(model: keras.Model, embedding_layer: str | None = None):
     return embeddings[0] if embeddings else None
 
 
+def input_embedding(model: keras.Model, tensor):
+    """The Embedding layer that reads the model input `tensor` (token ids)
+    directly, or None."""
+    for layer in _walk(model):
+        if not isinstance(layer, keras.layers.Embedding):
+            continue
+        try:
+            if layer.input is tensor:
+                return layer
+        except (AttributeError, ValueError):
+            continue  # shared between graphs: not read from this input alone
+    return None
+
+
 def method_at_embedding(
     method, model: keras.Model, embedding_layer: str, argument: str
 ):

@@ -401,6 +401,51 @@ def test_fbi_on_a_multi_input_model_equals_fbi_on_its_single_input_twin():
         np.testing.assert_allclose(logs["loss"], losses[2]["loss"], rtol=1e-5)
 
 
+def test_penalty_on_a_token_input_is_taken_at_its_embedding():
+    """Oracle: the test's own tape on the layers after the Embedding (the
+    same layer objects, fed e = Embedding(ids) and the values): per sample
+    ||dS_c/de||_1 over the real tokens (padding, id 0, left out) plus
+    ||dS_c/dvalues||_1, averaged over the batch."""
+    ids = keras.Input((5,), name="ids", dtype="int32")
+    values = keras.Input((2,), name="values")
+    embedding = keras.layers.Embedding(9, 3)
+    pooling = keras.layers.GlobalAveragePooling1D()
+    dense = keras.layers.Dense(4, activation="tanh")
+    concat, head = keras.layers.Concatenate(), keras.layers.Dense(2)
+    text = keras.Model(
+        [ids, values], head(dense(concat([pooling(embedding(ids)), values])))
+    )
+    e_input = keras.Input((5, 3))
+    tail = keras.Model(
+        [e_input, values], head(dense(concat([pooling(e_input), values])))
+    )
+    x_ids = np.array([[3, 1, 4, 0, 0], [5, 0, 2, 6, 0], [7, 8, 1, 2, 3]], "int32")
+    x_values = RNG.normal(size=(3, 2)).astype("float32")
+    targets = np.array([0, 1, 1])
+    feed = [tf.constant(embedding(x_ids)), tf.constant(x_values)]
+    with tf.GradientTape() as tape:
+        tape.watch(feed)
+        z = tail(feed)
+        score = tf.reduce_sum(tf.gather(z, targets, axis=1, batch_dims=1))
+    d_e, d_values = (g.numpy() for g in tape.gradient(score, feed))
+    d_e[x_ids == 0] = 0.0
+    expected = (np.abs(d_e).sum(axis=(1, 2)) + np.abs(d_values).sum(axis=1)).mean()
+    assert np.abs(d_e).sum() > 0
+    model = kar.AttributionRegularizedModel(
+        text, kar.L1GradientPenalty(alpha=0.1, inputs=["ids", "values"])
+    )
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    logs = model.evaluate(
+        {"ids": x_ids, "values": x_values}, targets, verbose=0, return_dict=True
+    )
+    np.testing.assert_allclose(logs["attribution_penalty"], expected, rtol=1e-5)
+    history = model.fit([x_ids, x_values], targets, verbose=0).history
+    np.testing.assert_allclose(history["attribution_penalty"][0], expected, rtol=1e-5)
+
+
 def test_penalty_refuses_unknown_or_integer_inputs_and_masks_by_name():
     """Oracle: the hand-written expectation of each refusal."""
     ids = keras.Input((4,), name="ids", dtype="int32")
@@ -414,13 +459,21 @@ def test_penalty_refuses_unknown_or_integer_inputs_and_masks_by_name():
     default = kar.AttributionRegularizedModel(text, kar.L1GradientPenalty(alpha=0.1))
     default.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
     assert np.isfinite(default.fit(x, y, verbose=0).history["attribution_penalty"][0])
-    for names, match in ((["ids"], r"input\(s\) \['ids'\]"), (["text"], "named")):
+    counts = keras.Input((2,), name="counts", dtype="int32")
+    cast = keras.layers.Concatenate()([keras.ops.cast(counts, "float32"), values])
+    tabular = keras.Model([counts, values], keras.layers.Dense(2)(cast))
+    cases = (
+        (text, ["text"], "no input is named"),
+        (tabular, ["counts"], "no Embedding layer reads it"),
+    )
+    for base, names, match in cases:
         model = kar.AttributionRegularizedModel(
-            text, kar.L1GradientPenalty(alpha=0.1, inputs=names)
+            base, kar.L1GradientPenalty(alpha=0.1, inputs=names)
         )
         model.compile(optimizer="sgd", loss="sparse_categorical_crossentropy")
+        fed = x if base is text else {"counts": np.ones((4, 2)), "values": x["values"]}
         with pytest.raises(ValueError, match=match):
-            model.fit(x, y, verbose=0)
+            model.fit(fed, y, verbose=0)
     with pytest.raises(ValueError, match="2 inputs"):
         default.fit(np.ones((4, 2)), y, verbose=0)
     masked = kar.AttributionRegularizedModel(text, kar.MaskedGradientPenalty(alpha=1.0))

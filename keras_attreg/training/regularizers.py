@@ -12,7 +12,7 @@ import keras
 import tensorflow as tf
 
 from keras_attreg._inputs import model_inputs
-from keras_attreg._logits import LogitSplit, input_gradient
+from keras_attreg._logits import LogitSplit, input_gradient, inputs_gradient
 from keras_attreg._validation import check_choice, check_float
 
 
@@ -92,8 +92,9 @@ class L1GradientPenalty(AttributionRegularizer):
 
     For a model with several inputs (x given to `fit` as a list or dict), the
     penalty is the sum over the penalised inputs k of the per-sample norms,
-    alpha * mean_b sum_k ||dS_c(x_b)/dx_k||_1: by default every float input
-    (inputs of token ids have no gradient), or the inputs named by `inputs`.
+    alpha * mean_b sum_k ||dS_c(x_b)/dx_k||_1: by default every float input,
+    or the inputs named by `inputs`; a named input of token ids is taken at
+    the output e_k of the Embedding that reads it (padding left out).
 
     With BatchNormalization in training mode, the batch statistics couple the
     samples of a batch; the gradient taken is that of sum_b S_c(x_b), whose
@@ -103,7 +104,8 @@ class L1GradientPenalty(AttributionRegularizer):
         alpha: non-negative weight of the penalty.
         norm: `"l1"` (the paper) or `"l2"` (squared L2).
         inputs: for a model with several inputs, the names of the inputs
-            penalised (default None: every float input).
+            penalised (default None: every float input; token ids at their
+            Embedding when named).
 
     Example:
 
@@ -140,8 +142,10 @@ class L1GradientPenalty(AttributionRegularizer):
                 )
             outputs, gradient = input_gradient(split, x, targets, training)
             return outputs, penalty_norm(gradient, self.norm)
-        sources = several.select(x, self.inputs)
-        outputs, gradients = input_gradient(split, x, targets, training, wrt=sources)
+        names = several.chosen(self.inputs, tokens=True)
+        outputs, gradients = inputs_gradient(
+            split, several, x, targets, names, training
+        )
         return outputs, tf.add_n([penalty_norm(g, self.norm) for g in gradients])
 
     def combine(self, task_loss, penalty, weight):
