@@ -196,6 +196,17 @@ def paired(first, second) -> dict:
     }
 
 
+def trained(name: str, args, folder):
+    """`(model, logs, test_ds, x, y, n_values)`: the model trained (or loaded
+    from its checkpoint), its test set and the evaluated samples."""
+    build = text_data if name == "text_transformer" else vit_data
+    model, train_ds, test_ds, x, y, n_values = build(args)
+    model, logs = train(
+        model, name, folder, train_ds, test_ds, args.epochs[name], verbose=args.verbose
+    )
+    return model, logs, test_ds, x, y, n_values
+
+
 def evaluate(name: str, args, folder) -> dict:
     """Trains (or loads) one model and scores the four methods on it."""
     cache = folder / f"sensitivity_{name}.json"
@@ -203,11 +214,7 @@ def evaluate(name: str, args, folder) -> dict:
         print(f"skipping finished run {cache}")
         return json.loads(cache.read_text())
     start = time.perf_counter()
-    build = text_data if name == "text_transformer" else vit_data
-    model, train_ds, test_ds, x, y, n_values = build(args)
-    model, logs = train(
-        model, name, folder, train_ds, test_ds, args.epochs[name], verbose=args.verbose
-    )
+    model, logs, test_ds, x, y, n_values = trained(name, args, folder)
     x_test, y_test = arrays(test_ds)
     accuracy = float(np.mean(np.argmax(model.predict(x_test, verbose=0), -1) == y_test))
     maps = {
@@ -255,6 +262,47 @@ def evaluate(name: str, args, folder) -> dict:
     return row
 
 
+def perturbation(name: str, args, folder) -> dict:
+    """Beside the rule (added after its verdict was seen): the deletion area of
+    each method's ranking, most relevant features first (MoRF, low is
+    faithful) and least relevant first (LeRF, high is faithful), softmax
+    probability of the true class, steps of 5%: the kind of measure Ali et al.
+    use. Per-sample areas kept; paired against gradient*input as the rule
+    does."""
+    cache = folder / f"perturbation_{name}.json"
+    if cache.exists():
+        print(f"skipping finished run {cache}")
+        return json.loads(cache.read_text())
+    start = time.perf_counter()
+    model, _, _, x, y, _ = trained(name, args, folder)
+    areas = {}
+    for m in METHODS:
+        maps = np.asarray(method(m, args.quick)(model, x, y))
+        areas[m] = {
+            order: kar.evaluation.deletion(model, (x, y), sign * maps).areas()
+            for order, sign in (("morf", 1.0), ("lerf", -1.0))
+        }
+    row = {
+        m: {
+            order: {
+                "area": float(values.mean()),
+                "per_sample": values.tolist(),
+                **{
+                    key: paired(
+                        values[:, None], areas["gradient_x_input"][order][:, None]
+                    )[key]
+                    for key in ("d", "se")
+                },
+            }
+            for order, values in by_order.items()
+        }
+        for m, by_order in areas.items()
+    }
+    row["seconds"] = time.perf_counter() - start
+    write_json(cache, row)
+    return row
+
+
 def judge(models: dict) -> dict:
     """The verdict of docs/VERDICT_RULES.md (experiment 10) from the rows of
     `evaluate`: per model CP-LRP against gradient*input, and the verdict."""
@@ -296,6 +344,7 @@ def main() -> None:
     with register_rule(AddPosition, EpsilonRule(EPS)):  # x + w: w is a bias
         for name in args.models:
             report["models"][name] = evaluate(name, args, folder)
+            report["models"][name]["perturbation"] = perturbation(name, args, folder)
             write_json(folder / "results.json", report)
     report["judgement"] = judge(report["models"])
     report["seconds"] = time.perf_counter() - start
@@ -430,7 +479,64 @@ def reading(result: dict) -> list[str]:
         "- What the rule cannot say: one trained model per domain, so the standard "
         "errors are over samples, not over training seeds or architectures; "
         "Sensitivity-n (sums of attributions against the output change when random "
-        "subsets are removed) is not the input-perturbation measure of Ali et al.",
+        "subsets are removed) is not the input-perturbation measure of Ali et al.; "
+        "at small n the output change of a removal is close to its first-order "
+        "term, which is gradient*input's own sum, so small n leans towards "
+        "gradient*input, and CP-LRP leaves out by design the derivative through the "
+        "attention probabilities and LayerNorm's std.",
+    ]
+
+
+def perturbation_table(result: dict) -> list[str]:
+    """The deletion areas of `perturbation`, beside the rule, and a reading of
+    CP-LRP against gradient*input by them (2 se, as the rule)."""
+    models = {
+        k: r["perturbation"] for k, r in result["models"].items() if "perturbation" in r
+    }
+    if not models:
+        return []
+    lines = [
+        "Beside the rule (added after the verdict above was seen, no verdict): the "
+        "deletion area of each method's ranking with the softmax probability of the "
+        "true class, features removed (set to 0) in steps of 5%, most relevant "
+        "first (MoRF: lower is more faithful) and least relevant first (LeRF: "
+        "higher is more faithful), the kind of measure Ali et al. use; mean over "
+        "the evaluated samples, and `d ± se` against gradient*input, paired over "
+        "samples.",
+        "",
+        "| model | method | MoRF area | d ± se | LeRF area | d ± se |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, found in models.items():
+        for m, label in METHODS.items():
+            cells = []
+            for order in ("morf", "lerf"):
+                c = found[m][order]
+                cells.append(f"{c['area']:.3f}")
+                cells.append(
+                    "(reference)"
+                    if m == "gradient_x_input"
+                    else f"{c['d']:+.4f} ± {c['se']:.4f}"
+                )
+            lines.append(f"| {MODELS[name]} | {label} | " + " | ".join(cells) + " |")
+    readings = []
+    for name, found in models.items():
+        for order, better in (("MoRF", -1), ("LeRF", 1)):
+            c = found["epsilon_lrp"][order.lower()]
+            word = (
+                "more faithful"
+                if better * c["d"] > 2 * c["se"]
+                else "less faithful"
+                if better * c["d"] < -2 * c["se"]
+                else "no difference shown"
+            )
+            readings.append(f"{MODELS[name]} {order}: {word}")
+    return [
+        *lines,
+        "",
+        "By these areas, CP-LRP against gradient*input (2 se): "
+        + "; ".join(readings)
+        + ".",
     ]
 
 
@@ -494,7 +600,7 @@ def report(result, outputs, docs) -> Section:
                 "with one standard error.",
             )
         )
-    lines += [*reading(result), ""]
+    lines += [*reading(result), "", *perturbation_table(result), ""]
     cells = "; ".join(
         f"{MODELS[name]}: d = {c['epsilon_lrp']['d']:+.4f} ± "
         f"{c['epsilon_lrp']['se']:.4f} ({judgement['labels'][name]})"

@@ -614,8 +614,10 @@ def test_transformer_verdict_follows_the_committed_rules():
 @pytest.mark.slow
 def test_transformer_faithfulness_quick_runs_resumes_and_reports(tmp_path, data_dir):
     """Oracles: each method's curve is the nanmean of its stored per-sample
-    correlations; the paired difference is the test's own numpy on them; the
-    ViT's accuracy is that of its saved weights on the test images."""
+    correlations; the paired differences (Sensitivity-n, and the deletion
+    areas beside the rule) are the test's own numpy on the stored per-sample
+    values; the ViT's accuracy is that of its saved weights on the test
+    images."""
     out = tmp_path / "outputs" / "transformer_faithfulness"
     _quick("transformer_faithfulness.py", out, data_dir)
     result = json.loads((out / "results.json").read_text())
@@ -638,6 +640,14 @@ def test_transformer_faithfulness_quick_runs_resumes_and_reports(tmp_path, data_
         c = result["judgement"]["comparisons"][name]["epsilon_lrp"]
         assert c["d"] == pytest.approx(diffs.mean())
         assert c["se"] == pytest.approx(diffs.std(ddof=1) / np.sqrt(len(diffs)))
+        # Deletion areas (beside the rule): paired against gradient*input.
+        base = row["perturbation"]["gradient_x_input"]
+        for order in ("morf", "lerf"):
+            found = row["perturbation"]["epsilon_lrp"][order]
+            diffs = np.array(found["per_sample"]) - np.array(base[order]["per_sample"])
+            assert found["d"] == pytest.approx(diffs.mean())
+            assert found["se"] == pytest.approx(diffs.std(ddof=1) / np.sqrt(len(diffs)))
+            assert 0 <= found["area"] <= 1  # a probability's area over [0, 1]
     setup = result["setup"]
     test = kar.datasets.load_cifar10(
         "test", data_dir, limit=setup["test_images"], batch_size=256
@@ -651,7 +661,7 @@ def test_transformer_faithfulness_quick_runs_resumes_and_reports(tmp_path, data_
 
     again = _quick("transformer_faithfulness.py", out, data_dir)
     assert "--- training" not in again
-    assert again.count("skipping finished run") == 2
+    assert again.count("skipping finished run") == 4
     report = _report(tmp_path, "transformer_faithfulness")
     assert any(f"experiment 10): {v}.**" in report for v in VERDICTS)
     assert (
