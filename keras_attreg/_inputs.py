@@ -9,8 +9,13 @@ own (`model.input`: a list, or a dict for a model built on a dict), through
 
 from __future__ import annotations
 
+import contextlib
+
 import keras
 import tensorflow as tf
+
+from keras_attreg._keras.embedding import embedding_output
+from keras_attreg._tokens import input_embedding
 
 
 class ModelInputs:
@@ -68,6 +73,16 @@ class ModelInputs:
             )
         return tf.nest.pack_sequence_as(self.structure, flat)
 
+    def convert(self, x, float_input, name: str = "x"):
+        """`x` standardized (see `standardize`), each float input passed
+        through `float_input` and each token-id input cast to int32."""
+        x = self.standardize(x, name)
+        flat = [
+            float_input(value) if key in self.floats else tf.cast(value, tf.int32)
+            for value, key in zip(tf.nest.flatten(x), self.names, strict=True)
+        ]
+        return tf.nest.pack_sequence_as(x, flat)
+
     def restore(self, maps, like):
         """`maps`, in the model's structure, in the structure of `like` (the
         user's `x`: a list, tuple or dict; for a dataset, its element's)."""
@@ -85,8 +100,8 @@ class ModelInputs:
                 f"Cannot attribute input(s) {integer} of model {self.model.name!r}: "
                 f"they take {[self.dtypes[self.names.index(n)] for n in integer]} "
                 f"values (token ids), and {what} of a model with several inputs "
-                "is taken at its float inputs only (token ids are attributed "
-                "at their Embedding in single-input models)."
+                "is taken at its float inputs only (saliency, gradient_x_input "
+                "and integrated_gradients take token ids at their Embedding)."
             )
 
     def chosen(
@@ -157,11 +172,110 @@ class InputView:
     def rows(self, indices) -> InputView:
         """The view bound to the samples `indices` (repeats allowed)."""
         rows = tf.nest.map_structure(lambda t: tf.gather(t, indices), self.x)
-        return InputView(self.split, self.inputs, rows, self.name)
+        return InputView(self.split.rows(indices), self.inputs, rows, self.name)
 
     def fix_padding(self, delta):
         """`delta`, as is: float inputs have no padding."""
         return delta
+
+    def num_classes(self, input_shape=None) -> int:
+        return self.split.num_classes(input_shape)
+
+
+def input_embeddings(inputs: ModelInputs, names: list[str]) -> dict:
+    """`{index in model.inputs: Embedding layer}` of the token-id inputs
+    `names`, each read directly by one Embedding.
+
+    Raises:
+        ValueError: naming an input that no Embedding reads directly.
+    """
+    layers = {}
+    for name in names:
+        index = inputs.names.index(name)
+        layer = input_embedding(inputs.model, inputs.model.inputs[index])
+        if layer is None:
+            raise ValueError(
+                f"Cannot take the gradient at input {name!r} of model "
+                f"{inputs.model.name!r}: it takes token ids, and no Embedding "
+                "layer reads it directly (its gradient is taken at that layer's "
+                "output)."
+            )
+        layers[index] = layer
+    return layers
+
+
+class EmbeddedInputs:
+    """S_c of a model with several inputs as a function of its float inputs
+    and of the outputs e_k of the Embedding layers that read its token-id
+    inputs `embedded` (as `TokenSplit` does for a model with one input).
+
+    Bound to a batch `x` (the model's structure), `split(x_e)` runs the model
+    on `x` with each embedded input's Embedding returning e_k (its mask still
+    derived from the ids) and the float inputs taken from `x_e`.
+
+    Args:
+        split: the model's `LogitSplit`.
+        inputs: its `ModelInputs`.
+        x: the bound batch.
+        layers: `{index of the input in model.inputs: its Embedding}`, from
+            `input_embeddings`.
+    """
+
+    def __init__(self, split, inputs: ModelInputs, x, layers: dict):
+        self.split, self.inputs, self.x, self.layers = split, inputs, x, layers
+
+    @property
+    def model(self) -> keras.Model:
+        return self.split.model
+
+    def embed(self):
+        """`x` with each embedded input's ids replaced by e_k = Embedding(ids)."""
+        flat = tf.nest.flatten(self.x)
+        for index, layer in self.layers.items():
+            flat[index] = layer(flat[index])
+        return tf.nest.pack_sequence_as(self.x, flat)
+
+    def __call__(self, x_e, training: bool = False):
+        """`(logits, outputs)` of the bound ids with the Embedding outputs and
+        float inputs of `x_e`."""
+        flat, ids = tf.nest.flatten(x_e), tf.nest.flatten(self.x)
+        with contextlib.ExitStack() as stack:
+            for index, layer in self.layers.items():
+                stack.enter_context(embedding_output(layer, flat[index]))
+                flat[index] = ids[index]
+            return self.split(tf.nest.pack_sequence_as(x_e, flat), training=training)
+
+    def logits(self, x_e, training: bool = False):
+        return self(x_e, training=training)[0]
+
+    def rows(self, indices) -> EmbeddedInputs:
+        """The split bound to the samples `indices` (repeats allowed)."""
+        rows = tf.nest.map_structure(lambda t: tf.gather(t, indices), self.x)
+        return EmbeddedInputs(self.split, self.inputs, rows, self.layers)
+
+    def padding(self, index: int) -> tf.Tensor:
+        """True at the padding positions (id 0) of the `index`-th input."""
+        return tf.equal(tf.nest.flatten(self.x)[index], 0)
+
+    def fix_padding(self, delta):
+        """`delta` (of x_e's structure) zeroed at padding positions of each
+        embedded input: padding is not a feature."""
+        flat = tf.nest.flatten(delta)
+        for index in self.layers:
+            pad = self.padding(index)[..., None]
+            flat[index] = tf.where(pad, tf.zeros_like(flat[index]), flat[index])
+        return tf.nest.pack_sequence_as(delta, flat)
+
+    def token_maps(self, maps, per_token: str):
+        """Embedding-level maps of the embedded inputs reduced to one value
+        per token (summed, or averaged with `per_token="mean"`, over the
+        embedding axis; 0 at padding); the float inputs' maps as they are."""
+        reduce = tf.reduce_sum if per_token == "sum" else tf.reduce_mean
+        flat = tf.nest.flatten(maps)
+        for index in self.layers:
+            values = reduce(flat[index], axis=-1)
+            flat[index] = tf.where(self.padding(index), tf.zeros_like(values), values)
+        return tf.nest.pack_sequence_as(maps, flat)
 
     def num_classes(self, input_shape=None) -> int:
         return self.split.num_classes(input_shape)

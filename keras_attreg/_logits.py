@@ -19,13 +19,12 @@ Embedding output).
 
 from __future__ import annotations
 
-import contextlib
 import weakref
 
 import keras
 import tensorflow as tf
 
-from keras_attreg._keras.embedding import embedding_output
+from keras_attreg._inputs import EmbeddedInputs, input_embeddings
 from keras_attreg._keras.graph import (
     applies_softmax,
     call_layer,
@@ -38,7 +37,6 @@ from keras_attreg._tokens import (
     TokenSplit,
     declares_integer_input,
     find_embedding,
-    input_embedding,
     model_input,
 )
 
@@ -287,32 +285,17 @@ def inputs_gradient(split: LogitSplit, inputs, x, targets, names, training=False
         ValueError: naming an input of token ids that no Embedding reads
             directly.
     """
-    flat = tf.nest.flatten(x)
-    sources, padding = [], []
-    with contextlib.ExitStack() as stack:
-        for name in names:
-            value = flat[inputs.names.index(name)]
-            if name in inputs.floats:
-                sources.append(value)
-                padding.append(None)
-                continue
-            tensor = inputs.model.inputs[inputs.names.index(name)]
-            layer = input_embedding(inputs.model, tensor)
-            if layer is None:
-                raise ValueError(
-                    f"Cannot take the gradient at input {name!r} of model "
-                    f"{inputs.model.name!r}: it takes token ids, and no Embedding "
-                    "layer reads it directly (its gradient is taken at that "
-                    "layer's output)."
-                )
-            e = layer(value)
-            stack.enter_context(embedding_output(layer, e))
-            sources.append(e)
-            padding.append(tf.equal(value, 0)[..., None])
-        outputs, gradients = gradient_at(split, x, targets, training, wrt=sources)
+    tokens = [name for name in names if name not in inputs.floats]
+    bound = EmbeddedInputs(split, inputs, x, input_embeddings(inputs, tokens))
+    x_e = bound.embed()
+    flat = tf.nest.flatten(x_e)
+    indices = [inputs.names.index(name) for name in names]
+    outputs, gradients = gradient_at(
+        bound, x_e, targets, training, wrt=[flat[i] for i in indices]
+    )
     return outputs, [
-        g if pad is None else tf.where(pad, tf.zeros_like(g), g)
-        for g, pad in zip(gradients, padding, strict=True)
+        g if i not in bound.layers else tf.where(bound.padding(i)[..., None], 0.0, g)
+        for g, i in zip(gradients, indices, strict=True)
     ]
 
 
@@ -323,7 +306,8 @@ def gradient_at(split, x, targets, training: bool = False, score=None, wrt=None)
     The forward pass runs at `x`, so `x` may be any point of the input space
     (an interpolation between a sample and a reference, for expected
     gradients). `score` as in `input_gradient`; `wrt`: the tensors to
-    differentiate with respect to, in place of `x` (for several inputs).
+    differentiate with respect to, in place of `x` (for several inputs; no
+    padding is zeroed then).
     """
     sources = x if wrt is None else wrt
     score = target_scores if score is None else score
@@ -337,11 +321,11 @@ def gradient_at(split, x, targets, training: bool = False, score=None, wrt=None)
         scale = FLOAT16_GRADIENT_SCALE if scores.dtype == tf.float16 else 1.0
         if scale != 1.0:
             scores = scores * tf.constant(scale, scores.dtype)
-    gradient = split.fix_padding(
-        tape.gradient(
-            scores, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
-        )
+    gradient = tape.gradient(
+        scores, sources, unconnected_gradients=tf.UnconnectedGradients.ZERO
     )
+    if wrt is None:  # padding is fixed on x's structure
+        gradient = split.fix_padding(gradient)
     if scale != 1.0:
         gradient = tf.nest.map_structure(lambda g: g / scale, gradient)
     return outputs, gradient

@@ -315,7 +315,7 @@ def test_single_array_missing_key_and_token_input_are_refused_by_name():
         [ids, values], keras.layers.Dense(2)(keras.layers.Concatenate()([h, values]))
     )
     with pytest.raises(ValueError, match=r"Cannot attribute input\(s\) \['ids'\]"):
-        gradient_x_input(text, [np.ones((2, 4)), np.ones((2, 2))], [0, 1])
+        epsilon_lrp(text, [np.ones((2, 4)), np.ones((2, 2))], [0, 1])
 
 
 def _dense_image_meta_model():
@@ -401,11 +401,10 @@ def test_fbi_on_a_multi_input_model_equals_fbi_on_its_single_input_twin():
         np.testing.assert_allclose(logs["loss"], losses[2]["loss"], rtol=1e-5)
 
 
-def test_penalty_on_a_token_input_is_taken_at_its_embedding():
-    """Oracle: the test's own tape on the layers after the Embedding (the
-    same layer objects, fed e = Embedding(ids) and the values): per sample
-    ||dS_c/de||_1 over the real tokens (padding, id 0, left out) plus
-    ||dS_c/dvalues||_1, averaged over the batch."""
+def _text_and_values_model():
+    """Token ids (read by an Embedding) and a float vector; returns the
+    model, its Embedding and its tail from the Embedding output on (the same
+    layer objects), the test's own route to dS_c/de."""
     ids = keras.Input((5,), name="ids", dtype="int32")
     values = keras.Input((2,), name="values")
     embedding = keras.layers.Embedding(9, 3)
@@ -419,16 +418,62 @@ def test_penalty_on_a_token_input_is_taken_at_its_embedding():
     tail = keras.Model(
         [e_input, values], head(dense(concat([pooling(e_input), values])))
     )
-    x_ids = np.array([[3, 1, 4, 0, 0], [5, 0, 2, 6, 0], [7, 8, 1, 2, 3]], "int32")
-    x_values = RNG.normal(size=(3, 2)).astype("float32")
-    targets = np.array([0, 1, 1])
-    feed = [tf.constant(embedding(x_ids)), tf.constant(x_values)]
+    return text, embedding, tail
+
+
+_IDS = np.array([[3, 1, 4, 0, 0], [5, 0, 2, 6, 0], [7, 8, 1, 2, 3]], "int32")
+
+
+def _tail_gradients(tail, e, values, targets):
+    feed = [tf.constant(e), tf.constant(values)]
     with tf.GradientTape() as tape:
         tape.watch(feed)
         z = tail(feed)
         score = tf.reduce_sum(tf.gather(z, targets, axis=1, batch_dims=1))
-    d_e, d_values = (g.numpy() for g in tape.gradient(score, feed))
-    d_e[x_ids == 0] = 0.0
+    return [g.numpy() for g in tape.gradient(score, feed)]
+
+
+def test_token_input_among_several_is_attributed_at_its_embedding():
+    """Oracle: the test's own tape on the layers after the Embedding: the
+    token map is sum_d e_td dS_c/de_td (sum_d |dS_c/de_td| for saliency), 0
+    at padding; the float input's map x * dS_c/dx; integrated gradients from
+    the zero embedding (padding kept) and zero values sum to the tail's own
+    S_c(x) - S_c(b) (completeness, midpoint error)."""
+    text, embedding, tail = _text_and_values_model()
+    values = RNG.normal(size=(3, 2)).astype("float32")
+    targets = np.array([0, 1, 1])
+    e = embedding(_IDS).numpy()
+    d_e, d_values = _tail_gradients(tail, e, values, targets)
+    padding = _IDS == 0
+    maps = gradient_x_input(text, {"ids": _IDS, "values": values}, targets)
+    expected_ids = np.where(padding, 0.0, (e * d_e).sum(axis=-1))
+    np.testing.assert_allclose(maps["ids"], expected_ids, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(maps["values"], values * d_values, rtol=1e-5)
+    salient = saliency(text, [_IDS, values], targets)
+    expected_salient = np.where(padding, 0.0, np.abs(d_e).sum(axis=-1))
+    np.testing.assert_allclose(salient[0], expected_salient, rtol=1e-5, atol=1e-7)
+    assert np.abs(expected_ids).max() > 0
+    ig = integrated_gradients(text, [_IDS, values], targets, steps=64)
+    base_e = np.where(padding[..., None], e, 0.0)
+    rows = np.arange(3)
+    delta = (
+        tail([e, values]).numpy()[rows, targets]
+        - tail([base_e, np.zeros_like(values)]).numpy()[rows, targets]
+    )
+    total = ig[0].numpy().sum(axis=1) + ig[1].numpy().sum(axis=1)
+    np.testing.assert_allclose(total, delta, rtol=1e-3, atol=1e-5)
+
+
+def test_penalty_on_a_token_input_is_taken_at_its_embedding():
+    """Oracle: the test's own tape on the layers after the Embedding (the
+    same layer objects, fed e = Embedding(ids) and the values): per sample
+    ||dS_c/de||_1 over the real tokens (padding, id 0, left out) plus
+    ||dS_c/dvalues||_1, averaged over the batch."""
+    text, embedding, tail = _text_and_values_model()
+    x_values = RNG.normal(size=(3, 2)).astype("float32")
+    targets = np.array([0, 1, 1])
+    d_e, d_values = _tail_gradients(tail, embedding(_IDS).numpy(), x_values, targets)
+    d_e[_IDS == 0] = 0.0
     expected = (np.abs(d_e).sum(axis=(1, 2)) + np.abs(d_values).sum(axis=1)).mean()
     assert np.abs(d_e).sum() > 0
     model = kar.AttributionRegularizedModel(
@@ -439,10 +484,10 @@ def test_penalty_on_a_token_input_is_taken_at_its_embedding():
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     logs = model.evaluate(
-        {"ids": x_ids, "values": x_values}, targets, verbose=0, return_dict=True
+        {"ids": _IDS, "values": x_values}, targets, verbose=0, return_dict=True
     )
     np.testing.assert_allclose(logs["attribution_penalty"], expected, rtol=1e-5)
-    history = model.fit([x_ids, x_values], targets, verbose=0).history
+    history = model.fit([_IDS, x_values], targets, verbose=0).history
     np.testing.assert_allclose(history["attribution_penalty"][0], expected, rtol=1e-5)
 
 

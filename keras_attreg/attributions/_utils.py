@@ -27,7 +27,12 @@ from collections.abc import Callable, Iterator
 import keras
 import tensorflow as tf
 
-from keras_attreg._inputs import ModelInputs, model_inputs
+from keras_attreg._inputs import (
+    EmbeddedInputs,
+    ModelInputs,
+    input_embeddings,
+    model_inputs,
+)
 from keras_attreg._logits import LogitSplit, attributed_embedding, split_logits, unwrap
 from keras_attreg._tokens import TokenSplit
 from keras_attreg._validation import (
@@ -80,10 +85,9 @@ def finite_input(x) -> tf.Tensor:
 
 def model_dtype_input(x, tokens: bool, inputs: ModelInputs | None = None):
     """`x` as int32 token ids (`tokens`) or as a finite float tensor; for a
-    model with several `inputs`, in its structure, each input a finite float
-    tensor."""
+    model with several `inputs`, in its structure, each input so."""
     if inputs is not None:
-        return tf.nest.map_structure(finite_input, inputs.standardize(x))
+        return inputs.convert(x, finite_input)
     return tf.cast(x, tf.int32) if tokens else finite_input(x)
 
 
@@ -197,6 +201,14 @@ def for_each_chunk(total, chunk_size: int, body: Callable, initial):
     return state
 
 
+def floats_only(model, what: str) -> None:
+    """Raises a ValueError naming the token-id inputs of a model with
+    several inputs: `what` is taken at float inputs only there."""
+    inputs = model_inputs(unwrap(model))
+    if inputs is not None:
+        inputs.require_float(what)
+
+
 def token_split(model, embedding_layer: str | None = None) -> TokenSplit | None:
     """The `TokenSplit` of `model` (itself when given one), None without tokens."""
     if isinstance(model, TokenSplit):
@@ -269,6 +281,20 @@ def _on_tokens(tokens, kernel, per_token, static, ids, targets, *tensors):
     return maps if per_token is None else token_maps(maps, bound, per_token)
 
 
+def _embedded(split: LogitSplit, x) -> EmbeddedInputs:
+    """`split` bound to the batch `x` of a model with several inputs, its
+    token-id inputs taken at their Embedding (`EmbeddedInputs`)."""
+    inputs = model_inputs(split.model)
+    tokens = [name for name in inputs.names if name not in inputs.floats]
+    return EmbeddedInputs(split, inputs, x, input_embeddings(inputs, tokens))
+
+
+def _on_inputs(split, kernel, per_token, static, x, targets, *tensors):
+    bound = _embedded(split, x)
+    maps = kernel(bound, bound.embed(), targets, *tensors, **static)
+    return maps if per_token is None else bound.token_maps(maps, per_token)
+
+
 def traced(
     model: keras.Model,
     kernel: Callable,
@@ -281,12 +307,17 @@ def traced(
     For a model on token ids the function takes the ids, runs `kernel` on
     their embedding e with a `TokenSplit` bound to them and returns token
     maps (see `token_maps`; the kernel's own output when `per_token` is None).
+    For a model with several inputs of which some take token ids, the same
+    with an `EmbeddedInputs` (maps of the float inputs as they are).
     """
     per_model = _TRACED.setdefault(model, {})
     key = (kernel, embedding_layer, per_token, tuple(sorted(static.items())))
     if key not in per_model:
         split = split_logits(model, embedding_layer=embedding_layer)
-        if split.tokens is None:
+        inputs = model_inputs(model)
+        if inputs is not None and inputs.floats != inputs.names:
+            function = functools.partial(_on_inputs, split, kernel, per_token, static)
+        elif inputs is not None or split.tokens is None:
             function = functools.partial(kernel, split, **static)
         else:
             function = functools.partial(
@@ -297,7 +328,15 @@ def traced(
 
 
 def example_input(split: LogitSplit, x_batch: tf.Tensor) -> tf.Tensor:
-    """What the kernel sees for `x_batch`: e for token ids, else `x_batch`."""
+    """What the kernel sees for `x_batch`: e for token ids (the e_k of the
+    token-id inputs among several), else `x_batch`."""
+    inputs = model_inputs(split.model)
+    if inputs is not None:
+        return (
+            x_batch
+            if inputs.floats == inputs.names
+            else _embedded(split, x_batch).embed()
+        )
     tokens = split.tokens
     return x_batch if tokens is None else tokens.bind(x_batch).embed()
 
@@ -320,7 +359,7 @@ def graph_batch(split: LogitSplit, x, targets) -> tuple[tf.Tensor, tf.Tensor]:
 
     inputs = model_inputs(split.model)
     if inputs is not None:
-        x = tf.nest.map_structure(checked, inputs.standardize(x))
+        x = inputs.convert(x, checked)
     elif split.tokens is not None:
         x = tf.cast(x, tf.int32)
     else:
@@ -372,8 +411,6 @@ def attribute(
     embedding_layer = attributed_embedding(model, embedding_layer)
     model = unwrap(model)
     inputs = model_inputs(model)
-    if inputs is not None:
-        inputs.require_float("attribution")
     split = split_logits(model, embedding_layer=embedding_layer)
     function = traced(model, kernel, embedding_layer, per_token, **static)
     tokens = inputs is None and split.tokens is not None

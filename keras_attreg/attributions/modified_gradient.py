@@ -21,6 +21,7 @@ from keras_attreg._validation import check_float, renamed_argument
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
     attribute,
+    floats_only,
     reference,
 )
 from keras_attreg.relevance import DEFAULT_EPSILON, deeplift_pass, relevance_pass
@@ -79,6 +80,7 @@ def epsilon_lrp(
     """
     epsilon = renamed_argument("eps", eps, "epsilon", epsilon, DEFAULT_EPSILON)
     epsilon = check_float("epsilon", epsilon, low=0.0, low_inclusive=False)
+    floats_only(model, "epsilon_lrp")
     return attribute(
         model,
         x,
@@ -125,6 +127,7 @@ def deeplift_rescale(
     Example:
         >>> maps = deeplift_rescale(model, x_test[:8], y_test[:8], baseline=0.0)
     """
+    floats_only(model, "deeplift_rescale")
     return attribute(
         model,
         x,

@@ -181,6 +181,7 @@ def occlusion(
     batch_size = check_int("batch_size", batch_size, low=1)
     inputs = model_inputs(unwrap(model))
     if inputs is not None:
+        inputs.require_float("occlusion")
         return attribute(
             model,
             x,

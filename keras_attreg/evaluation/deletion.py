@@ -274,7 +274,13 @@ def _curve(
             kernel = traced(model, _kernel, **options)
         else:
             kernel = traced(
-                model, on_input, measure=_kernel, input_name=input_name, **options
+                model,
+                on_input,
+                None,
+                None,
+                measure=_kernel,
+                input_name=input_name,
+                **options,
             )
     rows = [
         kernel(x_batch, batch_maps, t_batch, base, steps)

@@ -439,7 +439,13 @@ class _PixelSubsets:
             function = traced(model, _kernel, **options)
         else:
             function = traced(
-                model, on_input, measure=_kernel, input_name=self.input_name, **options
+                model,
+                on_input,
+                None,
+                None,
+                measure=_kernel,
+                input_name=self.input_name,
+                **options,
             )
         return lambda *batch: function(*batch, pool)
 
