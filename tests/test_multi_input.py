@@ -608,3 +608,26 @@ def test_the_penalty_checks_each_inputs_rank_by_name():
     image, meta, targets = _float_batch(4)
     with pytest.raises(ValueError, match=r"x\['meta'\]: expected rank 2"):
         model.fit({"image": image, "meta": meta[:, :, None]}, targets, verbose=0)
+
+
+def test_deletion_over_the_float_input_of_a_model_with_token_ids():
+    """Oracle: the test's own loop of forward passes: for each sample the
+    values of highest given attribution set to 0 (0, 1 then 2 of them), the
+    token ids held, the target's softmax probability."""
+    text, _, _ = _text_and_values_model()
+    values = RNG.normal(size=(3, 2)).astype("float32")
+    targets = np.array([0, 1, 1])
+    maps = RNG.normal(size=(3, 2)).astype("float32")
+    result = deletion(
+        text, ([_IDS, values], targets), maps, step=0.5, input_name="values"
+    )
+    expected = np.zeros((3, 3))
+    for j in range(3):
+        order = np.argsort(-maps[j])
+        for k in range(3):
+            hidden = values[j].copy()
+            hidden[order[:k]] = 0.0
+            logits = text([_IDS[j : j + 1], hidden[None]]).numpy()[0]
+            probabilities = np.exp(logits - logits.max())
+            expected[j, k] = (probabilities / probabilities.sum())[targets[j]]
+    np.testing.assert_allclose(result.per_sample, expected, rtol=1e-5, atol=1e-6)
