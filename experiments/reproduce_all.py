@@ -132,6 +132,16 @@ CHANGES = (
     "Fig. 4 is now judged on Sensitivity-n alone, with the accuracy stated "
     'beside, and "partly" needs the mean curve clearly above (beyond seed '
     "noise) at half of the n values or more.",
+    "2026-12-05, erratum (issue 22): the relevance pass doubled the relevance "
+    "through layers that return their input (Dropout, Identity, augmentation "
+    "layers at inference); fixed in commit 4ea8385. In this report only the "
+    "FBI MNIST CNN has one (Dropout on its only path): its epsilon-LRP and "
+    "DeepLIFT maps were exactly doubled (Sensitivity-n, deletion/insertion "
+    "and ROAD unchanged: they are invariant to a constant factor), and the "
+    "L_FBI values measured in inference mode (sections 3 and 3c, all "
+    "readings but the normalised one) were 2.8% to 3.8% low on retrained "
+    "models; no verdict or label changes. Sections 3 and 3c show the values "
+    "of their last run until they are rerun with the fixed pass.",
 )
 """Dated changes of rules and readings, newest last (issue 20: rules are
 never silently rewritten after a run)."""
