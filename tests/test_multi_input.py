@@ -19,7 +19,7 @@ from keras_attreg.attributions import (
     saliency,
     smoothgrad,
 )
-from keras_attreg.evaluation import deletion, infidelity, sensitivity_n
+from keras_attreg.evaluation import deletion, infidelity, road, sensitivity_n
 from keras_attreg.relevance import relevance_map
 
 RNG = np.random.default_rng(0)
@@ -529,13 +529,28 @@ def test_penalty_refuses_unknown_or_integer_inputs_and_masks_by_name():
         kar.L1GradientPenalty(inputs="values")
 
 
-def test_sensitivity_n_over_a_named_input_equals_that_of_its_bound_twin():
-    """Oracle: for each sample j, the single-input Sensitivity-n of the twin
+_METRICS = {
+    "sensitivity_n": (
+        sensitivity_n,
+        {"n_values": [1, 4, 12], "num_subsets": 8, "verbose": 0, "seed": 3},
+    ),
+    "infidelity": (infidelity, {"num_perturbations": 6, "seed": 3, "noise_std": 0.3}),
+    "infidelity_square": (
+        infidelity,
+        {"num_perturbations": 6, "seed": 3, "perturbation": "square", "square_size": 2},
+    ),
+}
+
+
+@pytest.mark.parametrize("metric", sorted(_METRICS))
+def test_metric_over_a_named_input_equals_that_of_its_bound_twin(metric):
+    """Oracle: for each sample j, the single-input metric of the twin
     image -> S_c(image, meta_j) (the metadata branch's output for meta_j
     frozen into a diagonal Dense layer, the other layers shared), run on the
-    same images so sample j keeps its position and hence its subsets; the
-    image and metadata interact through a product, so holding the wrong
+    same images so sample j keeps its position and hence its random draws;
+    the image and metadata interact through a product, so holding the wrong
     metadata fixed changes the scores."""
+    function, options = _METRICS[metric]
     image = keras.Input((4, 4, 1), name="image")
     meta = keras.Input((3,), name="meta")
     flatten = keras.layers.Flatten()
@@ -545,8 +560,7 @@ def test_sensitivity_n_over_a_named_input_equals_that_of_its_bound_twin():
     both = keras.layers.Multiply()([image_dense(flatten(image)), meta_dense(meta)])
     model = keras.Model([image, meta], head(both))
     images, metas, targets = _float_batch(3)
-    options = {"n_values": [1, 4, 12], "num_subsets": 8, "verbose": 0, "seed": 3}
-    result = sensitivity_n(
+    result = function(
         model,
         ({"image": images, "meta": metas}, targets),
         gradient_x_input,
@@ -559,13 +573,13 @@ def test_sensitivity_n_over_a_named_input_equals_that_of_its_bound_twin():
         twin_input = keras.Input((4, 4, 1))
         twin = keras.Model(twin_input, head(frozen(image_dense(flatten(twin_input)))))
         frozen.set_weights([np.diag(gate)])
-        expected = sensitivity_n(twin, (images, targets), gradient_x_input, **options)
+        expected = function(twin, (images, targets), gradient_x_input, **options)
         np.testing.assert_allclose(
             result.per_sample[j], expected.per_sample[j], rtol=1e-4, atol=1e-6
         )
     assert np.all(np.isfinite(result.per_sample))
     with pytest.raises(ValueError, match=r"one of \['image', 'meta'\]"):
-        sensitivity_n(model, ([images, metas], targets), gradient_x_input, **options)
+        function(model, ([images, metas], targets), gradient_x_input, **options)
 
 
 def test_deletion_over_a_named_input_matches_a_naive_loop():
@@ -594,8 +608,8 @@ def test_deletion_over_a_named_input_matches_a_naive_loop():
     np.testing.assert_allclose(result.per_sample, expected, rtol=1e-5, atol=1e-6)
     with pytest.raises(ValueError, match="named by `input_name`"):
         deletion(model, ([image, meta], targets), maps)
-    with pytest.raises(ValueError, match="infidelity takes models with one input"):
-        infidelity(model, ([image, meta], targets), gradient_x_input)
+    with pytest.raises(ValueError, match="ROAD takes models with one input"):
+        road(model, ([image, meta], targets), gradient_x_input)
 
 
 def test_the_penalty_checks_each_inputs_rank_by_name():

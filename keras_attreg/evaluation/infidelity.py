@@ -47,7 +47,8 @@ from keras_attreg.evaluation._batches import (
     PRECOMPUTED,
     data_source,
     label_of,
-    refuse_several_inputs,
+    measured_inputs,
+    on_input,
     resolve_method,
     scored_batches,
 )
@@ -196,7 +197,7 @@ def _kernel(
             tf.reshape(change * tf.gather(maps, sample), [tf.shape(indices)[0], -1]), 1
         )
         drop = tf.gather(scores, sample) - target_scores(
-            split.logits(original - change), tf.gather(targets, sample)
+            split.rows(sample).logits(original - change), tf.gather(targets, sample)
         )
         return (
             tf.tensor_scatter_nd_update(dots, indices[:, None], dot),
@@ -283,6 +284,7 @@ def infidelity(
     label: str | None = None,
     embedding_layer: str | None = None,
     baseline_token: int | None = None,
+    input_name: str | None = None,
 ) -> InfidelityResult:
     """Infidelity of attributions (Yeh et al. 2019, Eq. 2).
 
@@ -312,6 +314,9 @@ def infidelity(
         label: the name of the attributions.
         embedding_layer: for token ids, the Embedding layer's name.
         baseline_token: for token ids, a token whose embedding is the baseline.
+        input_name: for a model with several inputs (x a list or dict of
+            arrays), the float input perturbed, the others held at each
+            sample's values (the maps are those of it).
 
     Returns:
         An `InfidelityResult`.
@@ -336,10 +341,10 @@ def infidelity(
             "Invalid value for argument normalize: expected True or False. "
             f"Received: normalize={normalize!r}"
         )
-    refuse_several_inputs(model, "infidelity")
+    inputs = measured_inputs(model, input_name, "infidelity")
     split = split_logits(model, embedding_layer=embedding_layer)
-    tokens = split.tokens is not None
-    source = data_source(data, tokens)
+    tokens = inputs is None and split.tokens is not None
+    source = data_source(data, tokens, inputs, input_name)
     shape = source.sample_shape
     if tokens and perturbation == "gaussian":
         raise ValueError(
@@ -362,9 +367,19 @@ def infidelity(
     if tokens:
         kernel = traced(model, _token_kernel, embedding_layer, None, **options)
     else:
-        kernel = traced(
-            model, _kernel, perturbation=perturbation, noise_std=noise_std, **options
-        )
+        options.update(perturbation=perturbation, noise_std=noise_std)
+        if inputs is None:
+            kernel = traced(model, _kernel, **options)
+        else:
+            kernel = traced(
+                model,
+                on_input,
+                None,
+                None,
+                measure=_kernel,
+                input_name=input_name,
+                **options,
+            )
     rows = [
         kernel(x_batch, batch_maps, t_batch, ids, base)
         for x_batch, t_batch, batch_maps, ids, base in scored_batches(
