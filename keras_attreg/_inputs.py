@@ -5,6 +5,9 @@ takes them: a list (or tuple) in the order of `model.inputs`, or a dict keyed
 by the input names. Inside, every method works on one structure, the model's
 own (`model.input`: a list, or a dict for a model built on a dict), through
 `tf.nest`; the maps go back to the user in the structure they gave.
+`EmbeddedInputs` takes token-id inputs at their Embedding outputs (as
+`TokenSplit` does for one input); `InputView` makes S_c a function of one
+input, the others held (what a metric perturbs).
 """
 
 from __future__ import annotations

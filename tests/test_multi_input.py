@@ -438,7 +438,8 @@ def test_token_input_among_several_is_attributed_at_its_embedding():
     token map is sum_d e_td dS_c/de_td (sum_d |dS_c/de_td| for saliency), 0
     at padding; the float input's map x * dS_c/dx; integrated gradients from
     the zero embedding (padding kept) and zero values sum to the tail's own
-    S_c(x) - S_c(b) (completeness, midpoint error)."""
+    S_c(x) - S_c(b) (completeness, midpoint error). Inside a tf.function
+    (the graph loop) the maps are the same."""
     text, embedding, tail = _text_and_values_model()
     values = RNG.normal(size=(3, 2)).astype("float32")
     targets = np.array([0, 1, 1])
@@ -449,6 +450,9 @@ def test_token_input_among_several_is_attributed_at_its_embedding():
     expected_ids = np.where(padding, 0.0, (e * d_e).sum(axis=-1))
     np.testing.assert_allclose(maps["ids"], expected_ids, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(maps["values"], values * d_values, rtol=1e-5)
+    traced = tf.function(lambda ids, v, t: gradient_x_input(text, [ids, v], t))
+    in_graph = traced(tf.constant(_IDS), tf.constant(values), tf.constant(targets))
+    np.testing.assert_allclose(in_graph[0], expected_ids, rtol=1e-5, atol=1e-7)
     salient = saliency(text, [_IDS, values], targets)
     expected_salient = np.where(padding, 0.0, np.abs(d_e).sum(axis=-1))
     np.testing.assert_allclose(salient[0], expected_salient, rtol=1e-5, atol=1e-7)

@@ -431,10 +431,14 @@ def attribute(
                 part,
             )
 
-        initial = (
-            tf.zeros(tf.shape(x), keras.backend.floatx())
-            if tokens
-            else tf.nest.map_structure(tf.zeros_like, x)
+        # Token maps (of token ids, alone or among several inputs) are float.
+        initial = tf.nest.map_structure(
+            lambda t: (
+                tf.zeros(tf.shape(t), keras.backend.floatx())
+                if t.dtype.is_integer
+                else tf.zeros_like(t)
+            ),
+            x,
         )
         first = tf.nest.flatten(x)[0]
         maps = for_each_chunk(tf.shape(first)[0], batch_size, run, initial)
