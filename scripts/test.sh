@@ -12,7 +12,8 @@ python3 -m venv .venv-oldest
 .venv-oldest/bin/pip install -q -e ".[test]" "tensorflow==2.18.1" "keras==3.8.0" "protobuf<6"
 .venv-oldest/bin/python -m pytest -q -p no:cacheprovider \
     tests/test_relevance.py tests/test_relevance_graph.py tests/test_relevance_text.py \
-    tests/test_relevance_recurrent.py \
+    tests/test_relevance_recurrent.py tests/test_relevance_attention.py \
+    tests/test_relevance_preprocessing.py tests/test_relevance_subclassed.py \
     tests/test_fbi.py \
     tests/test_attributions.py \
     tests/test_masks.py

@@ -8,6 +8,7 @@ forward with softmax(QK^T) given from outside, which Keras does not expose.
 from __future__ import annotations
 
 import contextlib
+import inspect
 from collections.abc import Callable
 
 
@@ -24,9 +25,20 @@ def replaced_probabilities(layer, replace: Callable):
     def replaced(scores, mask=None):
         return replace(softmax(scores, mask=mask))
 
-    def explicit(query, key, value, mask, training, scores, **kwargs):
-        # asking for the scores selects Keras's explicit softmax path
-        return compute(query, key, value, mask, training, True, **kwargs)
+    takes_choice = "return_attention_scores" in inspect.signature(compute).parameters
+
+    def explicit(query, key, value, mask=None, training=None, *rest, **kwargs):
+        # Asking for the scores selects Keras's explicit softmax path: an
+        # argument since Keras 3.9, the layer's attribute before.
+        if takes_choice:
+            kwargs.pop("return_attention_scores", None)
+            return compute(query, key, value, mask, training, True, *rest[1:], **kwargs)
+        asked = layer._return_attention_scores
+        object.__setattr__(layer, "_return_attention_scores", True)
+        try:
+            return compute(query, key, value, mask, training)
+        finally:
+            object.__setattr__(layer, "_return_attention_scores", asked)
 
     flash = layer._flash_attention
     object.__setattr__(layer, "_softmax", replaced)
