@@ -468,6 +468,46 @@ def test_token_input_among_several_is_attributed_at_its_embedding():
     np.testing.assert_allclose(total, delta, rtol=1e-3, atol=1e-5)
 
 
+def test_smoothgrad_with_a_token_input_among_several():
+    """Oracle: the test's own tape on the layers after the Embedding. On a
+    model linear in (e, values), dS_c/de and dS_c/dvalues are constant, so
+    the signed SmoothGrad of saliency equals them (summed over the embedding
+    axis, 0 at padding) for any noise; with no noise, SmoothGrad of gradient
+    x input is gradient x input. Methods that cannot take the token input are
+    refused by name."""
+    ids = keras.Input((5,), name="ids", dtype="int32")
+    values = keras.Input((2,), name="values")
+    embedding = keras.layers.Embedding(9, 3)
+    pooling, concat = keras.layers.GlobalAveragePooling1D(), keras.layers.Concatenate()
+    head = keras.layers.Dense(2)
+    linear = keras.Model([ids, values], head(concat([pooling(embedding(ids)), values])))
+    e_input = keras.Input((5, 3))
+    tail = keras.Model([e_input, values], head(concat([pooling(e_input), values])))
+    x_values = RNG.normal(size=(3, 2)).astype("float32")
+    targets = np.array([0, 1, 1])
+    e = embedding(_IDS).numpy()
+    d_e, d_values = _tail_gradients(tail, e, x_values, targets)
+    padding = _IDS == 0
+    signed = functools.partial(saliency, absolute=False)
+    maps = smoothgrad(linear, [_IDS, x_values], targets, samples=4, method=signed)
+    expected = np.where(padding, 0.0, d_e.sum(axis=-1))
+    np.testing.assert_allclose(maps[0], expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(maps[1], d_values, rtol=1e-5)
+    quiet = smoothgrad(
+        linear,
+        {"ids": _IDS, "values": x_values},
+        targets,
+        samples=2,
+        noise=0.0,
+        method=gradient_x_input,
+    )
+    expected = np.where(padding, 0.0, (e * d_e).sum(axis=-1))
+    np.testing.assert_allclose(quiet["ids"], expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(quiet["values"], x_values * d_values, rtol=1e-5)
+    with pytest.raises(ValueError, match="takes token ids among several inputs"):
+        smoothgrad(linear, [_IDS, x_values], targets, method=epsilon_lrp)
+
+
 def test_penalty_on_a_token_input_is_taken_at_its_embedding():
     """Oracle: the test's own tape on the layers after the Embedding (the
     same layer objects, fed e = Embedding(ids) and the values): per sample

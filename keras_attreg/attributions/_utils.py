@@ -232,7 +232,10 @@ def reference(
         embedding_layer: name of the model's Embedding layer, if chosen.
     """
     if baseline_token is None and not tf.is_tensor(x):
-        inputs = model_inputs(unwrap(model))
+        if isinstance(model, EmbeddedInputs):  # inside SmoothGrad's trace
+            inputs = model.inputs
+        else:
+            inputs = model_inputs(unwrap(model))
         if isinstance(baseline, (list, tuple, dict)):
             baseline = inputs.standardize(baseline, "baseline")
         else:
@@ -404,7 +407,7 @@ def attribute(
         run-time assertions).
     """
     batch_size = check_int("batch_size", batch_size, low=1)
-    if isinstance(model, TokenSplit):
+    if isinstance(model, (TokenSplit, EmbeddedInputs)):
         return _attribute_embedded(
             model, x, targets, kernel, batch_size, tensors, static
         )
@@ -468,17 +471,24 @@ def joined(outputs: list, x, inputs: ModelInputs | None):
 
 
 def _attribute_embedded(tokens, e, targets, kernel, batch_size, tensors, static):
-    """Embedding-level maps of `e` in chunks, `tokens` bound to e's ids."""
+    """Embedding-level maps of `e` in chunks, `tokens` bound to e's ids (a
+    `TokenSplit`, or an `EmbeddedInputs` with e holding several inputs)."""
     extra = tensors(e)
 
     def run(maps, indices):
         part = kernel(
             tokens.rows(indices),
-            tf.gather(e, indices),
+            tf.nest.map_structure(lambda t: tf.gather(t, indices), e),
             tf.gather(targets, indices),
             *extra,
             **static,
         )
-        return tf.tensor_scatter_nd_update(maps, indices[:, None], part)
+        return tf.nest.map_structure(
+            lambda m, p: tf.tensor_scatter_nd_update(m, indices[:, None], p),
+            maps,
+            part,
+        )
 
-    return for_each_chunk(tf.shape(e)[0], batch_size, run, tf.zeros_like(e))
+    first = tf.nest.flatten(e)[0]
+    initial = tf.nest.map_structure(tf.zeros_like, e)
+    return for_each_chunk(tf.shape(first)[0], batch_size, run, initial)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import keras
 import tensorflow as tf
 
-from keras_attreg._inputs import model_inputs
+from keras_attreg._inputs import EmbeddedInputs, model_inputs
 from keras_attreg._logits import (
     attributed_embedding,
     input_gradient,
@@ -208,16 +208,15 @@ def integrated_gradients(
     )
 
 
-def _noisy_copies(model, x, key, noise, samples: int):
-    """`samples` noisy copies of each sample of one input, seed `key`."""
+def _noise(x, key, noise, samples: int):
+    """The noise e_k of `samples` copies of each sample of one input, seed
+    `key`: Normal(0, sigma^2), sigma = noise * (max - min) of the sample."""
     axes = list(range(1, x.shape.rank))
     spread = tf.reduce_max(x, axis=axes) - tf.reduce_min(x, axis=axes)
     sigma = tf.reshape(tf.cast(noise, x.dtype) * spread, [-1] + [1] * len(axes))
-    copies = tf.repeat(x, samples, axis=0)
-    draws = tf.random.stateless_normal(tf.shape(copies), seed=key, dtype=copies.dtype)
-    if isinstance(model, TokenSplit):
-        draws = model.fix_padding(draws)
-    return copies + tf.repeat(sigma, samples, axis=0) * draws
+    shape = tf.concat([[tf.shape(x)[0] * samples], tf.shape(x)[1:]], axis=0)
+    draws = tf.random.stateless_normal(shape, seed=key, dtype=x.dtype)
+    return tf.repeat(sigma, samples, axis=0) * draws
 
 
 def _noisy_average(model, x, targets, key, noise, *, method, samples: int):
@@ -232,12 +231,17 @@ def _noisy_average(model, x, targets, key, noise, *, method, samples: int):
             tf.random.experimental.stateless_fold_in(key, j) for j in range(len(flat))
         ]
     )
-    noisy = tf.nest.pack_sequence_as(
+    change = tf.nest.pack_sequence_as(
         x,
         [
-            _noisy_copies(model, tensor, seed, noise, samples)
+            _noise(tensor, seed, noise, samples)
             for tensor, seed in zip(flat, keys, strict=True)
         ],
+    )
+    if isinstance(model, (TokenSplit, EmbeddedInputs)):
+        change = model.fix_padding(change)  # padding is not a feature
+    noisy = tf.nest.map_structure(
+        lambda t, c: tf.repeat(t, samples, axis=0) + c, x, change
     )
     maps = method(model, noisy, tf.repeat(targets, samples, axis=0))
     return tf.nest.map_structure(
@@ -250,9 +254,11 @@ def _noisy_average(model, x, targets, key, noise, *, method, samples: int):
 
 
 def _smoothgrad_kernel(split, x, targets, key, noise, *, method, options, samples):
-    if isinstance(split, TokenSplit):
-        # x is e: the method runs on the noisy embeddings of the repeated ids.
-        model = split.rows(tf.repeat(tf.range(tf.shape(x)[0]), samples))
+    if isinstance(split, (TokenSplit, EmbeddedInputs)):
+        # x is (or holds) e: the method runs on the noisy embeddings of the
+        # repeated ids.
+        batch = tf.shape(tf.nest.flatten(x)[0])[0]
+        model = split.rows(tf.repeat(tf.range(batch), samples))
     else:
         model = split.model
     return _noisy_average(
@@ -340,11 +346,21 @@ def smoothgrad(
     batch_size = check_int("batch_size", batch_size, low=1)
     method = get(method, name="method")
     inputs = model_inputs(model)
-    if inputs is not None:
-        inputs.require_float("SmoothGrad")
     split = split_logits(model, embedding_layer=embedding_layer)
     tokens = split.tokens
     built_in = _built_in(method)
+    if (
+        inputs is not None
+        and inputs.floats != inputs.names
+        and (built_in is None or built_in[0] not in _EMBEDDED_METHODS)
+    ):
+        raise ValueError(
+            "Invalid value for argument method: model "
+            f"{model.name!r} takes token ids among several inputs, where "
+            "SmoothGrad adds its noise to the Embedding outputs and takes "
+            "saliency, gradient_x_input or integrated_gradients. Received: "
+            f"method={method!r}"
+        )
     if built_in is None and tokens is not None:
         raise ValueError(
             "Invalid value for argument method: on token ids SmoothGrad adds its "
@@ -401,6 +417,8 @@ _NAMES = {
     "smoothgrad": smoothgrad,
 }
 _BUILT_IN = frozenset(_NAMES.values()) - {smoothgrad}
+_EMBEDDED_METHODS = frozenset({saliency, gradient_x_input, integrated_gradients})
+"""The methods that take token-id inputs among several (`EmbeddedInputs`)."""
 METHOD_NAMES = tuple(sorted(_NAMES))
 
 
