@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_attreg._keras.embedding import embedding_output
@@ -292,3 +293,21 @@ def model_inputs(model) -> ModelInputs | None:
     except (AttributeError, ValueError):
         return None
     return ModelInputs(model) if inputs and len(inputs) > 1 else None
+
+
+def one_array(x, owner: str, name: str = "x_val"):
+    """`np.asarray(x)` for `owner`, which takes models with one input: inputs
+    given per input (a dict, or a list of arrays of different shapes) are
+    refused with a ValueError naming `owner`."""
+    per_input = isinstance(x, dict) or (
+        isinstance(x, (list, tuple)) and len({np.shape(value) for value in x}) > 1
+    )
+    if per_input:
+        raise ValueError(
+            f"Invalid value for argument {name}: {owner} takes a batch of one "
+            "input (images or token ids), not the inputs of a model with several "
+            "inputs. Attribute such a model with the functions of "
+            f"`keras_attreg.attributions` instead. Received: {name} of type "
+            f"{type(x).__name__}"
+        )
+    return np.asarray(x)

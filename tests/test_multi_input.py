@@ -689,3 +689,16 @@ def test_deletion_over_the_float_input_of_a_model_with_token_ids():
             probabilities = np.exp(logits - logits.max())
             expected[j, k] = (probabilities / probabilities.sum())[targets[j]]
     np.testing.assert_allclose(result.per_sample, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_monitors_refuse_inputs_given_per_input_by_name():
+    """Oracle: the hand-written expectation: the callbacks take one input's
+    batch, and say so for a list or dict of a multi-input model's inputs."""
+    image, meta, targets = _float_batch(2)
+    for monitor in (
+        kar.callbacks.AttributionMonitor,
+        kar.callbacks.FaithfulnessMonitor,
+    ):
+        for x_val in ([image, meta], {"image": image, "meta": meta}):
+            with pytest.raises(ValueError, match=f"{monitor.__name__} takes a batch"):
+                monitor(x_val, targets)

@@ -16,6 +16,7 @@ import tensorflow as tf
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from keras_attreg import attributions as attribution_methods
+from keras_attreg._inputs import one_array
 from keras_attreg._keras.distribute import mean_over_workers
 from keras_attreg._logits import attributed_embedding, split_logits, unwrap
 from keras_attreg._tokens import method_at_embedding
@@ -143,7 +144,7 @@ class AttributionMonitor(keras.callbacks.Callback):
         vocabulary: Sequence[str] | None = None,
     ):
         super().__init__()
-        x_val = np.asarray(x_val)
+        x_val = one_array(x_val, "AttributionMonitor")
         self.tokens = x_val.ndim == 2 and np.issubdtype(x_val.dtype, np.integer)
         x_val = x_val.astype("int32" if self.tokens else keras.backend.floatx())
         if (x_val.ndim not in (3, 4) and not self.tokens) or x_val.shape[0] == 0:

@@ -10,6 +10,7 @@ import keras
 import numpy as np
 
 from keras_attreg import attributions as attribution_methods
+from keras_attreg._inputs import one_array
 from keras_attreg._keras.distribute import mean_over_workers
 from keras_attreg._logits import unwrap
 from keras_attreg._validation import check_choice, check_int
@@ -98,7 +99,7 @@ class FaithfulnessMonitor(keras.callbacks.Callback):
         seed: int = 0,
     ):
         super().__init__()
-        self.x_val = np.asarray(x_val)
+        self.x_val = one_array(x_val, "FaithfulnessMonitor")
         self.y_val = np.asarray(y_val)
         if self.x_val.ndim < 2 or len(self.x_val) == 0:
             raise ValueError(
