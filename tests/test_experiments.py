@@ -662,8 +662,17 @@ def test_transformer_faithfulness_quick_runs_resumes_and_reports(tmp_path, data_
     again = _quick("transformer_faithfulness.py", out, data_dir)
     assert "--- training" not in again
     assert again.count("skipping finished run") == 4
+    # A second training seed's folder beside it is shown with its own numbers.
+    seed1 = tmp_path / "outputs" / "transformer_faithfulness_seed1"
+    seed1.mkdir()
+    result["setup"]["seed"] = 1
+    (seed1 / "results.json").write_text(json.dumps(result))
     report = _report(tmp_path, "transformer_faithfulness")
     assert any(f"experiment 10): {v}.**" in report for v in VERDICTS)
+    c = result["judgement"]["comparisons"]["vit"]["epsilon_lrp"]
+    accuracy = result["models"]["vit"]["test_accuracy"]
+    row = f"| 1 | ViT (CIFAR-10) | {accuracy:.3f} | {c['d']:+.4f} ± {c['se']:.4f}"
+    assert row in report
     assert (
         tmp_path / "docs" / "figures" / "transformer_sensitivity_n_vit.png"
     ).exists()
