@@ -320,8 +320,8 @@ def write_report(outputs: pathlib.Path, docs: pathlib.Path) -> str:
             "smaller networks, data subsets and fewer epochs than the papers. A "
             "claim is compared only in its direction where the setting differs; "
             "nothing was tuned to agree. The verdict rules of sections 2, 2c, 3, "
-            "3c, 4, 4b, 6, 7 and 8 are in `docs/VERDICT_RULES.md`, written before "
-            "their runs.",
+            "3c, 4, 4b, 6, 7, 7b, 8, 9 and 10 are in `docs/VERDICT_RULES.md`, "
+            "written before their runs.",
             "",
             "| experiment | command (CPU-size defaults) | wall time |",
             "| --- | --- | --- |",
