@@ -31,6 +31,7 @@ from keras_attreg.attributions._utils import (
     model_dtype_input,
     num_samples,
     reference,
+    traced,
 )
 
 PRECOMPUTED = "precomputed maps"
@@ -126,6 +127,16 @@ def on_input(split, x, *tensors, measure, input_name: str, **options):
     (`InputView`)."""
     view = InputView(split, model_inputs(split.model), x, input_name)
     return measure(view, view.value, *tensors, **options)
+
+
+def traced_measure(model, measure, input_name: str | None, **options):
+    """The traced `measure` kernel of a metric: on the model's one input, or
+    (`input_name` given) `on_input` over that input of a model with several."""
+    if input_name is None:
+        return traced(model, measure, **options)
+    return traced(
+        model, on_input, None, None, measure=measure, input_name=input_name, **options
+    )
 
 
 def data_source(

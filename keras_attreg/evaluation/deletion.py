@@ -49,10 +49,10 @@ from keras_attreg.evaluation._batches import (
     json_list,
     label_of,
     measured_inputs,
-    on_input,
     resolve_method,
     scored_batches,
     standard_error,
+    traced_measure,
 )
 from keras_attreg.evaluation.sensitivity_n import num_features, replace_tokens
 
@@ -270,18 +270,7 @@ def _curve(
         steps = tf.constant(np.round(fractions * count).astype(np.int32))
         options = {"mode": mode, "score": score, "chunk": batch_size}
         options["pixel"] = features == "pixel" and len(shape) == 3
-        if inputs is None:
-            kernel = traced(model, _kernel, **options)
-        else:
-            kernel = traced(
-                model,
-                on_input,
-                None,
-                None,
-                measure=_kernel,
-                input_name=input_name,
-                **options,
-            )
+        kernel = traced_measure(model, _kernel, input_name, **options)
     rows = [
         kernel(x_batch, batch_maps, t_batch, base, steps)
         for x_batch, t_batch, batch_maps, _, base in scored_batches(

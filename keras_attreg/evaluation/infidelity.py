@@ -48,9 +48,9 @@ from keras_attreg.evaluation._batches import (
     data_source,
     label_of,
     measured_inputs,
-    on_input,
     resolve_method,
     scored_batches,
+    traced_measure,
 )
 from keras_attreg.evaluation.sensitivity_n import replace_tokens
 
@@ -368,18 +368,7 @@ def infidelity(
         kernel = traced(model, _token_kernel, embedding_layer, None, **options)
     else:
         options.update(perturbation=perturbation, noise_std=noise_std)
-        if inputs is None:
-            kernel = traced(model, _kernel, **options)
-        else:
-            kernel = traced(
-                model,
-                on_input,
-                None,
-                None,
-                measure=_kernel,
-                input_name=input_name,
-                **options,
-            )
+        kernel = traced_measure(model, _kernel, input_name, **options)
     rows = [
         kernel(x_batch, batch_maps, t_batch, ids, base)
         for x_batch, t_batch, batch_maps, ids, base in scored_batches(

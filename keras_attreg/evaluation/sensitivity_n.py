@@ -56,10 +56,10 @@ from keras_attreg.evaluation._batches import (
     json_list,
     label_of,
     measured_inputs,
-    on_input,
     resolve_method,
     scored_batches,
     standard_error,
+    traced_measure,
 )
 
 # A correlation is undefined when R_n or S_n is constant over the subsets:
@@ -435,18 +435,7 @@ class _PixelSubsets:
         pool = subset_pool(self.seed, n_values, rows, self.count)
         options = {"seed": self.seed, "num_subsets": num_subsets, "chunk": chunk}
         options["pixel"] = self.pixel
-        if self.input_name is None:
-            function = traced(model, _kernel, **options)
-        else:
-            function = traced(
-                model,
-                on_input,
-                None,
-                None,
-                measure=_kernel,
-                input_name=self.input_name,
-                **options,
-            )
+        function = traced_measure(model, _kernel, self.input_name, **options)
         return lambda *batch: function(*batch, pool)
 
     def too_short(self, x_batch, n_values) -> np.ndarray:
