@@ -23,6 +23,8 @@ and load average recorded in `<output-dir>/timings.json`):
 10. `transformer_faithfulness.py`: CP-LRP against gradient*input by
     Sensitivity-n on a text transformer and a tiny ViT (Ali et al. 2022;
     issue 22).
+11. `transformer_fbi.py`: what FBI changes in the text transformer of 10
+    (accuracy, L_FBI, CP-LRP's faithfulness; issue 22).
 
 Adding an experiment: a script that writes `<output-dir>/results.json` and
 has a `report(result, outputs, docs) -> Section` function (its section of the
@@ -71,6 +73,7 @@ import lazy_regularization
 import localisation
 import text_imdb
 import transformer_faithfulness
+import transformer_fbi
 from _report import Section, load, wall_time
 
 EXPERIMENTS_DIR = pathlib.Path(__file__).resolve().parent
@@ -203,6 +206,7 @@ EXPERIMENTS = [
     Experiment("decoy_mnist", decoy_mnist.report),
     Experiment("faithfulness_rejudge", faithfulness_rejudge.report),
     Experiment("transformer_faithfulness", transformer_faithfulness.report),
+    Experiment("transformer_fbi", transformer_fbi.report),
 ]
 NAMES = [e.name for e in EXPERIMENTS]
 

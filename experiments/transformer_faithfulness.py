@@ -361,7 +361,12 @@ def parse():
     cli = parser(__doc__)
     cli.add_argument("--models", nargs="+", choices=list(MODELS), default=list(MODELS))
     cli.add_argument("--eval-samples", type=int, default=None)
-    args = cli.parse_args()
+    return sizes(cli.parse_args())
+
+
+def sizes(args):
+    """The data, training and evaluation sizes of this experiment (CPU size,
+    or tiny with `--quick`), set on `args`; experiment 11 shares them."""
     quick = args.quick
     args.seed = args.seeds[0]
     args.sequence_length = 64 if quick else 128

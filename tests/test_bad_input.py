@@ -186,3 +186,52 @@ def test_relevance_map_refuses_token_ids_instead_of_returning_zeros():
     maps = attr.epsilon_lrp(model, ids, [0, 1]).numpy()
     assert maps.shape == (2, 6)
     assert (np.abs(maps).max(axis=1) > 0).all()
+
+
+def _nan_at_sample(x, y, sample):
+    maps = np.ones(x.shape, "float32")
+    maps[sample, 1, 2] = np.nan
+    return maps
+
+
+@pytest.mark.parametrize(
+    "metric",
+    [
+        kar.evaluation.deletion,
+        kar.evaluation.insertion,
+        kar.evaluation.road,
+        kar.evaluation.infidelity,
+        functools.partial(kar.evaluation.sensitivity_n, n_values=(2,), verbose=0),
+    ],
+)
+@pytest.mark.parametrize("given", ["precomputed", "method"])
+def test_metrics_refuse_maps_that_are_not_finite(metric, given):
+    """A NaN in one map used to rank that sample's pixels silently (NaN sorted
+    last by one sort, anywhere by another) and return a number: now every
+    metric stops, naming the argument and the first bad sample (sample 3,
+    which the maps below make bad: the expected value is set by hand)."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential(
+        [keras.Input((5, 5, 1)), keras.layers.Flatten(), keras.layers.Dense(3)]
+    )
+    x = RNG.normal(size=(6, 5, 5, 1)).astype("float32")
+    y = np.arange(6) % 3
+    maps = _nan_at_sample(x, y, 3)
+    if given == "method":
+
+        def attributions(model, xb, tb):
+            # the batch of data samples 2 and 3 gets a NaN at its sample 1
+            second = np.array_equal(np.asarray(xb)[0], x[2])
+            return (
+                _nan_at_sample(np.asarray(xb), tb, 1) if second else np.ones(xb.shape)
+            )
+
+        kwargs = {"batch_size": 2}
+    else:
+        attributions, kwargs = maps, {}
+    with pytest.raises(
+        ValueError,
+        match=r"attributions: every map must be finite.*"
+        r"NaN or inf, the first at sample 3",
+    ):
+        metric(model, (x, y), attributions, **kwargs)

@@ -676,3 +676,137 @@ def test_transformer_faithfulness_quick_runs_resumes_and_reports(tmp_path, data_
     assert (
         tmp_path / "docs" / "figures" / "transformer_sensitivity_n_vit.png"
     ).exists()
+
+
+def _fbi_run(curve, accuracy=0.8, fbi_loss=1.0, switched=1, deletion=0.5):
+    """A run of `transformer_fbi.run` with the given per-sample Sensitivity-n
+    curves of CP-LRP (gradient*input copies them)."""
+    per_sample = {"per_sample": curve}
+    return {
+        "test_accuracy": accuracy,
+        "test_fbi_loss": fbi_loss,
+        "switched_on_at_epoch": switched,
+        "epochs": 3,
+        "final_loss": 0.3,
+        "sensitivity_n": {"epsilon_lrp": per_sample, "gradient_x_input": per_sample},
+        "deletion_area": [deletion] * len(curve),
+        "concentration": [0.5] * len(curve),
+    }
+
+
+def test_fbi_transformer_verdict_follows_the_committed_rules():
+    """Each branch of the experiment 11 rule (docs/VERDICT_RULES.md) on
+    hand-built runs: per-sample differences 0.1, 0.2, 0.3 give d = 0.2 and
+    se = 0.1 / sqrt(3) (more faithful); accuracy differences and L_FBI set by
+    hand for each branch."""
+    module = _module("transformer_fbi")
+    base = [[0.5, 0.5], [0.5, 0.5], [0.5, 0.5]]
+    up = [[0.6, 0.6], [0.6, 0.8], [0.8, 0.8]]
+    down = [[0.4, 0.4], [0.4, 0.2], [0.2, 0.2]]
+
+    def judged(fbi_runs, base_accuracy=0.8):
+        runs = {}
+        for seed, fbi in enumerate(fbi_runs):
+            runs[module.run_name(seed, 0.0)] = _fbi_run(base, accuracy=base_accuracy)
+            runs[module.run_name(seed, 0.1)] = fbi
+        return module.judge(runs, range(len(fbi_runs)), [0.1])["0.1"]
+
+    better = _fbi_run(up, accuracy=0.8, fbi_loss=0.5)
+    result = judged([better] * 3)
+    entry = result["per_seed"][0]["epsilon_lrp"]
+    assert entry["d"] == pytest.approx(0.2)
+    assert entry["se"] == pytest.approx(0.1 / np.sqrt(3))
+    assert result["faithfulness"] == "more faithful"
+    assert result["verdict"] == "reproduced"
+    # L_FBI not lower in one seed: "partly".
+    result = judged([better, better, _fbi_run(up, fbi_loss=1.5)])
+    assert (result["fbi_loss_reduced"], result["verdict"]) == (False, "partly")
+    # Two seeds more faithful, one less: no change shown; with L_FBI reduced,
+    # still "partly".
+    worse = _fbi_run(down, fbi_loss=0.5)
+    result = judged([better, better, worse])
+    assert result["faithfulness"] == "no change shown"
+    assert result["verdict"] == "partly"
+    result = judged([worse, worse, _fbi_run(base, fbi_loss=0.5)])
+    assert result["faithfulness"] == "less faithful"
+    # Accuracy: every seed 0.02 lower costs accuracy: not reproduced.
+    lower = _fbi_run(up, accuracy=0.78, fbi_loss=0.5)
+    result = judged([lower] * 3)
+    assert result["accuracy"] == "costs accuracy"
+    assert result["mean_accuracy_difference"] == pytest.approx(-0.02)
+    assert result["verdict"] == "not reproduced"
+    # Mean below -0.01 but one seed not lower: no change shown.
+    mixed = [lower, lower, _fbi_run(up, accuracy=0.79 + 0.01, fbi_loss=0.5)]
+    assert judged(mixed)["accuracy"] == "no change shown"
+    # The switch fired after the last epoch (3 of 3): FBI never trained.
+    result = judged([_fbi_run(up, fbi_loss=0.5, switched=3)] * 3)
+    assert (result["trains"], result["verdict"]) == (False, "not reproduced")
+    # Below the 0.70 bar: does not train, whatever else.
+    result = judged([_fbi_run(up, accuracy=0.65, fbi_loss=0.5)] * 3, 0.65)
+    assert result["trains"] is False
+
+
+def test_fbi_transformer_concentration_by_hand():
+    """The share of absolute relevance on the top 10% of real tokens, by hand:
+    12 real tokens -> the top 2 (ceil of 1.2); padding (id 0) left out even
+    where its relevance is the largest."""
+    module = _module("transformer_fbi")
+    ids = np.array([[5] * 12 + [0, 0]])
+    maps = np.array([[4.0, -3.0] + [0.5] * 10 + [100.0, 100.0]])
+    assert module.concentration(maps, ids)[0] == pytest.approx(7.0 / 12.0)
+
+
+@pytest.mark.slow
+def test_transformer_fbi_quick_runs_resumes_and_reports(tmp_path, data_dir):
+    """Oracles: the baseline's accuracy is that of its saved weights on the
+    test reviews (the test's own vectoriser and predict); CP-LRP's paired d
+    is the test's own numpy on the stored per-sample curves."""
+    out = tmp_path / "outputs" / "transformer_fbi"
+    _quick("transformer_fbi.py", out, data_dir, "--seeds", "0")
+    result = json.loads((out / "results.json").read_text())
+    module = _module("transformer_fbi")
+    setup = result["setup"]
+    base = result["runs"]["lam0_seed0"]
+    for lam in setup["lambdas"]:
+        fbi = result["runs"][module.run_name(0, lam)]
+        diffs = np.nanmean(
+            np.array(fbi["sensitivity_n"]["epsilon_lrp"]["per_sample"], float)
+            - np.array(base["sensitivity_n"]["epsilon_lrp"]["per_sample"], float),
+            axis=1,
+        )
+        diffs = diffs[np.isfinite(diffs)]
+        c = result["judgement"][f"{lam:g}"]["per_seed"][0]["epsilon_lrp"]
+        assert c["d"] == pytest.approx(diffs.mean())
+        assert 0 <= min(fbi["concentration"]) <= max(fbi["concentration"]) <= 1
+    _, vectorizer = kar.datasets.load_imdb(  # as experiment 10's text_data
+        "train",
+        data_dir=data_dir,
+        shuffle=True,
+        seed=0,
+        vocabulary_size=setup["vocabulary_size"],
+        sequence_length=setup["sequence_length"],
+        limit=setup["train_samples"],
+        adapt_limit=setup["train_samples"],
+    )
+    test, _ = kar.datasets.load_imdb(
+        "test",
+        data_dir=data_dir,
+        vectorizer=vectorizer,
+        limit=setup["test_samples"],
+        batch_size=256,
+    )
+    x, y = zip(*((x.numpy(), y.numpy()) for x, y in test), strict=True)
+    model = _module("transformer_faithfulness").text_transformer(
+        setup["vocabulary_size"], setup["sequence_length"], 0
+    )
+    model.load_weights(out / "checkpoints" / "lam0_seed0.weights.h5")
+    logits = model.predict(np.concatenate(x), verbose=0)
+    accuracy = np.mean(np.argmax(logits, -1) == np.concatenate(y))
+    assert base["test_accuracy"] == pytest.approx(accuracy)
+    before = {p.name: p.read_text() for p in (out / "runs").glob("*.json")}
+    again = _quick("transformer_fbi.py", out, data_dir, "--seeds", "0")
+    assert again.count("skipping finished run") == 3
+    assert "--- training" not in again
+    assert {p.name: p.read_text() for p in (out / "runs").glob("*.json")} == before
+    report = _report(tmp_path, "transformer_fbi")
+    assert report.count("**Verdict: ") == len(setup["lambdas"])

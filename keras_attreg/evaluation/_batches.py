@@ -246,8 +246,9 @@ def attributed_batches(
     (`DataSource.measured`), and `x` has them all.
 
     Raises:
-        ValueError: maps of another shape than their inputs, or another number
-            of maps than samples.
+        ValueError: maps of another shape than their inputs, another number
+            of maps than samples, or a map holding NaN or an infinity (it has
+            no ranking: every metric would return a silently wrong number).
     """
     if method is None and source.total is not None and maps.shape[0] != source.total:
         raise shape_error(maps.shape, (source.total, *source.sample_shape), name)
@@ -264,10 +265,26 @@ def attributed_batches(
         measured = source.measured(x_batch)
         if batch_maps.shape != measured.shape:
             raise shape_error(batch_maps.shape, measured.shape, name)
+        _check_finite(batch_maps, offset, name, method)
         offset += size
         yield x_batch, t_batch, batch_maps
     if method is None and offset != maps.shape[0]:
         raise _count_error(str(offset), maps.shape, name)
+
+
+def _check_finite(batch_maps, offset: int, name: str, method) -> None:
+    finite = np.isfinite(np.asarray(batch_maps)).reshape(len(batch_maps), -1)
+    bad = np.flatnonzero(~finite.all(axis=1))
+    if bad.size:
+        origin = (
+            f" returned by {getattr(method, '__name__', method)!r}" if method else ""
+        )
+        raise ValueError(
+            f"Invalid value for argument {name}: every map must be finite (a "
+            "map with NaN or an infinity ranks no feature). Received: "
+            f"{bad.size} map(s){origin} with NaN or inf, the first at "
+            f"sample {offset + int(bad[0])}"
+        )
 
 
 def _count_error(samples: str, shape, name: str) -> ValueError:

@@ -339,11 +339,12 @@ def _check_fractions(fractions) -> np.ndarray:
     return np.unique(values.astype(np.float64))
 
 
-def _score_kernel(split, inputs, targets, *, score, ends_in_softmax, chunk):
-    """The score of every input: (inputs,) float64, in chunks of `chunk`."""
+def _scores(split, make, targets, total, *, score, ends_in_softmax, chunk):
+    """The score of every model input `make(indices)` builds, (total,)
+    float64, in chunks of `chunk` inputs."""
 
     def run(scores, indices):
-        logits, outputs = split(tf.gather(inputs, indices))
+        logits, outputs = split(make(indices))
         chosen = tf.gather(targets, indices)
         if score == "accuracy":
             predicted = tf.argmax(logits, axis=-1, output_type=chosen.dtype)
@@ -359,25 +360,62 @@ def _score_kernel(split, inputs, targets, *, score, ends_in_softmax, chunk):
             value = tf.cast(target_scores(logits, chosen), tf.float64)
         return tf.tensor_scatter_nd_update(scores, indices[:, None], value)
 
-    total = tf.shape(inputs)[0]
     return for_each_chunk(total, chunk, run, tf.zeros([total], tf.float64))
 
 
-def _perturbed(x, ranking, counts, offset, imputation, noise, seed, baseline):
-    """The K perturbed copies of each sample of `x` (b, H, W, C), sample-major:
-    (b * K, H, W, C)."""
-    height, width = x.shape[1:3]
-    out = []
-    for j, (image, order) in enumerate(zip(x, ranking, strict=True)):
-        for k, count in enumerate(counts):
-            mask = np.zeros(height * width, bool)
-            mask[order[:count]] = True
-            mask = mask.reshape(height, width)
-            if imputation == "fixed":
-                out.append(np.where(mask[..., None], baseline, image))
-            else:
-                rng = np.random.default_rng([seed, offset + j, k])
-                out.append(_impute_image(image, mask, noise, rng))
+def _imputed_kernel(split, inputs, targets, **options):
+    """Scores of the imputed copies `inputs` (b * K, ...), sample-major."""
+    total = tf.shape(inputs)[0]
+    return _scores(split, lambda i: tf.gather(inputs, i), targets, total, **options)
+
+
+def _filled_kernel(split, x, ranks, targets, baseline, counts, *, squeeze, **options):
+    """Scores of the fixed-fill copies, built on the device chunk by chunk:
+    copy (i, k) is x_i (b, H, W, C) with the pixels whose rank (b, H * W) is
+    below counts[k] set to `baseline`. Sample-major (b * K,)."""
+    steps = tf.shape(counts)[0]
+
+    def make(indices):
+        sample, step = indices // steps, indices % steps
+        chosen = tf.gather(ranks, sample) < tf.gather(counts, step)[:, None]
+        chosen = tf.reshape(chosen, [-1, *x.shape[1:-1], 1])
+        inputs = tf.where(chosen, baseline, tf.gather(x, sample))
+        return inputs[..., 0] if squeeze else inputs
+
+    total = tf.shape(x)[0] * steps
+    return _scores(split, make, targets, total, **options)
+
+
+def _ranks(relevance, order):
+    """The rank of each pixel of each row of `relevance` (b, P), 0 for the
+    most relevant ("morf") or the least relevant ("lerf"); ties go to the
+    lower index in both orders, as a stable sort orders them (`top_k` keeps
+    the lower index first among equal values, and runs multi-threaded)."""
+    keys = relevance if order == "morf" else -relevance
+    ranking = tf.math.top_k(keys, k=keys.shape[1]).indices.numpy()
+    ranks = np.empty_like(ranking)
+    np.put_along_axis(ranks, ranking, np.arange(ranking.shape[1])[None, :], axis=1)
+    return ranks
+
+
+def _imputed(x, ranks, counts, offset, noise, seed):
+    """The K imputed copies of each sample of `x` (b, H, W, C), sample-major:
+    a (b * K, H, W, C) array; pixel p of sample i is removed at fraction k
+    when ranks[i, p] < counts[k]."""
+    size, height, width = x.shape[:3]
+    masks = ranks[:, None, :] < np.asarray(counts)[None, :, None]
+    masks = masks.reshape(size * len(counts), height, width)
+    out = [
+        _impute_image(
+            image,
+            mask,
+            noise,
+            np.random.default_rng([seed, offset + i // len(counts), i % len(counts)]),
+        )
+        for i, (image, mask) in enumerate(
+            zip(np.repeat(x, len(counts), axis=0), masks, strict=True)
+        )
+    ]
     return np.stack(out).astype(x.dtype)
 
 
@@ -484,14 +522,16 @@ def road(
     method, maps = resolve_method(model, attributions, False, None)
     label = label_of(method, label)
     pixels = int(shape[0]) * int(shape[1])
-    counts = np.round(fractions * pixels).astype(np.int64)
-    kernel = traced(
-        model,
-        _score_kernel,
-        score=score,
-        ends_in_softmax=bool(split.ends_in_softmax),
-        chunk=batch_size,
-    )
+    counts = np.round(fractions * pixels).astype(np.int32)
+    options = {
+        "score": score,
+        "ends_in_softmax": bool(split.ends_in_softmax),
+        "chunk": batch_size,
+    }
+    if imputation == "fixed":
+        kernel = traced(model, _filled_kernel, squeeze=len(shape) == 2, **options)
+    else:
+        kernel = traced(model, _imputed_kernel, **options)
     progress = keras.utils.Progbar(source.total, verbose=verbose, unit_name="sample")
     rows, offset, classes, base = [], 0, None, None
     for x_batch, t_batch, batch_maps in attributed_batches(
@@ -511,14 +551,13 @@ def road(
         else:
             x = x[..., None]
         relevance = relevance.reshape(size, pixels)
-        ranking = np.argsort(
-            -relevance if order == "morf" else relevance, axis=1, kind="stable"
-        )
-        inputs = _perturbed(x, ranking, counts, offset, imputation, noise, seed, base)
-        if len(shape) == 2:
-            inputs = inputs[..., 0]
         targets = tf.repeat(t_batch, len(counts))
-        values = kernel(tf.constant(inputs), targets)
+        ranks = _ranks(relevance, order)
+        if imputation == "fixed":
+            values = kernel(x, ranks, targets, base, counts)
+        else:
+            inputs = _imputed(x, ranks, counts, offset, noise, seed)
+            values = kernel(inputs[..., 0] if len(shape) == 2 else inputs, targets)
         rows.append(tf.reshape(values, [size, len(counts)]).numpy())
         offset += size
         progress.update(offset)
