@@ -24,7 +24,7 @@ import tensorflow as tf
 
 from keras_attreg._keras.attention import replaced_probabilities
 from keras_attreg._keras.graph import copy_with_mask
-from keras_attreg.relevance.rules import AffinePropagation, Rule
+from keras_attreg.relevance.rules import AffinePropagation, Rule, watch_floats
 
 
 class AttentionRule(Rule):
@@ -73,8 +73,7 @@ class AttentionRule(Rule):
         with replaced_probabilities(layer, lambda p: probabilities.append(p) or p):
             call.run(*inputs)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            for tensor in inputs:
-                tape.watch(tensor)
+            watch_floats(tape, inputs)
             with replaced_probabilities(layer, lambda p: probabilities[0]):
                 outputs = call.run(*inputs)
         return AffinePropagation(

@@ -26,6 +26,15 @@ from keras_attreg._keras.graph import (
 from keras_attreg.relevance.canonizers import batch_norm_fold, layer_norm_scale
 
 
+def watch_floats(tape: tf.GradientTape, tensors) -> None:
+    """Watches the floating-point tensors of `tensors` (a mask or token ids
+    among a layer's inputs carry no relevance, and a tape refuses them with a
+    warning)."""
+    for tensor in tensors:
+        if tensor.dtype.is_floating:
+            tape.watch(tensor)
+
+
 @dataclasses.dataclass
 class Call:
     """One call of an operation in the graph.
@@ -185,8 +194,7 @@ class EpsilonRule(Rule):
     def forward(self, call):
         activation = _activation(call.operation)
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            for tensor in call.inputs:
-                tape.watch(tensor)
+            watch_floats(tape, call.inputs)
             affine = call.run(*call.inputs, linear=activation is not None)
         outputs = affine if activation is None else activation(affine)
         return AffinePropagation(
@@ -317,8 +325,7 @@ class GradientRule(Rule):
 
     def forward(self, call):
         with tf.GradientTape(watch_accessed_variables=False) as tape:
-            for tensor in call.inputs:
-                tape.watch(tensor)
+            watch_floats(tape, call.inputs)
             outputs = call.run(*call.inputs)
 
         def backward(relevances):
