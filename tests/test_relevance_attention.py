@@ -14,7 +14,12 @@ from _subprocess import run_json
 
 from keras_attreg._logits import split_logits
 from keras_attreg.attributions import deeplift_rescale, epsilon_lrp
-from keras_attreg.relevance import EpsilonRule, register_rule, relevance_map
+from keras_attreg.relevance import (
+    EpsilonRule,
+    GradientRule,
+    register_rule,
+    relevance_map,
+)
 from keras_attreg.training import AttributionRegularizedModel
 from keras_attreg.training.fbi import FBILoss
 
@@ -155,6 +160,70 @@ def test_cp_lrp_is_gradient_times_input_with_frozen_probabilities_on_a_vit():
     assert ours.shape == images.shape
     assert np.abs(expected).max() > 1e-2
     np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-5)
+
+
+class ClassToken(L.Layer):
+    """A learned class token put before the patches, as ViTs do:
+    concat([w, x], axis=1), w one (1, 1, d) weight tiled over the batch."""
+
+    def build(self, shape):
+        self.token = self.add_weight(shape=(1, 1, shape[-1]), name="token")
+
+    def call(self, x):
+        batch = keras.ops.shape(x)[0]
+        token = keras.ops.tile(self.token, (batch, 1, 1))
+        return keras.ops.concatenate([token, x], axis=1)
+
+
+def _class_token_vit():
+    image = keras.Input((8, 8, 3))
+    x = L.Conv2D(DIM, 4, strides=4, name="patches")(image)
+    x = ClassToken(name="class_token")(L.Reshape((4, DIM))(x))
+    x = AddPosition(name="position")(x)
+    for i in range(2):
+        x = _block(x, i, heads=3)
+    return _randomise(keras.Model(image, L.Dense(3, name="logits")(x[:, 0])))
+
+
+def test_class_token_vit_refuses_without_a_rule_and_is_gradient_times_input_with_one():
+    """A class-token layer holds a weight of its own, so the pass refuses it
+    naming the layer; registered with `GradientRule` (relevance routed along
+    the concatenation: the token's share is dropped, as a bias's is), CP-LRP
+    on the class token's logits equals the test's own tape: image -> patches
+    -> concat(token) + position -> the two blocks re-written with the
+    probabilities and LN's std under stop_gradient -> the logits of token 0."""
+    model = _class_token_vit()
+    rng = np.random.default_rng(3)
+    images = tf.constant(rng.normal(size=(3, 8, 8, 3)), tf.float32)
+    targets = np.array([1, 2, 0])
+    with pytest.raises(
+        ValueError, match="'class_token' of type ClassToken.*GradientRule"
+    ):
+        relevance_map(model, images, targets)
+
+    def forward(a):
+        patches = tf.reshape(model.get_layer("patches")(a), (-1, 4, DIM))
+        token = tf.tile(model.get_layer("class_token").token, (tf.shape(a)[0], 1, 1))
+        x = tf.concat([token, patches], 1) + model.get_layer("position").position
+        for i in range(2):
+            ln_a, ln_b = model.get_layer(f"ln{i}a"), model.get_layer(f"ln{i}b")
+            x = _own_ln(ln_a, x + _own_mha(model.get_layer(f"mha{i}"), x))
+            h = model.get_layer(f"ffn{i}b")(model.get_layer(f"ffn{i}a")(x))
+            x = _own_ln(ln_b, x + h)
+        return model.get_layer("logits")(x[:, 0])
+
+    expected, _ = _x_times_gradient(forward, images, targets)
+    with register_rule(ClassToken, GradientRule()):
+        ours = relevance_map(model, images, targets, epsilon=1e-9).numpy()
+        fbi = AttributionRegularizedModel(model, FBILoss(lam=0.5))
+        fbi.compile(
+            optimizer="sgd",
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        logs = fbi.fit(images, targets, batch_size=3, verbose=0).history
+    assert np.abs(expected).max() > 1e-2
+    np.testing.assert_allclose(ours, expected, rtol=1e-3, atol=1e-5)
+    assert np.isfinite(logs["fbi_loss"][0]) and logs["fbi_loss"][0] > 0
 
 
 def test_cp_lrp_conserves_relevance_without_biases():

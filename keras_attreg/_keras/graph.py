@@ -199,7 +199,12 @@ def _trace(layer, args, kwargs, training):
         raise ValueError(
             f"The relevance pass has no rule for {name}, and cannot enter it as "
             "a composition of known layers: it computes with weights of its own "
-            f"({', '.join(v.path for v in own)}), outside any sublayer. {hint}"
+            f"({', '.join(v.path for v in own)}), outside any sublayer. {hint} "
+            "Two common cases: weights added to the input as a bias (x + w, a "
+            "learned position embedding) take `EpsilonRule(epsilon)`; weights "
+            "concatenated to it (a ViT's class token) take `GradientRule()`, "
+            "which routes relevance along the concatenation and drops the "
+            "weights' share as a bias's."
         )
     flat = tf.nest.flatten((args, kwargs))
     symbols = [
