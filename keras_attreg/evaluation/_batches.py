@@ -109,14 +109,14 @@ def measured_inputs(model: keras.Model, input_name: str | None, metric: str):
 
 def refuse_several_inputs(model: keras.Model, metric: str) -> None:
     """A ValueError for a model with several inputs, which `metric` does not
-    take yet (Sensitivity-n, deletion, insertion and infidelity do, by
+    take yet (Sensitivity-n, deletion, insertion, infidelity and ROAD do, by
     `input_name`)."""
     inputs = model_inputs(model)
     if inputs is not None:
         raise ValueError(
             f"{metric} takes models with one input; model {model.name!r} has "
-            f"inputs {inputs.names}. Sensitivity-n, deletion, insertion and "
-            "infidelity measure one input of such a model (`input_name=`)."
+            f"inputs {inputs.names}. Sensitivity-n, deletion, insertion, "
+            "infidelity and ROAD measure one input of such a model (`input_name=`)."
         )
 
 

@@ -57,22 +57,18 @@ import scipy.sparse.linalg
 import tensorflow as tf
 
 from keras_attreg._logits import split_logits, target_scores, unwrap
-from keras_attreg._validation import check_choice, check_float, check_int, check_targets
-from keras_attreg.attributions._utils import (
-    DEFAULT_BATCH_SIZE,
-    as_baseline,
-    for_each_chunk,
-    traced,
-)
+from keras_attreg._validation import check_choice, check_float, check_int
+from keras_attreg.attributions._utils import DEFAULT_BATCH_SIZE, for_each_chunk
 from keras_attreg.evaluation._batches import (
     PRECOMPUTED,
-    attributed_batches,
     data_source,
     json_list,
     label_of,
-    refuse_several_inputs,
+    measured_inputs,
     resolve_method,
+    scored_batches,
     standard_error,
+    traced_measure,
 )
 
 ORDERS = ("morf", "lerf")
@@ -340,11 +336,14 @@ def _check_fractions(fractions) -> np.ndarray:
 
 
 def _scores(split, make, targets, total, *, score, ends_in_softmax, chunk):
-    """The score of every model input `make(indices)` builds, (total,)
-    float64, in chunks of `chunk` inputs."""
+    """The score of every model input, (total,) float64, in chunks of `chunk`:
+    `make(indices)` gives the chunk's inputs and the batch sample each copies
+    (the split is bound to those samples: a model with several inputs holds
+    its other inputs at the sample's own values)."""
 
     def run(scores, indices):
-        logits, outputs = split(make(indices))
+        inputs, sample = make(indices)
+        logits, outputs = split.rows(sample)(inputs)
         chosen = tf.gather(targets, indices)
         if score == "accuracy":
             predicted = tf.argmax(logits, axis=-1, output_type=chosen.dtype)
@@ -363,27 +362,31 @@ def _scores(split, make, targets, total, *, score, ends_in_softmax, chunk):
     return for_each_chunk(total, chunk, run, tf.zeros([total], tf.float64))
 
 
-def _imputed_kernel(split, inputs, targets, **options):
-    """Scores of the imputed copies `inputs` (b * K, ...), sample-major."""
-    total = tf.shape(inputs)[0]
-    return _scores(split, lambda i: tf.gather(inputs, i), targets, total, **options)
+def _imputed_kernel(split, x, inputs, targets, **options):
+    """Scores of the imputed copies `inputs` (b * K, ...) of the samples of
+    `x` (b, ...), sample-major."""
+    copies = tf.shape(inputs)[0] // tf.shape(x)[0]
+
+    def make(indices):
+        return tf.gather(inputs, indices), indices // copies
+
+    return _scores(split, make, targets, tf.shape(inputs)[0], **options)
 
 
-def _filled_kernel(split, x, ranks, targets, baseline, counts, *, squeeze, **options):
+def _filled_kernel(split, x, ranks, targets, baseline, counts, **options):
     """Scores of the fixed-fill copies, built on the device chunk by chunk:
-    copy (i, k) is x_i (b, H, W, C) with the pixels whose rank (b, H * W) is
-    below counts[k] set to `baseline`. Sample-major (b * K,)."""
+    copy (i, k) is x_i (b, H, W) or (b, H, W, C) with the pixels whose rank
+    (b, H * W) is below counts[k] set to `baseline`. Sample-major (b * K,)."""
     steps = tf.shape(counts)[0]
+    mask_shape = [-1, *x.shape[1:3]] + ([1] if x.shape.rank == 4 else [])
 
     def make(indices):
         sample, step = indices // steps, indices % steps
         chosen = tf.gather(ranks, sample) < tf.gather(counts, step)[:, None]
-        chosen = tf.reshape(chosen, [-1, *x.shape[1:-1], 1])
-        inputs = tf.where(chosen, baseline, tf.gather(x, sample))
-        return inputs[..., 0] if squeeze else inputs
+        chosen = tf.reshape(chosen, mask_shape)
+        return tf.where(chosen, baseline, tf.gather(x, sample)), sample
 
-    total = tf.shape(x)[0] * steps
-    return _scores(split, make, targets, total, **options)
+    return _scores(split, make, targets, tf.shape(x)[0] * steps, **options)
 
 
 def _ranks(relevance, order):
@@ -433,6 +436,7 @@ def road(
     verbose: int = 0,
     label: str | None = None,
     baseline=0.0,
+    input_name: str | None = None,
 ) -> ROADResult:
     """ROAD (Rong et al. 2022): the score as pixels are removed and imputed.
 
@@ -473,14 +477,18 @@ def road(
             name, or "precomputed maps" for an array.
         baseline: "fixed" only: the value of removed pixels, a scalar or an
             array of one sample's shape.
+        input_name: for a model with several inputs (data's x a list or
+            dict of arrays, as `fit` takes it), the image input whose pixels
+            are removed and imputed; the other inputs keep each sample's own
+            values. None for a model with one input.
 
     Returns:
         A `ROADResult`.
 
     Raises:
         ValueError: an argument is invalid (naming it and the value
-            received), or the model takes token ids (ROAD's imputation is
-            defined for images).
+            received), or the model (or its input `input_name`) takes token
+            ids (ROAD's imputation is defined for images).
 
     Example:
         >>> morf = road(model, (x_test[:8], y_test[:8]), "gradient_x_input",
@@ -502,16 +510,16 @@ def road(
     score = check_choice("score", score, SCORES)
     seed = check_int("seed", seed, low=0)
     batch_size = check_int("batch_size", batch_size, low=1)
-    refuse_several_inputs(model, "ROAD")
+    inputs = measured_inputs(model, input_name, "ROAD")
     split = split_logits(model)
-    if split.tokens is not None:
+    if inputs is None and split.tokens is not None:
         raise ValueError(
             "Invalid value for argument model: ROAD's imputation is defined for "
             "images (pixels filled in from their neighbours), not for token ids. "
             f"Received: model {model.name!r}, which takes token ids through an "
             "Embedding layer"
         )
-    source = data_source(data, tokens=False)
+    source = data_source(data, False, inputs, input_name)
     shape = source.sample_shape
     if len(shape) not in (2, 3):
         raise ValueError(
@@ -528,39 +536,46 @@ def road(
         "ends_in_softmax": bool(split.ends_in_softmax),
         "chunk": batch_size,
     }
-    if imputation == "fixed":
-        kernel = traced(model, _filled_kernel, squeeze=len(shape) == 2, **options)
-    else:
-        kernel = traced(model, _imputed_kernel, **options)
-    progress = keras.utils.Progbar(source.total, verbose=verbose, unit_name="sample")
-    rows, offset, classes, base = [], 0, None, None
-    for x_batch, t_batch, batch_maps in attributed_batches(
-        model, source, method, maps, batch_size
+    kernel = traced_measure(
+        model,
+        _filled_kernel if imputation == "fixed" else _imputed_kernel,
+        input_name,
+        **options,
+    )
+    rows = []
+    for x_batch, t_batch, batch_maps, ids, base in scored_batches(
+        model,
+        split,
+        source,
+        method,
+        maps,
+        batch_size=batch_size,
+        baseline=baseline if imputation == "fixed" else 0.0,
+        baseline_token=None,
+        embedding_layer=None,
+        verbose=verbose,
     ):
-        size = int(x_batch.shape[0])
-        if classes is None:
-            classes = split.num_classes(x_batch.shape)
-            if imputation == "fixed":
-                base = as_baseline(baseline, x_batch).numpy()
-                base = base if len(shape) == 3 else base[..., None]
-        check_targets(t_batch, classes)
-        x = x_batch.numpy()
+        size = int(ids.shape[0])
         relevance = np.asarray(batch_maps, np.float64)
         if len(shape) == 3:
             relevance = relevance.sum(axis=-1)
-        else:
-            x = x[..., None]
-        relevance = relevance.reshape(size, pixels)
+        ranks = _ranks(relevance.reshape(size, pixels), order)
         targets = tf.repeat(t_batch, len(counts))
-        ranks = _ranks(relevance, order)
         if imputation == "fixed":
-            values = kernel(x, ranks, targets, base, counts)
+            values = kernel(x_batch, ranks, targets, base, counts)
         else:
-            inputs = _imputed(x, ranks, counts, offset, noise, seed)
-            values = kernel(inputs[..., 0] if len(shape) == 2 else inputs, targets)
+            x = np.asarray(source.measured(x_batch))
+            copies = _imputed(
+                x if len(shape) == 3 else x[..., None],
+                ranks,
+                counts,
+                int(ids[0]),
+                noise,
+                seed,
+            )
+            copies = copies if len(shape) == 3 else copies[..., 0]
+            values = kernel(x_batch, copies, targets)
         rows.append(tf.reshape(values, [size, len(counts)]).numpy())
-        offset += size
-        progress.update(offset)
     per_sample = np.concatenate(rows, axis=0)
     return ROADResult(
         fractions=fractions,
