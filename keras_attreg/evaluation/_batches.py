@@ -107,19 +107,6 @@ def measured_inputs(model: keras.Model, input_name: str | None, metric: str):
     return inputs
 
 
-def refuse_several_inputs(model: keras.Model, metric: str) -> None:
-    """A ValueError for a model with several inputs, which `metric` does not
-    take yet (Sensitivity-n, deletion, insertion, infidelity and ROAD do, by
-    `input_name`)."""
-    inputs = model_inputs(model)
-    if inputs is not None:
-        raise ValueError(
-            f"{metric} takes models with one input; model {model.name!r} has "
-            f"inputs {inputs.names}. Sensitivity-n, deletion, insertion, "
-            "infidelity and ROAD measure one input of such a model (`input_name=`)."
-        )
-
-
 def on_input(split, x, *tensors, measure, input_name: str, **options):
     """`measure(split, x, *tensors, **options)`, the kernel of a single-input
     metric, run over the input `input_name` of a model with several inputs

@@ -51,6 +51,7 @@ from collections.abc import Sequence
 
 import keras
 import numpy as np
+import tensorflow as tf
 
 from keras_attreg._keras.graph import is_graph_model
 from keras_attreg._keras.variables import owned_trainable_variables
@@ -62,7 +63,7 @@ from keras_attreg.evaluation._batches import (
     data_source,
     json_list,
     label_of,
-    refuse_several_inputs,
+    measured_inputs,
     resolve_method,
     standard_error,
 )
@@ -354,6 +355,7 @@ def model_randomisation(
     verbose: int = 0,
     label: str | None = None,
     embedding_layer: str | None = None,
+    input_name: str | None = None,
 ) -> RandomisationResult:
     """Cascading model-parameter randomisation test (Adebayo et al. 2018).
 
@@ -396,6 +398,10 @@ def model_randomisation(
             which the maps are taken (as in `kar.attributions.saliency`). The
             maps are then one value per token, compared over each sample's
             real tokens (non-zero ids).
+
+        input_name: for a model with several inputs (data's x a list or dict
+            of arrays, as `fit` takes it), the input whose maps are compared
+            (the method's map of that input). None for a model with one input.
 
     Returns:
         A `RandomisationResult`, with `similarity[k - 1]` the mean of s_k.
@@ -440,20 +446,21 @@ def model_randomisation(
     seed = check_int("seed", seed)
     batch_size = check_int("batch_size", batch_size, low=1)
     verbose = check_int("verbose", verbose, low=0)
-    refuse_several_inputs(model, "model_randomisation")
+    inputs = measured_inputs(model, input_name, "model randomisation")
     positions = _chosen_layers(model, layers)
     split = split_logits(model, embedding_layer=embedding_layer)
-    tokens = split.tokens is not None
+    tokens = inputs is None and split.tokens is not None
     method, _ = resolve_method(model, method, tokens, embedding_layer, "method")
     label = label_of(method, label)
 
-    stored = list(data_source(data, tokens).batches(batch_size))
-    classes = split.num_classes(stored[0][0].shape)
+    source = data_source(data, tokens, inputs, input_name)
+    stored = list(source.batches(batch_size))
+    classes = split.num_classes(tf.nest.flatten(stored[0][0])[0].shape)
     for _, t_batch in stored:
         check_targets(t_batch, classes)
 
     def maps_of(copy):
-        source = data_source(iter(stored), tokens)
+        source = data_source(iter(stored), tokens, inputs, input_name)
         return [
             np.abs(m.numpy()) if absolute else m.numpy()
             for _, _, m in attributed_batches(
@@ -473,7 +480,9 @@ def model_randomisation(
         columns.append(
             np.concatenate(
                 [
-                    _batch_similarity(x.numpy(), o, r, measure, tokens)
+                    _batch_similarity(
+                        np.asarray(source.measured(x)), o, r, measure, tokens
+                    )
                     for (x, _), o, r in zip(stored, original, randomised, strict=True)
                 ]
             )
