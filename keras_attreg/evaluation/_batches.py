@@ -290,9 +290,9 @@ def scored_batches(
     *,
     batch_size: int,
     baseline,
-    baseline_token,
-    embedding_layer,
     verbose: int,
+    baseline_token: int | None = None,
+    embedding_layer: str | None = None,
 ) -> Iterator[tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]]:
     """`(x, targets, maps, sample_ids, baseline)` per batch, as the metrics'
     kernels take them: the targets checked against the model's classes, the

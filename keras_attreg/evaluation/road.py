@@ -543,18 +543,18 @@ def road(
         **options,
     )
     rows = []
-    for x_batch, t_batch, batch_maps, ids, base in scored_batches(
+    fill = baseline if imputation == "fixed" else 0.0
+    batches = scored_batches(
         model,
         split,
         source,
         method,
         maps,
         batch_size=batch_size,
-        baseline=baseline if imputation == "fixed" else 0.0,
-        baseline_token=None,
-        embedding_layer=None,
+        baseline=fill,
         verbose=verbose,
-    ):
+    )
+    for x_batch, t_batch, batch_maps, ids, base in batches:
         size = int(ids.shape[0])
         relevance = np.asarray(batch_maps, np.float64)
         if len(shape) == 3:
