@@ -153,3 +153,78 @@ def test_skip_mode_under_xla_skips_the_bad_batch_only():
         results.append(model.base_model.get_weights())
     for a, b in zip(*results, strict=True):
         np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+
+
+class _Subclassed(keras.Model):
+    """A subclassed classifier whose call only chains layers."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(4, 3, activation="relu")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.logits = keras.layers.Dense(3)
+
+    def call(self, x, training=False):
+        return self.logits(self.pool(self.conv(x)))
+
+
+def _augmented():
+    image = keras.Input((8, 8, 2))
+    x = keras.layers.RandomFlip("horizontal", seed=1)(image)
+    x = keras.layers.RandomContrast(0.3, seed=2)(x)
+    x = keras.layers.Conv2D(4, 3, activation="relu")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(image, keras.layers.Dense(3)(x))
+
+
+def _fbi(base, jit_compile):
+    model = kar.AttributionRegularizedModel(base, kar.FBILoss(lam=0.5))
+    model.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
+    return model
+
+
+@pytest.mark.slow  # XLA compiles each step: tens of seconds on 2 cores
+def test_fbi_on_subclassed_and_augmented_models_under_xla():
+    """Oracle: the same model without XLA. A subclassed model (entered by
+    tracing its call): one epoch's weights and logs equal. A model starting
+    with RandomFlip and RandomContrast: FBI's inference-mode loss (the layers
+    are identity there) equals; in training mode the epoch runs under XLA with
+    finite logs and moves every weight (XLA draws its own random flips and
+    contrasts, so the numbers are not compared)."""
+    x, y, _ = _data(16)
+    results = []
+    for jit in (False, True):
+        keras.utils.set_random_seed(0)
+        base = _Subclassed()
+        base(x[:1])
+        model = _fbi(base, jit)
+        logs = model.fit(x, y, batch_size=4, shuffle=False, verbose=0).history
+        results.append((base.get_weights(), logs))
+    (plain_w, plain_logs), (xla_w, xla_logs) = results
+    for a, b in zip(plain_w, xla_w, strict=True):
+        np.testing.assert_allclose(b, a, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(xla_logs["fbi_loss"], plain_logs["fbi_loss"], rtol=1e-4)
+
+    keras.utils.set_random_seed(0)
+    weights = _augmented().get_weights()
+    evaluated = []
+    for jit in (False, True):
+        base = _augmented()
+        base.set_weights(weights)
+        model = _fbi(base, jit)
+        evaluated.append(model.evaluate(x, y, verbose=0, return_dict=True))
+        logs = model.fit(x, y, batch_size=4, shuffle=False, verbose=0).history
+        assert all(np.isfinite(v).all() for v in logs.values())
+        moved = [
+            not np.array_equal(a, b)
+            for a, b in zip(weights, base.get_weights(), strict=True)
+        ]
+        assert all(moved)
+    np.testing.assert_allclose(
+        evaluated[1]["fbi_loss"], evaluated[0]["fbi_loss"], rtol=1e-4
+    )
+    assert evaluated[0]["fbi_loss"] > 0
