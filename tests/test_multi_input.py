@@ -316,7 +316,7 @@ def test_single_array_missing_key_and_token_input_are_refused_by_name():
         [ids, values], keras.layers.Dense(2)(keras.layers.Concatenate()([h, values]))
     )
     with pytest.raises(ValueError, match=r"Cannot attribute input\(s\) \['ids'\]"):
-        epsilon_lrp(text, [np.ones((2, 4)), np.ones((2, 2))], [0, 1])
+        deeplift_rescale(text, [np.ones((2, 4)), np.ones((2, 2))], [0, 1])
 
 
 def _dense_image_meta_model():
@@ -432,6 +432,40 @@ def _tail_gradients(tail, e, values, targets):
         z = tail(feed)
         score = tf.reduce_sum(tf.gather(z, targets, axis=1, batch_dims=1))
     return [g.numpy() for g in tape.gradient(score, feed)]
+
+
+def test_epsilon_lrp_takes_a_token_input_among_several_at_its_embedding():
+    """Oracle: the test's own tape on the layers after the Embedding of a
+    bias-free ReLU net, where epsilon-LRP at eps -> 0 is gradient x input:
+    the token map sum_d e_td dS_c/de_td (0 at padding), the float input's map
+    x * dS_c/dx; list and dict give the same maps."""
+    keras.utils.set_random_seed(4)
+    ids = keras.Input((5,), name="ids", dtype="int32")
+    values = keras.Input((2,), name="values")
+    embedding = keras.layers.Embedding(9, 3)
+    pooling = keras.layers.GlobalAveragePooling1D()
+    dense = keras.layers.Dense(4, activation="relu", use_bias=False)
+    concat, head = keras.layers.Concatenate(), keras.layers.Dense(2, use_bias=False)
+    text = keras.Model(
+        [ids, values], head(dense(concat([pooling(embedding(ids)), values])))
+    )
+    e_input = keras.Input((5, 3))
+    tail = keras.Model(
+        [e_input, values], head(dense(concat([pooling(e_input), values])))
+    )
+    x_values = RNG.normal(size=(3, 2)).astype("float32")
+    targets = np.array([1, 0, 1])
+    e = embedding(_IDS).numpy()
+    d_e, d_values = _tail_gradients(tail, e, x_values, targets)
+    maps = epsilon_lrp(text, {"ids": _IDS, "values": x_values}, targets, epsilon=1e-9)
+    expected_ids = np.where(_IDS == 0, 0.0, (e * d_e).sum(axis=-1))
+    assert np.abs(expected_ids).max() > 1e-3
+    np.testing.assert_allclose(maps["ids"], expected_ids, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(
+        maps["values"], x_values * d_values, rtol=1e-4, atol=1e-6
+    )
+    as_list = epsilon_lrp(text, [_IDS, x_values], targets, epsilon=1e-9)
+    np.testing.assert_allclose(as_list[0], maps["ids"], rtol=1e-6)
 
 
 def test_token_input_among_several_is_attributed_at_its_embedding():

@@ -80,7 +80,6 @@ def epsilon_lrp(
     """
     epsilon = renamed_argument("eps", eps, "epsilon", epsilon, DEFAULT_EPSILON)
     epsilon = check_float("epsilon", epsilon, low=0.0, low_inclusive=False)
-    floats_only(model, "epsilon_lrp")
     return attribute(
         model,
         x,

@@ -15,12 +15,13 @@ elsewhere. Every step is differentiable with respect to the weights.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 
 import keras
 import tensorflow as tf
 
-from keras_attreg._inputs import model_inputs
+from keras_attreg._inputs import EmbeddedInputs, model_inputs
 from keras_attreg._keras.embedding import embedding_output
 from keras_attreg._keras.graph import graph_output, is_graph_model, producer, run_graph
 from keras_attreg._logits import LogitSplit, split_logits, target_scores, unwrap
@@ -92,6 +93,16 @@ def _forward(split, x, composite, training):
     if isinstance(split, TokenSplit):
         with embedding_output(split.embedding, x):
             return _forward(split.split, split.ids, composite, training)
+    if isinstance(split, EmbeddedInputs):
+        # several inputs, some token ids: each of their Embeddings returns its
+        # e_k of `x`, the graph runs on the ids and the float inputs of `x`
+        flat, ids = tf.nest.flatten(x), tf.nest.flatten(split.x)
+        with contextlib.ExitStack() as stack:
+            for index, layer in split.layers.items():
+                stack.enter_context(embedding_output(layer, flat[index]))
+                flat[index] = ids[index]
+            fed = tf.nest.pack_sequence_as(x, flat)
+            return _forward(split.split, fed, composite, training)
     records, producers = [], {}
 
     def producer_of(tensor):
@@ -164,7 +175,14 @@ def _propagate(records, seed, value, mode: str) -> dict:
 def _source(split, x, records):
     """The tensor that attributions are given to: `x` (for a model with
     several inputs, the float inputs in their structure), or for token ids
-    the output of the model's Embedding (`find_embedding`)."""
+    the output of the model's Embedding (`find_embedding`); for several
+    inputs some of which take token ids (`EmbeddedInputs`), the output of the
+    Embedding that reads each of those."""
+    if isinstance(split, EmbeddedInputs):
+        flat = tf.nest.flatten(x)
+        for index, layer in split.layers.items():
+            flat[index] = _last_call(records, layer).outputs[0]
+        return tf.nest.pack_sequence_as(x, flat)
     if not tf.is_tensor(x) or (
         x.dtype.is_floating and not isinstance(split, TokenSplit)
     ):
@@ -232,7 +250,7 @@ def _logit(split: LogitSplit, records, outputs):
     """`(logits, seed)`: the logit tensor and the tensor its relevance is
     given to (the same, or the output of a last layer whose activation is the
     softmax, which passes relevance to its pre-activation unchanged)."""
-    end = split.split if isinstance(split, TokenSplit) else split
+    end = split.split if isinstance(split, (TokenSplit, EmbeddedInputs)) else split
     while end.mode == "nested":
         end = end.inner
     if end.mode == "identity":
