@@ -252,6 +252,9 @@ SECTION = re.compile(
     r"<!-- section:(?P<name>[\w-]+) -->\n(?P<body>.*?)<!-- /section:(?P=name) -->",
     re.S,
 )
+# Everything from this marker to the end of docs/RESULTS.md is written by hand
+# (errata) and kept as it is by every rebuild.
+HANDWRITTEN = "<!-- handwritten: kept as is by reproduce_all.py -->"
 META = re.compile(r"^<!-- (?P<kind>wall|summary): (?P<row>\|.*\|) -->$", re.M)
 
 
@@ -290,11 +293,9 @@ def summary_table(report: str) -> str:
 def write_report(outputs: pathlib.Path, docs: pathlib.Path) -> str:
     """Writes `docs/RESULTS.md` and returns its text."""
     target = docs / "RESULTS.md"
-    previous = (
-        {m["name"]: m[0] for m in SECTION.finditer(target.read_text())}
-        if target.exists()
-        else {}
-    )
+    old = target.read_text() if target.exists() else ""
+    previous = {m["name"]: m[0] for m in SECTION.finditer(old)}
+    kept = old[old.index(HANDWRITTEN) :] if HANDWRITTEN in old else ""
     timings = load(outputs / "timings.json") or {}
     blocks = []
     for experiment in EXPERIMENTS:
@@ -324,7 +325,7 @@ def write_report(outputs: pathlib.Path, docs: pathlib.Path) -> str:
             "smaller networks, data subsets and fewer epochs than the papers. A "
             "claim is compared only in its direction where the setting differs; "
             "nothing was tuned to agree. The verdict rules of sections 2, 2c, 3, "
-            "3c, 4, 4b, 6, 7, 7b, 8, 9 and 10 are in `docs/VERDICT_RULES.md`, "
+            "3c, 4, 4b, 6, 7, 7b, 8, 9, 10 and 11 are in `docs/VERDICT_RULES.md`, "
             "written before their runs.",
             "",
             "| experiment | command (CPU-size defaults) | wall time |",
@@ -345,6 +346,7 @@ def write_report(outputs: pathlib.Path, docs: pathlib.Path) -> str:
             "",
             body,
             "",
+            *([kept] if kept else []),
         ]
     )
     docs.mkdir(parents=True, exist_ok=True)

@@ -300,6 +300,47 @@ def table(result: dict) -> list[str]:
     return lines
 
 
+def reading(result: dict) -> list[str]:
+    """What the table says beside the verdict, and what it cannot say."""
+    runs, lines = result["runs"], []
+
+    def count(judged, key, sign):
+        """Seeds whose paired d of `key` is beyond 2 se on `sign`'s side."""
+        return sum(sign * e[key]["d"] > 2 * e[key]["se"] for e in judged["per_seed"])
+
+    for lam, judged in result["judgement"].items():
+        change = [
+            runs[run_name(e["seed"], float(lam))]["test_fbi_loss"]
+            / runs[run_name(e["seed"], 0.0)]["test_fbi_loss"]
+            - 1
+            for e in judged["per_seed"]
+        ]
+        seeds = len(judged["per_seed"])
+        lines.append(
+            f"- lambda = {lam}: L_FBI changed by "
+            + ", ".join(f"{100 * c:+.1f}%" for c in change)
+            + " (per seed); CP-LRP's Sensitivity-n beyond 2 se: higher in "
+            f"{count(judged, 'epsilon_lrp', 1)} of {seeds} seeds, lower in "
+            f"{count(judged, 'epsilon_lrp', -1)}; gradient*input's: higher in "
+            f"{count(judged, 'gradient_x_input', 1)}, lower in "
+            f"{count(judged, 'gradient_x_input', -1)}; CP-LRP's deletion area "
+            "(lower is more faithful) lower in "
+            f"{count(judged, 'deletion', -1)}, higher in "
+            f"{count(judged, 'deletion', 1)}; the top-10% share higher in "
+            f"{count(judged, 'concentration', 1)}, lower in "
+            f"{count(judged, 'concentration', -1)}."
+        )
+    return lines + [
+        "- The switch column is the 0-based epoch from which FBI was on (1: the "
+        "second and third of three epochs). The train-time ratio is not a cost "
+        "figure: the runs shared the 2 cores with test runs; `benchmarks/"
+        "fbi_graph.py` gives FBI's step cost on this model (docs/benchmarks.md).",
+        "- What the rule cannot say: three seeds, one architecture, one data "
+        "size, two lambdas; FBI acted for two epochs; the validation set that "
+        "switches FBI on is the test set's first reviews (as in section 10).",
+    ]
+
+
 def report(result, outputs, docs) -> Section:
     """Section 11 of docs/RESULTS.md (what FBI changes in a text transformer)."""
     setup = result["setup"]
@@ -331,6 +372,8 @@ def report(result, outputs, docs) -> Section:
         f"other jobs, no GPU; wall time {wall}.",
         "",
         *table(result),
+        "",
+        *reading(result),
         "",
     ]
     rows = [

@@ -439,6 +439,22 @@ def test_report_keeps_the_section_of_an_experiment_without_outputs(tmp_path):
     assert "## l1_alpha_sweep\n\nNot run yet" in text
 
 
+def test_report_keeps_the_handwritten_tail_and_nothing_else_outside_sections(
+    tmp_path,
+):
+    """Oracle: the hand-written text after the marker comes back verbatim, at
+    the end; hand-written text elsewhere (not in a section) does not."""
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    tail = f"{reproduce_all.HANDWRITTEN}\n\n## Erratum\n\nBy hand, | with a table |\n"
+    (docs / "RESULTS.md").write_text(f"# old\n\nstray words\n\n{tail}")
+    text = reproduce_all.write_report(tmp_path / "outputs", docs)
+    assert text.endswith(tail)
+    assert "stray words" not in text
+    again = reproduce_all.write_report(tmp_path / "outputs", docs)
+    assert again == text
+
+
 def test_readme_table_is_replaced_between_the_markers_only(tmp_path):
     report = (
         "<!-- summary: | 1. a | p | o | reproduced | -->\n"
