@@ -778,7 +778,7 @@ def test_transformer_fbi_quick_runs_resumes_and_reports(tmp_path, data_dir):
     test reviews (the test's own vectoriser and predict); CP-LRP's paired d
     is the test's own numpy on the stored per-sample curves."""
     out = tmp_path / "outputs" / "transformer_fbi"
-    _quick("transformer_fbi.py", out, data_dir, "--seeds", "0")
+    _quick("transformer_fbi.py", out, data_dir, "--seeds", "0", "--lambdas", "0.1")
     result = json.loads((out / "results.json").read_text())
     module = _module("transformer_fbi")
     setup = result["setup"]
@@ -820,8 +820,10 @@ def test_transformer_fbi_quick_runs_resumes_and_reports(tmp_path, data_dir):
     accuracy = np.mean(np.argmax(logits, -1) == np.concatenate(y))
     assert base["test_accuracy"] == pytest.approx(accuracy)
     before = {p.name: p.read_text() for p in (out / "runs").glob("*.json")}
-    again = _quick("transformer_fbi.py", out, data_dir, "--seeds", "0")
-    assert again.count("skipping finished run") == 3
+    again = _quick(
+        "transformer_fbi.py", out, data_dir, "--seeds", "0", "--lambdas", "0.1"
+    )
+    assert again.count("skipping finished run") == 2
     assert "--- training" not in again
     assert {p.name: p.read_text() for p in (out / "runs").glob("*.json")} == before
     report = _report(tmp_path, "transformer_fbi")
