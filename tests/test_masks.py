@@ -424,6 +424,7 @@ def test_masked_penalties_serialise(regularizer):
     assert again.get_config() == regularizer.get_config()
 
 
+@pytest.mark.slow  # two virtual devices: several seconds on 2 cores
 def test_mirrored_strategy_with_masks_matches_one_device():
     """Two logical CPUs: the masked step's weights equal one device's."""
     from _subprocess import run_json

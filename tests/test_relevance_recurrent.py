@@ -487,6 +487,7 @@ def _conv_lstm():
     )
 
 
+@pytest.mark.slow  # compiles an FBI step through ConvLSTM: several seconds
 def test_fbi_trains_a_conv_lstm_text_model():
     """Oracle: central finite differences (float64) of the FBI loss, the
     regulariser's own value averaged over the batch in training mode (its
