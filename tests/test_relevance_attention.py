@@ -174,6 +174,9 @@ class ClassToken(L.Layer):
         token = keras.ops.tile(self.token, (batch, 1, 1))
         return keras.ops.concatenate([token, x], axis=1)
 
+    def compute_output_shape(self, shape):  # Keras 3.8 cannot infer it
+        return (shape[0], shape[1] + 1, shape[2])
+
 
 def _class_token_vit():
     image = keras.Input((8, 8, 3))
