@@ -239,15 +239,23 @@ class EmbeddedInputs:
             flat[index] = layer(flat[index])
         return tf.nest.pack_sequence_as(self.x, flat)
 
-    def __call__(self, x_e, training: bool = False):
-        """`(logits, outputs)` of the bound ids with the Embedding outputs and
-        float inputs of `x_e`."""
+    @contextlib.contextmanager
+    def feeding(self, x_e):
+        """The model's inputs for `x_e`: the bound ids and the float inputs of
+        `x_e`, with each embedded input's Embedding returning its e_k of `x_e`
+        while the context is open."""
         flat, ids = tf.nest.flatten(x_e), tf.nest.flatten(self.x)
         with contextlib.ExitStack() as stack:
             for index, layer in self.layers.items():
                 stack.enter_context(embedding_output(layer, flat[index]))
                 flat[index] = ids[index]
-            return self.split(tf.nest.pack_sequence_as(x_e, flat), training=training)
+            yield tf.nest.pack_sequence_as(x_e, flat)
+
+    def __call__(self, x_e, training: bool = False):
+        """`(logits, outputs)` of the bound ids with the Embedding outputs and
+        float inputs of `x_e`."""
+        with self.feeding(x_e) as fed:
+            return self.split(fed, training=training)
 
     def logits(self, x_e, training: bool = False):
         return self(x_e, training=training)[0]

@@ -15,7 +15,6 @@ elsewhere. Every step is differentiable with respect to the weights.
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 
 import keras
@@ -96,12 +95,7 @@ def _forward(split, x, composite, training):
     if isinstance(split, EmbeddedInputs):
         # several inputs, some token ids: each of their Embeddings returns its
         # e_k of `x`, the graph runs on the ids and the float inputs of `x`
-        flat, ids = tf.nest.flatten(x), tf.nest.flatten(split.x)
-        with contextlib.ExitStack() as stack:
-            for index, layer in split.layers.items():
-                stack.enter_context(embedding_output(layer, flat[index]))
-                flat[index] = ids[index]
-            fed = tf.nest.pack_sequence_as(x, flat)
+        with split.feeding(x) as fed:
             return _forward(split.split, fed, composite, training)
     records, producers = [], {}
 
