@@ -237,6 +237,56 @@ def test_road_with_a_softmax_model_method_and_wrapper():
     np.testing.assert_array_equal(by_name.per_sample, by_wrapper.per_sample)
 
 
+def _gray_and_channel_twins():
+    """A model on (8, 8) images and its twin on (8, 8, 1) with the same weights."""
+    keras.utils.set_random_seed(3)
+    gray = keras.Sequential(
+        [keras.Input((8, 8)), L.Reshape((8, 8, 1)), L.Conv2D(2, 3), L.Flatten()]
+        + [L.Dense(3)]
+    )
+    channel = keras.Sequential(
+        [keras.Input((8, 8, 1)), L.Conv2D(2, 3), L.Flatten(), L.Dense(3)]
+    )
+    channel.set_weights(gray.get_weights())
+    return gray, channel
+
+
+@pytest.mark.parametrize("order", ["morf", "lerf"])
+@pytest.mark.parametrize("layout", ["exact in float32", "float64 sums", "grayscale"])
+def test_tied_relevance_goes_to_the_lower_index(order, layout):
+    """Oracle: `_naive_road` (NumPy's stable argsort of the channel sums, where
+    -0.0 == 0.0) on maps full of ties: integers in -2..2 with zeros of both
+    signs, on 9 fractions whose cuts fall inside the tie groups. Channel sums
+    that float32 holds exactly take ROAD's integer-key sort; a second channel
+    of 2**-30 makes them need float64 and takes its other path; grayscale
+    (H, W) maps reach the ranking unsummed, signed zeros and all (scored
+    against the (H, W, 1) twin of the model)."""
+    rng = np.random.default_rng(9)
+    values = rng.integers(-2, 3, size=(4, 8, 8)).astype("float32")
+    signs = np.where(rng.random((4, 8, 8)) < 0.5, -1.0, 1.0).astype("float32")
+    values = np.where(values == 0, np.copysign(np.float32(0), signs), values)
+    fractions = tuple(np.round(np.arange(0.1, 1.0, 0.1), 2))
+    if layout == "grayscale":
+        model, twin = _gray_and_channel_twins()
+        x, y = _images(4, seed=8)
+        x, maps, naive_x, naive_maps = x[..., 0], values, x[..., :1], values[..., None]
+    else:
+        model = twin = _cnn()
+        x, y = _images(4, seed=8)
+        second = (
+            np.copysign(np.float32(0), signs)
+            if layout == "exact in float32"
+            else np.full((4, 8, 8), 2.0**-30, "float32")
+        )
+        maps = naive_maps = np.stack([values, second], axis=-1)
+        naive_x = x
+    expected = _naive_road(
+        twin, naive_x, y, naive_maps, fractions, order, 0.0, 0, "logit", twin
+    )
+    result = road(model, (x, y), maps, fractions, order=order, noise=0.0, score="logit")
+    np.testing.assert_allclose(result.per_sample, expected, rtol=1e-4, atol=1e-5)
+
+
 def test_fixed_imputation_matches_a_naive_loop():
     """Oracle: the test's own loop setting the removed pixels to the baseline
     (a non-zero array) and calling the model per image."""
@@ -272,15 +322,7 @@ def test_grayscale_images_without_a_channel_axis():
     """Oracle: the same images with a channel axis of 1, scored by a model
     with the same weights on (H, W, 1) inputs: (batch, H, W) samples give the
     same curves for both imputations."""
-    keras.utils.set_random_seed(3)
-    gray = keras.Sequential(
-        [keras.Input((8, 8)), L.Reshape((8, 8, 1)), L.Conv2D(2, 3), L.Flatten()]
-        + [L.Dense(3)]
-    )
-    channel = keras.Sequential(
-        [keras.Input((8, 8, 1)), L.Conv2D(2, 3), L.Flatten(), L.Dense(3)]
-    )
-    channel.set_weights(gray.get_weights())
+    gray, channel = _gray_and_channel_twins()
     x, y = _images(3, seed=7)
     x = x[..., :1]
     maps = np.asarray(gradient_x_input(channel, x, y))

@@ -339,12 +339,13 @@ def _scores(split, make, targets, total, *, score, ends_in_softmax, chunk):
     """The score of every model input, (total,) float64, in chunks of `chunk`:
     `make(indices)` gives the chunk's inputs and the batch sample each copies
     (the split is bound to those samples: a model with several inputs holds
-    its other inputs at the sample's own values)."""
+    its other inputs at the sample's own values), scored against the
+    sample's entry of `targets` (one per batch sample)."""
 
     def run(scores, indices):
         inputs, sample = make(indices)
         logits, outputs = split.rows(sample)(inputs)
-        chosen = tf.gather(targets, indices)
+        chosen = tf.gather(targets, sample)
         if score == "accuracy":
             predicted = tf.argmax(logits, axis=-1, output_type=chosen.dtype)
             value = tf.cast(tf.equal(predicted, chosen), tf.float64)
@@ -392,12 +393,32 @@ def _filled_kernel(split, x, ranks, targets, baseline, counts, **options):
 def _ranks(relevance, order):
     """The rank of each pixel of each row of `relevance` (b, P), 0 for the
     most relevant ("morf") or the least relevant ("lerf"); ties go to the
-    lower index in both orders, as a stable sort orders them (`top_k` keeps
-    the lower index first among equal values, and runs multi-threaded)."""
+    lower index in both orders, as a stable sort orders them.
+
+    Keys that float32 holds exactly (single-channel maps, and any map whose
+    channel sums round to nothing) are ranked by one sort of unique integers:
+    the key's bits mapped to a signed integer in the key's order, negated,
+    in the high 32 bits and the pixel index in the low 32, so the ascending
+    order is the descending key with ties to the lower index. Other keys go
+    through `top_k`, which keeps the lower index first among equal values.
+    """
     keys = relevance if order == "morf" else -relevance
-    ranking = tf.math.top_k(keys, k=keys.shape[1]).indices.numpy()
+    pixels = keys.shape[1]
+    compact = keys.astype(np.float32)
+    if np.array_equal(compact, keys):
+        compact += np.float32(0.0)  # -0.0 -> +0.0: equal keys, equal bits
+        bits = compact.view(np.int32)
+        ordered = bits ^ ((bits >> 31) & 0x7FFFFFFF)
+        packed = np.invert(ordered).astype(np.int64) << 32
+        packed |= np.arange(pixels, dtype=np.int64)
+        packed.sort(axis=1)
+        ranking = (packed & 0xFFFFFFFF).astype(np.int32)
+    else:
+        ranking = tf.math.top_k(keys, k=pixels).indices.numpy()
     ranks = np.empty_like(ranking)
-    np.put_along_axis(ranks, ranking, np.arange(ranking.shape[1])[None, :], axis=1)
+    np.put_along_axis(
+        ranks, ranking, np.arange(pixels, dtype=ranking.dtype)[None, :], axis=1
+    )
     return ranks
 
 
@@ -560,9 +581,8 @@ def road(
         if len(shape) == 3:
             relevance = relevance.sum(axis=-1)
         ranks = _ranks(relevance.reshape(size, pixels), order)
-        targets = tf.repeat(t_batch, len(counts))
         if imputation == "fixed":
-            values = kernel(x_batch, ranks, targets, base, counts)
+            values = kernel(x_batch, ranks, t_batch, base, counts)
         else:
             x = np.asarray(source.measured(x_batch))
             copies = _imputed(
@@ -574,7 +594,7 @@ def road(
                 seed,
             )
             copies = copies if len(shape) == 3 else copies[..., 0]
-            values = kernel(x_batch, copies, targets)
+            values = kernel(x_batch, copies, t_batch)
         rows.append(tf.reshape(values, [size, len(counts)]).numpy())
     per_sample = np.concatenate(rows, axis=0)
     return ROADResult(
