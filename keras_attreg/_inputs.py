@@ -104,8 +104,9 @@ class ModelInputs:
                 f"Cannot attribute input(s) {integer} of model {self.model.name!r}: "
                 f"they take {[self.dtypes[self.names.index(n)] for n in integer]} "
                 f"values (token ids), and {what} of a model with several inputs "
-                "is taken at its float inputs only (saliency, gradient_x_input "
-                "and integrated_gradients take token ids at their Embedding)."
+                "is taken at its float inputs only (saliency, gradient_x_input, "
+                "integrated_gradients, epsilon_lrp and deeplift_rescale take "
+                "token ids at their Embedding)."
             )
 
     def chosen(

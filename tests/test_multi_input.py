@@ -316,7 +316,7 @@ def test_single_array_missing_key_and_token_input_are_refused_by_name():
         [ids, values], keras.layers.Dense(2)(keras.layers.Concatenate()([h, values]))
     )
     with pytest.raises(ValueError, match=r"Cannot attribute input\(s\) \['ids'\]"):
-        deeplift_rescale(text, [np.ones((2, 4)), np.ones((2, 2))], [0, 1])
+        occlusion(text, [np.ones((2, 4)), np.ones((2, 2))], [0, 1])
 
 
 def _dense_image_meta_model():
@@ -466,6 +466,57 @@ def test_epsilon_lrp_takes_a_token_input_among_several_at_its_embedding():
     )
     as_list = epsilon_lrp(text, [_IDS, x_values], targets, epsilon=1e-9)
     np.testing.assert_allclose(as_list[0], maps["ids"], rtol=1e-6)
+
+
+def test_deeplift_takes_a_token_input_among_several_at_its_embedding():
+    """Oracle: DeepLIFT-Rescale by hand in NumPy on ids -> Embedding -> mean
+    over positions, concatenated with values -> Dense(4, ReLU) -> Dense(2):
+    with h = [mean_t e_t, values] and z = h W1 + b1 on x and on the baseline
+    (0 embedding at real tokens, padding kept at its own embedding; values
+    b), m_j = (relu(z_j) - relu(z_ref_j)) / (z_j - z_ref_j) (relu'(z_j) where
+    they meet), the multiplier of h is W1 (m * W2[:, c]); a token's map is
+    sum_d (e_td - e_ref_td) * mult_d / T, the values' (v - b) * mult. The
+    maps sum to S_c(x) (the model's) - S_c(b) (by hand): summation to delta."""
+    keras.utils.set_random_seed(6)
+    ids = keras.Input((5,), name="ids", dtype="int32")
+    values = keras.Input((2,), name="values")
+    embedding = keras.layers.Embedding(9, 3)
+    dense = keras.layers.Dense(4, activation="relu", bias_initializer="normal")
+    head = keras.layers.Dense(2)
+    pooled = keras.layers.GlobalAveragePooling1D()(embedding(ids))
+    text = keras.Model(
+        [ids, values], head(dense(keras.layers.Concatenate()([pooled, values])))
+    )
+    x_values = RNG.normal(size=(3, 2)).astype("float32")
+    b_values = np.array([0.5, -0.25], "float32")
+    targets = np.array([1, 0, 1])
+    maps = deeplift_rescale(
+        text, {"ids": _IDS, "values": x_values}, targets, baseline=[0.0, b_values]
+    )
+    e = embedding(_IDS).numpy().astype(np.float64)
+    e_ref = np.where(_IDS[..., None] == 0, e, 0.0)
+    w1, b1 = (w.astype(np.float64) for w in dense.get_weights())
+    w2 = head.get_weights()[0].astype(np.float64)
+    h = np.concatenate([e.mean(axis=1), x_values], axis=1)
+    h_ref = np.concatenate([e_ref.mean(axis=1), np.broadcast_to(b_values, (3, 2))], 1)
+    z, z_ref = h @ w1 + b1, h_ref @ w1 + b1
+    close = np.abs(z - z_ref) < 1e-5
+    slope = np.where(
+        close,
+        (z > 0).astype(np.float64),
+        (np.maximum(z, 0) - np.maximum(z_ref, 0)) / np.where(close, 1.0, z - z_ref),
+    )
+    mult = (slope * w2[:, targets].T) @ w1.T  # (3, 3 + 2)
+    expected_ids = ((e - e_ref) * mult[:, None, :3]).sum(axis=-1) / 5
+    expected_values = (x_values - b_values) * mult[:, 3:]
+    assert not close.all() and np.abs(expected_ids).max() > 1e-3
+    np.testing.assert_allclose(maps["ids"], expected_ids, rtol=1e-4, atol=1e-6)
+    np.testing.assert_allclose(maps["values"], expected_values, rtol=1e-4, atol=1e-6)
+    delta = text([_IDS, x_values]).numpy() - (
+        np.maximum(z_ref, 0) @ w2 + head.get_weights()[1]
+    )
+    total = maps["ids"].numpy().sum(axis=1) + maps["values"].numpy().sum(axis=1)
+    np.testing.assert_allclose(total, delta[np.arange(3), targets], rtol=1e-4)
 
 
 def test_token_input_among_several_is_attributed_at_its_embedding():

@@ -201,14 +201,6 @@ def for_each_chunk(total, chunk_size: int, body: Callable, initial):
     return state
 
 
-def floats_only(model, what: str) -> None:
-    """Raises a ValueError naming the token-id inputs of a model with
-    several inputs: `what` is taken at float inputs only there."""
-    inputs = model_inputs(unwrap(model))
-    if inputs is not None:
-        inputs.require_float(what)
-
-
 def token_split(model, embedding_layer: str | None = None) -> TokenSplit | None:
     """The `TokenSplit` of `model` (itself when given one), None without tokens."""
     if isinstance(model, TokenSplit):

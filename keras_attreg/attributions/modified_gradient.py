@@ -21,7 +21,6 @@ from keras_attreg._validation import check_float, renamed_argument
 from keras_attreg.attributions._utils import (
     DEFAULT_BATCH_SIZE,
     attribute,
-    floats_only,
     reference,
 )
 from keras_attreg.relevance import DEFAULT_EPSILON, deeplift_pass, relevance_pass
@@ -35,10 +34,11 @@ def _deeplift_kernel(split, x, targets, baseline):
     reference = tf.nest.map_structure(
         lambda x, b: tf.broadcast_to(b, tf.shape(x)), x, baseline
     )
-    # Token ids: padding is no feature, its embedding is kept on the baseline.
-    reference = tf.nest.map_structure(
-        lambda x, r: x + split.fix_padding(r - x), x, reference
-    )
+    # Token ids: padding is no feature, its embedding is kept on the baseline
+    # (`fix_padding` takes the change in x's structure: one tensor, or the
+    # inputs of a model with several).
+    delta = split.fix_padding(tf.nest.map_structure(tf.subtract, reference, x))
+    reference = tf.nest.map_structure(tf.add, x, delta)
     multipliers, source, source_reference = deeplift_pass(split, x, reference, targets)
     return tf.nest.map_structure(
         lambda m, s, r: (s - r) * m, multipliers, source, source_reference
@@ -116,7 +116,8 @@ def deeplift_rescale(
         x, targets: as `saliency`.
         baseline: b, a scalar or an array of one sample's shape (token ids:
             of e's sample shape; padding keeps its embedding; several inputs:
-            a scalar or a list or dict of one per input).
+            a scalar or a list or dict of one per input, a token input's of
+            its Embedding output's sample shape).
         batch_size: samples per call (the model sees twice as many inputs).
         embedding_layer, baseline_token: as `integrated_gradients`.
 
@@ -126,7 +127,6 @@ def deeplift_rescale(
     Example:
         >>> maps = deeplift_rescale(model, x_test[:8], y_test[:8], baseline=0.0)
     """
-    floats_only(model, "deeplift_rescale")
     return attribute(
         model,
         x,

@@ -211,6 +211,9 @@ def deeplift_pass(split: LogitSplit, x, reference, targets) -> tuple:
     stacked_split = split
     if isinstance(split, TokenSplit):  # x and the reference are embeddings
         stacked_split = split.bind(tf.concat([split.ids, split.ids], axis=0))
+    elif isinstance(split, EmbeddedInputs):  # so are those of the token inputs
+        rows = tf.range(tf.shape(tf.nest.flatten(x)[0])[0])
+        stacked_split = split.rows(tf.concat([rows, rows], axis=0))
     outputs, records, _ = _forward(
         stacked_split, stacked, epsilon_composite(DEFAULT_EPSILON), False
     )
