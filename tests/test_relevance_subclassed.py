@@ -223,6 +223,56 @@ def test_an_embedding_inside_a_custom_layer_is_the_input_of_token_models():
         np.testing.assert_allclose(ours.numpy(), theirs.numpy(), rtol=1e-5, atol=1e-8)
 
 
+class MaskedMean(L.Layer):
+    """A mean over the real positions, read from the Keras mask its `call`
+    takes (the mean over every position without one)."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.supports_masking = True
+
+    def call(self, x, mask=None):
+        if mask is None:
+            return keras.ops.mean(x, axis=1)
+        weights = keras.ops.cast(mask, x.dtype)[..., None]
+        return keras.ops.sum(x * weights, axis=1) / keras.ops.sum(weights, axis=1)
+
+    def compute_mask(self, x, mask=None):
+        return None
+
+
+def test_a_custom_layer_reading_its_own_mask_sees_it():
+    """Oracle: the test's own tape through its own masked mean (padding, id 0,
+    left out) after a bias-free ReLU head: epsilon-LRP at eps -> 0 and
+    DeepLIFT-Rescale from the zero embedding both equal gradient x input at
+    the Embedding output, summed per token (0 at padding). A pass that fed
+    the layer no mask would average the padding in and differ."""
+    keras.utils.set_random_seed(5)
+    embedding = L.Embedding(20, 4, mask_zero=True)
+    hidden = L.Dense(5, activation="relu", use_bias=False)
+    head = L.Dense(2, use_bias=False)
+    ids = keras.Input((6,), dtype="int32")
+    model = keras.Model(ids, head(hidden(MaskedMean()(embedding(ids)))))
+    batch = np.array([[3, 4, 5, 0, 0, 0], [1, 2, 3, 4, 5, 6], [7, 0, 0, 0, 0, 0]])
+    targets = np.array([0, 1, 1])
+    e = tf.constant(embedding(batch))
+    real = tf.cast(batch != 0, "float32")[..., None]
+    with tf.GradientTape() as tape:
+        tape.watch(e)
+        pooled = tf.reduce_sum(e * real, 1) / tf.reduce_sum(real, 1)
+        scores = tf.gather(head(hidden(pooled)), targets, axis=1, batch_dims=1)
+        total = tf.reduce_sum(scores)
+    expected = (e * tape.gradient(total, e)).numpy().sum(-1)
+    expected = np.where(batch == 0, 0.0, expected)
+    assert np.abs(expected).max() > 1e-4
+    np.testing.assert_allclose(model(batch).numpy()[range(3), targets], scores)
+    for maps in (
+        epsilon_lrp(model, batch, targets, epsilon=1e-9),
+        deeplift_rescale(model, batch, targets),
+    ):
+        np.testing.assert_allclose(maps.numpy(), expected, rtol=1e-4, atol=1e-8)
+
+
 class RawProjection(L.Layer):
     """x W with a weight of its own, by a raw TensorFlow operation."""
 

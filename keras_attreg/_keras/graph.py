@@ -277,7 +277,9 @@ def operation_types() -> dict[str, tuple]:
     from keras.src.ops import numpy as knp
 
     return {
-        "affine": _ops(knp, "Add", "Subtract", "Negative", "TrueDivide", "Divide"),
+        "affine": _ops(
+            knp, "Add", "Subtract", "Negative", "TrueDivide", "Divide", "Sum", "Mean"
+        ),
         "product": _ops(knp, "Multiply"),
         "routing": _ops(
             knp,

@@ -158,7 +158,7 @@ def epsilon_composite(epsilon: float) -> Composite:
     - `EpsilonRule(epsilon)`: Dense, convolutions of every kind (Conv1D/2D/3D,
       transposed, depthwise, separable), average pooling (global too),
       Add/Subtract/Average, ConvNeXt's LayerScale,
-      arithmetic with constants.
+      arithmetic with constants, `keras.ops.sum` and `mean` over axes.
     - `BatchNormRule`: BatchNormalization not folded (statistics constant).
     - `LayerNormRule` / `AttentionRule`: CP-LRP (Ali et al. 2022),
       LayerNormalization with its standard deviation constant,
@@ -171,7 +171,8 @@ def epsilon_composite(epsilon: float) -> Composite:
       Permute, padding, cropping, Concatenate, up-sampling, slices.
     - `IdentityRule`: elementwise activations (as layers or operations),
       Dropout and noise layers, Masking, ConvNeXt's StochasticDepth.
-    - `GateRule`: elementwise products (the sigmoid-type gate gets nothing).
+    - `GateRule`: elementwise products (the sigmoid-type gate, or a mask
+      cast to floats, gets nothing).
     - `StopRule`: the Embedding of token ids, token preprocessing (lookups,
       hashing, discretisation) and comparisons (masks): relevance stops there.
     - `RecurrentRule`: SimpleRNN, LSTM, GRU and Bidirectional (Arras et al.

@@ -411,14 +411,30 @@ def is_gate(tensor, producer_of: Callable) -> bool:
     return False
 
 
+def carries_no_relevance(tensor, producer_of: Callable) -> bool:
+    """Whether `tensor` is computed from no floating-point tensor of the graph:
+    a Keras mask or token ids, possibly through casts, reshapes, comparisons
+    and arithmetic among such tensors (no layer)."""
+    if not tensor.dtype.is_floating:
+        return True
+    call = producer_of(tensor)
+    if call is None or isinstance(call.operation, keras.layers.Layer):
+        return False
+    return bool(call.inputs) and all(
+        carries_no_relevance(value, producer_of) for value in call.inputs
+    )
+
+
 class GateRule(Rule):
     """Elementwise product `z = signal * gate`: the signal takes all relevance.
 
     The gate is the operand computed by a sigmoid-type path (`is_gate`:
-    squeeze-and-excitation blocks). It only rescales the signal, so it
-    receives no relevance (the rule Arras et al. 2017 give LSTM gates), and
-    R_signal = R_z. A product with a constant is an affine map and gets the
-    epsilon rule.
+    squeeze-and-excitation blocks), or one computed from no floating-point
+    tensor (`carries_no_relevance`: a Keras mask cast to floats, as a masked
+    pooling multiplies by it). It only rescales the signal, so it receives no
+    relevance (the rule Arras et al. 2017 give LSTM gates), and R_signal =
+    R_z. A product with a constant is an affine map and gets the epsilon
+    rule.
 
     Args:
         epsilon: the stabiliser of the epsilon rule (products with constants).
@@ -430,13 +446,17 @@ class GateRule(Rule):
     def forward(self, call):
         if len(call.inputs) < 2:
             return EpsilonRule(self.epsilon).forward(call)
-        gates = [is_gate(tensor, call.producer_of) for tensor in call.inputs]
+        gates = [
+            is_gate(tensor, call.producer_of)
+            or carries_no_relevance(tensor, call.producer_of)
+            for tensor in call.inputs
+        ]
         if len(call.inputs) != 2 or sum(gates) != 1:
             raise ValueError(
                 "The relevance pass cannot tell the signal from the gate in "
                 f"{call.operation.name!r} ({type(call.operation).__name__}): "
                 "a product of two tensors needs exactly one operand computed by "
-                "a sigmoid-type activation. Received: "
+                "a sigmoid-type activation or from a mask. Received: "
                 f"{len(call.inputs)} operands, gates {gates}. Register a rule "
                 "of your own with `keras_attreg.relevance.register_rule`."
             )
