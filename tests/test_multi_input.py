@@ -591,7 +591,33 @@ def test_smoothgrad_with_a_token_input_among_several():
     np.testing.assert_allclose(quiet["ids"], expected, rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(quiet["values"], x_values * d_values, rtol=1e-5)
     with pytest.raises(ValueError, match="takes token ids among several inputs"):
-        smoothgrad(linear, [_IDS, x_values], targets, method=epsilon_lrp)
+        smoothgrad(linear, [_IDS, x_values], targets, method=occlusion)
+
+
+def test_smoothgrad_of_lrp_and_deeplift_with_a_token_input_among_several():
+    """Oracle: on a bias-free ReLU net, epsilon-LRP at eps -> 0 and
+    DeepLIFT-Rescale from the zero baseline equal gradient x input at every
+    point (Ancona et al. 2018), so with the same seed (the same noise on the
+    Embedding output and on the float input) their SmoothGrad equals that of
+    gradient x input, itself checked against the test's own tape above.
+    Reviews without padding: DeepLIFT keeps a padding embedding on its
+    baseline, where gradient x input has none."""
+    keras.utils.set_random_seed(7)
+    ids = keras.Input((5,), name="ids", dtype="int32")
+    values = keras.Input((2,), name="values")
+    h = keras.layers.GlobalAveragePooling1D()(keras.layers.Embedding(9, 3)(ids))
+    h = keras.layers.Concatenate()([h, values])
+    h = keras.layers.Dense(6, activation="relu", use_bias=False)(h)
+    net = keras.Model([ids, values], keras.layers.Dense(2, use_bias=False)(h))
+    x = [RNG.integers(1, 9, size=(4, 5)), RNG.normal(size=(4, 2)).astype("float32")]
+    targets = np.array([0, 1, 1, 0])
+    options = {"samples": 6, "noise": 0.3, "seed": 3}
+    expected = smoothgrad(net, x, targets, method=gradient_x_input, **options)
+    assert np.abs(expected[0].numpy()).max() > 1e-3
+    for method in (functools.partial(epsilon_lrp, epsilon=1e-9), deeplift_rescale):
+        maps = smoothgrad(net, x, targets, method=method, **options)
+        for ours, theirs in zip(maps, expected, strict=True):
+            np.testing.assert_allclose(ours, theirs, rtol=1e-4, atol=1e-6)
 
 
 def test_penalty_on_a_token_input_is_taken_at_its_embedding():

@@ -316,7 +316,8 @@ def smoothgrad(
     callable is called eagerly on the noisy batch. Both give the same maps.
     For token ids the noise is added to e (its range taken over the sample's
     embedding output), never to padding positions, and M must be a built-in
-    method. Called inside a traced function (a served signature, see
+    method (for token ids among several inputs: any but occlusion). Called
+    inside a traced function (a served signature, see
     `kar.export_with_explanations`), the symbolic batch is one piece, its
     noise drawn with the seed `(seed, 0)`: the maps of an eager call with
     `batch_size >= samples * len(x)`.
@@ -358,7 +359,8 @@ def smoothgrad(
             "Invalid value for argument method: model "
             f"{model.name!r} takes token ids among several inputs, where "
             "SmoothGrad adds its noise to the Embedding outputs and takes "
-            "saliency, gradient_x_input or integrated_gradients. Received: "
+            "saliency, gradient_x_input, integrated_gradients, epsilon_lrp or "
+            "deeplift_rescale. Received: "
             f"method={method!r}"
         )
     if built_in is None and tokens is not None:
@@ -417,8 +419,11 @@ _NAMES = {
     "smoothgrad": smoothgrad,
 }
 _BUILT_IN = frozenset(_NAMES.values()) - {smoothgrad}
-_EMBEDDED_METHODS = frozenset({saliency, gradient_x_input, integrated_gradients})
-"""The methods that take token-id inputs among several (`EmbeddedInputs`)."""
+_EMBEDDED_METHODS = frozenset(
+    {saliency, gradient_x_input, integrated_gradients, epsilon_lrp, deeplift_rescale}
+)
+"""The methods that take token-id inputs among several (`EmbeddedInputs`),
+and SmoothGrad over them."""
 METHOD_NAMES = tuple(sorted(_NAMES))
 
 
