@@ -209,9 +209,8 @@ def deeplift_pass(split: LogitSplit, x, reference, targets) -> tuple:
         lambda a, b: tf.concat([a, b], axis=0), x, reference
     )
     stacked_split = split
-    if isinstance(split, TokenSplit):  # x and the reference are embeddings
-        stacked_split = split.bind(tf.concat([split.ids, split.ids], axis=0))
-    elif isinstance(split, EmbeddedInputs):  # so are those of the token inputs
+    if isinstance(split, (TokenSplit, EmbeddedInputs)):
+        # x and the reference hold embeddings of the bound ids: bind them twice
         rows = tf.range(tf.shape(tf.nest.flatten(x)[0])[0])
         stacked_split = split.rows(tf.concat([rows, rows], axis=0))
     outputs, records, _ = _forward(
